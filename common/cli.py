@@ -1,0 +1,56 @@
+"""Entry-point plumbing shared by every job: `--config`/`--set`, clear errors, stage timing."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from contextlib import contextmanager
+from typing import Callable
+
+from common.config import ConfigError, Config, add_config_arguments, config_from_args
+
+
+class UserInputError(ValueError):
+    """Bad input or configuration: reported as one clear message, without a traceback."""
+
+
+class StageTimer:
+    """Wall-clock seconds per named stage, in the order the stages ran."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - start, 3)
+
+
+def run_main(description: str, job: Callable[[Config, argparse.Namespace], dict],
+             argv: list[str] | None = None,
+             extra_arguments: Callable[[argparse.ArgumentParser], None] | None = None) -> int:
+    """Parse arguments, load the config, run `job`, print its summary as JSON.
+
+    Returns the process exit code: 0 on success, 2 for a bad config, 1 for bad input.
+    """
+    parser = argparse.ArgumentParser(description=description)
+    add_config_arguments(parser)
+    if extra_arguments:
+        extra_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        cfg = config_from_args(args)
+    except ConfigError as err:
+        print(f"configuration error: {err}", file=sys.stderr)
+        return 2
+    try:
+        summary = job(cfg, args)
+    except (UserInputError, ConfigError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(json.dumps(summary, indent=2, sort_keys=True, default=str))
+    return 0

@@ -1,0 +1,75 @@
+"""One schema definition per table the project writes.
+
+Jobs shape their output with `conform(df, SCHEMA)` right before writing, so a table's
+columns, order and types are defined here and nowhere else.
+"""
+from __future__ import annotations
+
+from pyspark.sql import DataFrame, functions as F
+from pyspark.sql.types import (ArrayType, FloatType, IntegerType, LongType,
+                               StringType, StructField, StructType)
+
+from common import columns as C
+
+VECTOR_TYPE = ArrayType(FloatType(), containsNull=False)
+
+NEWS_VECTORS = StructType([
+    StructField(C.NEWS_ID, StringType(), False),
+    StructField(C.VECTOR, VECTOR_TYPE, False),
+])
+
+# One row per (impression, candidate): what the trainer and the evaluator read.
+FEATURE_ROWS = StructType([
+    StructField(C.IMPRESSION_ID, LongType(), False),
+    StructField(C.USER_ID, StringType(), False),
+    StructField(C.NEWS_ID, StringType(), False),
+    StructField(C.LABEL, IntegerType(), False),
+    StructField(C.USER_VEC, VECTOR_TYPE, False),
+    StructField(C.NEWS_VEC, VECTOR_TYPE, False),
+    StructField(C.HISTORY_LEN, IntegerType(), False),
+])
+
+# Each user's latest vector, for scoring.
+USER_PROFILES = StructType([
+    StructField(C.USER_ID, StringType(), False),
+    StructField(C.USER_VEC, VECTOR_TYPE, False),
+    StructField(C.HISTORY_LEN, IntegerType(), False),
+    StructField(C.CLICKED_NEWS, ArrayType(StringType(), containsNull=False), False),
+])
+
+# News eligible for scoring, with their popularity in the window.
+CANDIDATE_POOL = StructType([
+    StructField(C.NEWS_ID, StringType(), False),
+    StructField(C.NEWS_VEC, VECTOR_TYPE, False),
+    StructField(C.IMPRESSIONS, LongType(), False),
+    StructField(C.CLICKS, LongType(), False),
+])
+
+# Rows of the input files that could not be parsed.
+REJECTED_ROWS = StructType([
+    StructField("file", StringType(), False),
+    StructField("line", LongType(), False),
+    StructField("column", IntegerType(), True),
+    StructField("reason", StringType(), False),
+    StructField("text", StringType(), True),
+])
+
+# Clicks per news in the train split (the popularity baseline).
+NEWS_POPULARITY = StructType([
+    StructField(C.NEWS_ID, StringType(), False),
+    StructField(C.IMPRESSIONS, LongType(), False),
+    StructField(C.CLICKS, LongType(), False),
+])
+
+
+def conform(df: DataFrame, schema: StructType) -> DataFrame:
+    """Select exactly the schema's columns, in order, cast to the schema's types."""
+    missing = [f.name for f in schema.fields if f.name not in df.columns]
+    if missing:
+        raise ValueError(f"cannot conform to schema: columns {missing} are missing "
+                         f"(have {df.columns})")
+    return df.select([F.col(f.name).cast(f.dataType).alias(f.name) for f in schema.fields])
+
+
+__all__ = ["NEWS_VECTORS", "FEATURE_ROWS", "USER_PROFILES", "CANDIDATE_POOL", "REJECTED_ROWS",
+           "NEWS_POPULARITY", "VECTOR_TYPE", "conform"]

@@ -1,0 +1,59 @@
+"""The one way to start Spark.
+
+Works the same under `spark-submit` (the master and resources come from its command line)
+and from plain Python (tests, `python -m jobs.X`), where the master and driver memory come
+from the configuration. Session settings that make the jobs' results independent of the
+machine (UTC time zone, the strict time parser) are applied in both cases.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+from common.config import Config
+
+
+def _under_spark_submit() -> bool:
+    # spark-submit starts the Python driver with a gateway to its JVM already running.
+    return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
+def session_settings(cfg: Config) -> dict[str, str]:
+    """Spark SQL settings every job runs with."""
+    settings = {
+        "spark.sql.session.timeZone": "UTC",
+        # A malformed time is a rejected row (null), never an exception from the parser.
+        "spark.sql.legacy.timeParserPolicy": "CORRECTED",
+        "spark.sql.ansi.enabled": "false",
+        "spark.sql.shuffle.partitions": str(cfg["spark.shuffle_partitions"]),
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        "spark.sql.sources.partitionOverwriteMode": "dynamic",
+        "spark.ui.showConsoleProgress": "false",
+    }
+    settings.update({str(k): str(v) for k, v in cfg["spark.extra"].items()})
+    return settings
+
+
+def get_spark(cfg: Config, app_name: str, hive: bool = False):
+    """Return the active SparkSession, creating it from `cfg` when there is none."""
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    if not _under_spark_submit():
+        os.environ.setdefault("PYSPARK_SUBMIT_ARGS",
+                              f"--driver-memory {cfg['spark.driver_memory']} pyspark-shell")
+    from pyspark.sql import SparkSession
+
+    builder = SparkSession.builder.appName(app_name)
+    if not _under_spark_submit():
+        builder = builder.master(cfg["spark.master"])
+    for key, value in session_settings(cfg).items():
+        builder = builder.config(key, value)
+    if hive:
+        builder = builder.enableHiveSupport()
+    spark = builder.getOrCreate()
+    for key, value in session_settings(cfg).items():
+        # getOrCreate may return an existing session (tests): make the SQL settings hold.
+        if key.startswith("spark.sql."):
+            spark.conf.set(key, value)
+    spark.sparkContext.setLogLevel("WARN")
+    return spark

@@ -1,0 +1,275 @@
+"""build_features: MIND behaviors + news vectors -> the trainer's, evaluator's and scorer's inputs.
+
+    ./spark-submit.sh build_features [--config FILE] [--set key=value ...]
+
+Outputs, in one run folder under `paths.work/features/runs/<run_id>/` published atomically
+through `paths.work/features/CURRENT.json` (see common/storage.py):
+
+- `train/`: one row per kept candidate of each train impression (schemas.FEATURE_ROWS): the
+  user vector is the mean of the vectors of the impression's history news, i.e. only clicks
+  made before the impression; `features.npratio` non-clicked candidates are kept per clicked
+  one, chosen by a seeded hash so a rerun keeps the same ones.
+- `dev/`: the same for dev impressions with every candidate kept.
+- `user_profiles/`: each user's latest vector: the history of the user's latest impression plus
+  every news the user clicked in the impressions of both splits (distinct ids), and the ids of
+  all those clicked news (the scorer excludes them).
+- `candidate_pool/`: news shown within `features.candidate_window_hours` before the data's end.
+- `news_popularity/`: impressions and clicks per news in the train split (a baseline).
+- `rejected/`: malformed input rows with file, line, column and reason.
+- `summary.json`: counts and seconds per stage.
+
+Everything is DataFrame expressions: no Python UDF touches the rows, no per-user data goes to
+the driver, and each distinct history string is averaged once however many impressions share it.
+Parquet is written for Petastorm: vectors as array<float>, at least `features.min_row_groups`
+files (so every shard of up to 16 ranks gets several row groups), row groups of at most
+`features.row_group_mb`, rows spread over the files by a hash of (impression, news), so no
+shard holds one time range.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+
+from pyspark.sql import Column, DataFrame, SparkSession, functions as F
+
+from common import columns as C
+from common import schemas, storage
+from common.cli import StageTimer, UserInputError, run_main
+from common.config import Config
+from common.spark import get_spark
+from jobs.embed_news import current_vectors_uri
+from jobs.mind import check_rejected_share, parse_behaviors, parse_news
+
+OUTPUT_NAME = "features"
+TABLES = ("train", "dev", "user_profiles", "candidate_pool", "news_popularity")
+
+
+def output_root(cfg: Config) -> str:
+    return storage.join(cfg["paths.work"], OUTPUT_NAME)
+
+
+def current_features(cfg: Config) -> dict:
+    """The pointer of the latest finished run: {'path': ..., 'summary': {...}, ...}."""
+    return storage.current_run(output_root(cfg), "build_features")
+
+
+def mean_vector(vectors: Column, count: Column, dim: int) -> Column:
+    """Element-wise mean of an array of equal-width vectors (zeros when it is empty),
+    summed in double precision."""
+    zero = F.array_repeat(F.lit(0.0).cast("double"), dim)
+    total = F.aggregate(vectors, zero,
+                        lambda acc, v: F.zip_with(acc, v, lambda a, b: a + b.cast("double")))
+    return F.transform(total, lambda s: (s / F.greatest(count, F.lit(1))).cast("float"))
+
+
+def history_vectors(behaviors: DataFrame, vectors: DataFrame, dim: int) -> DataFrame:
+    """(history_key, user_vec, history_len, unknown) for each distinct history: the mean of
+    the vectors of its news, skipping ids without a vector (counted in `unknown`)."""
+    histories = behaviors.select("history_key", "history").dropDuplicates(["history_key"])
+    tokens = histories.select("history_key", F.posexplode("history").alias("pos", C.NEWS_ID))
+    joined = tokens.join(F.broadcast(vectors), C.NEWS_ID, "left")
+    agg = (joined.groupBy("history_key")
+           .agg(F.array_sort(F.collect_list(F.struct("pos", C.VECTOR))).alias("items"),
+                F.count(C.VECTOR).alias(C.HISTORY_LEN),
+                F.sum(F.col(C.VECTOR).isNull().cast("int")).alias("unknown")))
+    known = F.filter(F.transform("items", lambda s: s[C.VECTOR]), lambda v: v.isNotNull())
+    means = agg.select("history_key", mean_vector(known, F.col(C.HISTORY_LEN), dim).alias(C.USER_VEC),
+                       C.HISTORY_LEN, "unknown")
+    empty = histories.where(F.size("history") == 0).select(
+        "history_key", F.array_repeat(F.lit(0.0).cast("float"), dim).alias(C.USER_VEC),
+        F.lit(0).cast("long").alias(C.HISTORY_LEN), F.lit(0).cast("long").alias("unknown"))
+    return means.unionByName(empty)
+
+
+def sample_candidates(candidates: Column, impression_id: Column, npratio: int, seed: int) -> Column:
+    """All clicked candidates plus `npratio` non-clicked ones per clicked one, chosen by a
+    seeded hash of (impression, news): reproducible and independent of row order."""
+    if npratio <= 0:
+        return candidates
+    positives = F.filter(candidates, lambda c: c[C.LABEL] == 1)
+    negatives = F.filter(candidates, lambda c: c[C.LABEL] == 0)
+    keyed = F.transform(negatives, lambda c: F.struct(
+        F.xxhash64(F.lit(seed), impression_id, c[C.NEWS_ID]).alias("h"), c.alias("c")))
+    chosen = F.slice(F.array_sort(keyed), 1, F.greatest(F.size(positives) * npratio, F.lit(1)))
+    return F.concat(positives, F.transform(chosen, lambda k: k["c"]))
+
+
+def feature_rows(behaviors: DataFrame, histories: DataFrame, vectors: DataFrame,
+                 npratio: int, seed: int) -> DataFrame:
+    """One row per kept candidate with a vector; candidates without a vector are dropped."""
+    exploded = behaviors.select(
+        C.IMPRESSION_ID, C.USER_ID, "history_key",
+        F.explode(sample_candidates(F.col("candidates"), F.col(C.IMPRESSION_ID), npratio, seed))
+        .alias("c")).select(C.IMPRESSION_ID, C.USER_ID, "history_key",
+                            F.col("c")[C.NEWS_ID].alias(C.NEWS_ID), F.col("c")[C.LABEL].alias(C.LABEL))
+    news = vectors.withColumnRenamed(C.VECTOR, C.NEWS_VEC)
+    rows = (exploded.join(F.broadcast(news), C.NEWS_ID, "inner")
+            .join(histories.select("history_key", C.USER_VEC, C.HISTORY_LEN), "history_key"))
+    return schemas.conform(rows, schemas.FEATURE_ROWS)
+
+
+def user_profiles(behaviors: DataFrame, vectors: DataFrame, dim: int) -> DataFrame:
+    """Each user's latest profile: the latest impression's history plus all clicked news."""
+    latest = (behaviors.groupBy(C.USER_ID)
+              .agg(F.max_by("history", F.struct(C.TIME, "split_order", C.IMPRESSION_ID))
+                   .alias("history")))
+    from_history = latest.select(C.USER_ID, F.explode("history").alias(C.NEWS_ID))
+    from_clicks = behaviors.select(C.USER_ID, F.explode("candidates").alias("c")).where(
+        F.col("c")[C.LABEL] == 1).select(C.USER_ID, F.col("c")[C.NEWS_ID].alias(C.NEWS_ID))
+    clicked = from_history.unionByName(from_clicks).distinct()
+    agg = (clicked.join(F.broadcast(vectors), C.NEWS_ID, "left").groupBy(C.USER_ID)
+           .agg(F.array_sort(F.collect_list(C.NEWS_ID)).alias(C.CLICKED_NEWS),
+                F.collect_list(C.VECTOR).alias("vecs"), F.count(C.VECTOR).alias(C.HISTORY_LEN)))
+    profiles = (latest.select(C.USER_ID).join(agg, C.USER_ID, "left")
+                .select(C.USER_ID,
+                        F.coalesce(C.CLICKED_NEWS, F.array().cast("array<string>")).alias(C.CLICKED_NEWS),
+                        F.coalesce(C.HISTORY_LEN, F.lit(0)).alias(C.HISTORY_LEN),
+                        F.coalesce("vecs", F.array().cast("array<array<float>>")).alias("vecs")))
+    profiles = profiles.withColumn(C.USER_VEC, mean_vector(F.col("vecs"), F.col(C.HISTORY_LEN), dim))
+    return schemas.conform(profiles, schemas.USER_PROFILES)
+
+
+def impression_counts(behaviors: DataFrame) -> DataFrame:
+    """Impressions and clicks per news over the given behaviors."""
+    shown = behaviors.select(F.explode("candidates").alias("c"))
+    return (shown.groupBy(F.col("c")[C.NEWS_ID].alias(C.NEWS_ID))
+            .agg(F.count("*").alias(C.IMPRESSIONS), F.sum(F.col("c")[C.LABEL]).alias(C.CLICKS)))
+
+
+def candidate_pool(behaviors: DataFrame, vectors: DataFrame, data_end: dt.datetime,
+                   window_hours: int) -> DataFrame:
+    start = data_end - dt.timedelta(hours=window_hours)
+    recent = behaviors.where(F.col(C.TIME) > F.lit(start))
+    pool = impression_counts(recent).join(
+        vectors.withColumnRenamed(C.VECTOR, C.NEWS_VEC), C.NEWS_ID, "inner")
+    return schemas.conform(pool, schemas.CANDIDATE_POOL)
+
+
+def write_rows(df: DataFrame, uri: str, cfg: Config, spread_seed: int) -> None:
+    """Write Parquet shaped for Petastorm (see the module docstring)."""
+    spread = F.xxhash64(F.lit(spread_seed), *[F.col(c) for c in df.columns
+                                              if c in (C.IMPRESSION_ID, C.NEWS_ID, C.USER_ID)])
+    (df.repartition(cfg["features.min_row_groups"], spread)
+     .sortWithinPartitions(spread, *[c for c in df.columns if c in (C.IMPRESSION_ID, C.NEWS_ID, C.USER_ID)])
+     .write.option("parquet.block.size", cfg["features.row_group_mb"] * 1024 * 1024)
+     .parquet(uri))
+
+
+def read_behaviors(spark: SparkSession, cfg: Config) -> tuple[DataFrame, DataFrame, list]:
+    frames, rejected, checks = [], [], []
+    for order, split in enumerate(("train", "dev")):
+        folder = storage.to_uri(cfg[f"paths.{split}"])
+        good, bad = parse_behaviors(spark, folder)
+        good = good.withColumn("split_order", F.lit(order)).withColumn("split", F.lit(split))
+        good = good.cache()
+        checks.append(check_rejected_share(good, bad, f"{folder}/behaviors.tsv",
+                                           cfg["mind.max_rejected_share"]))
+        frames.append(good)
+        rejected.append(bad)
+    behaviors = frames[0].unionByName(frames[1]).withColumn(
+        "history_key", F.array_join("history", " "))
+    return behaviors, rejected[0].unionByName(rejected[1]), checks
+
+
+def ids_missing_from_news(spark: SparkSession, cfg: Config, behaviors: DataFrame) -> dict:
+    """Per split, how many history and candidate ids are not in that split's news.tsv."""
+    result = {}
+    for split in ("train", "dev"):
+        news_ids, _ = parse_news(spark, storage.to_uri(cfg[f"paths.{split}"]))
+        rows = behaviors.where(F.col("split") == split)
+        refs = (rows.select(F.explode("history").alias(C.NEWS_ID), F.lit("history").alias("kind"))
+                .unionByName(rows.select(F.explode("candidates").alias("c"))
+                             .select(F.col("c")[C.NEWS_ID].alias(C.NEWS_ID),
+                                     F.lit("candidates").alias("kind"))))
+        missing = refs.join(news_ids.select(C.NEWS_ID).distinct(), C.NEWS_ID, "left_anti")
+        counts = {r["kind"]: r["count"] for r in missing.groupBy("kind").count().collect()}
+        result[split] = {"history": counts.get("history", 0),
+                         "candidates": counts.get("candidates", 0)}
+    return result
+
+
+def load_vectors(spark: SparkSession, cfg: Config) -> tuple[DataFrame, int, str]:
+    uri, _summary = current_vectors_uri(cfg)
+    vectors = spark.read.parquet(uri).select(C.NEWS_ID, C.VECTOR)
+    widths = vectors.agg(F.min(F.size(C.VECTOR)).alias("lo"), F.max(F.size(C.VECTOR)).alias("hi")).first()
+    if widths["lo"] is None:
+        raise UserInputError(f"{uri}: no news vectors")
+    if widths["lo"] != widths["hi"]:
+        raise UserInputError(f"{uri}: news vectors have different widths "
+                             f"({widths['lo']} to {widths['hi']})")
+    return vectors, int(widths["hi"]), uri
+
+
+def run(cfg: Config, spark: SparkSession | None = None) -> dict:
+    spark = spark or get_spark(cfg, "build_features")
+    timer = StageTimer()
+    root = output_root(cfg)
+    run_id = storage.new_run_id()
+    out = storage.run_dir(root, run_id)
+    seed, npratio = cfg["features.seed"], cfg["features.npratio"]
+
+    with timer.stage("read_inputs"):
+        vectors, dim, vectors_uri = load_vectors(spark, cfg)
+        vectors = vectors.cache()
+        behaviors, rejected, checks = read_behaviors(spark, cfg)
+        missing = ids_missing_from_news(spark, cfg, behaviors)
+        data_end = behaviors.agg(F.max(C.TIME)).first()[0]
+    with timer.stage("history_vectors"):
+        histories = history_vectors(behaviors, vectors, dim).cache()
+        unknown_history_ids = histories.agg(F.sum("unknown")).first()[0] or 0
+    counts = {}
+    for split, split_npratio in (("train", npratio), ("dev", 0)):
+        with timer.stage(f"{split}_rows"):
+            rows = feature_rows(behaviors.where(F.col("split") == split), histories, vectors,
+                                split_npratio, seed)
+            write_rows(rows, f"{out}/{split}", cfg, seed)
+            written = spark.read.parquet(f"{out}/{split}")
+            stats = written.agg(F.count("*").alias("rows"), F.sum(C.LABEL).alias("positives"),
+                                F.countDistinct(C.IMPRESSION_ID).alias("impressions")).first()
+            counts[split] = {"rows": stats["rows"], "impressions": stats["impressions"],
+                             "positive_share": round((stats["positives"] or 0) / max(stats["rows"], 1), 5),
+                             "files": len(written.inputFiles())}
+    with timer.stage("user_profiles"):
+        write_rows(user_profiles(behaviors, vectors, dim), f"{out}/user_profiles", cfg, seed)
+        counts["user_profiles"] = spark.read.parquet(f"{out}/user_profiles").count()
+    with timer.stage("candidate_pool"):
+        pool = candidate_pool(behaviors, vectors, data_end, cfg["features.candidate_window_hours"])
+        pool.coalesce(1).write.parquet(f"{out}/candidate_pool")
+        counts["candidate_pool"] = spark.read.parquet(f"{out}/candidate_pool").count()
+        popularity = impression_counts(behaviors.where(F.col("split") == "train"))
+        schemas.conform(popularity, schemas.NEWS_POPULARITY).coalesce(1).write.parquet(
+            f"{out}/news_popularity")
+    with timer.stage("rejected_rows"):
+        rejected.coalesce(1).write.parquet(f"{out}/rejected")
+
+    dropped = candidates_without_vector(behaviors, vectors)
+    summary = {
+        "run_id": run_id, "output": out, "news_vectors": vectors_uri, "dim": dim,
+        "data_end": data_end.isoformat(), "npratio": npratio, "seed": seed,
+        "rows": counts,
+        "rejected_rows": {c.file: c.rejected for c in checks},
+        "input_rows": {c.file: c.lines for c in checks},
+        "ids_missing_from_news_tsv": missing,
+        "history_ids_without_vector": int(unknown_history_ids),
+        "candidates_without_vector": dropped,
+        "seconds": timer.seconds,
+    }
+    storage.write_text_atomic(f"{out}/summary.json", json.dumps(summary, indent=2, sort_keys=True))
+    storage.publish_run(root, run_id, summary, keep_runs=cfg["paths.keep_runs"])
+    return summary
+
+
+def candidates_without_vector(behaviors: DataFrame, vectors: DataFrame) -> int:
+    ids = behaviors.select(F.explode("candidates").alias("c")).select(
+        F.col("c")[C.NEWS_ID].alias(C.NEWS_ID))
+    return ids.join(vectors.select(C.NEWS_ID), C.NEWS_ID, "left_anti").count()
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main("Build the train/dev feature rows, user profiles and candidate pool.",
+                    lambda cfg, _args: run(cfg), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

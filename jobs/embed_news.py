@@ -1,0 +1,169 @@
+"""embed_news: every news of both splits -> a fixed-width vector, as Parquet (news_id, vector).
+
+    ./spark-submit.sh embed_news [--config FILE] [--set key=value ...]
+
+Titles are encoded inside Spark tasks with `mapInPandas`; the encoder is built once per
+Python worker. With `embed.encoder=precomputed` the user's own vectors are read instead
+(Parquet with news_id/vector, or a text `.vec` file). Output: `paths.work/news_vectors`,
+published atomically (see common/storage.py).
+"""
+from __future__ import annotations
+
+import sys
+from typing import Iterator
+
+import pandas as pd
+from pyspark.sql import DataFrame, SparkSession, functions as F
+
+from common import columns as C
+from common import schemas, storage
+from common.cli import StageTimer, UserInputError, run_main
+from common.config import Config
+from common.spark import get_spark
+from jobs import encoders
+from jobs.mind import check_rejected_share, parse_news
+
+OUTPUT_NAME = "news_vectors"
+
+
+def output_root(cfg: Config) -> str:
+    return storage.join(cfg["paths.work"], OUTPUT_NAME)
+
+
+def read_all_news(spark: SparkSession, cfg: Config) -> tuple[DataFrame, DataFrame, list]:
+    """Distinct news of both splits (the train split's row wins), their rejected rows, and
+    each file's line counts."""
+    frames, rejected, checks = [], [], []
+    for order, split in enumerate(("train", "dev")):
+        folder = storage.to_uri(cfg[f"paths.{split}"])
+        good, bad = parse_news(spark, folder)
+        checks.append(check_rejected_share(good, bad, f"{folder}/news.tsv",
+                                           cfg["mind.max_rejected_share"]))
+        frames.append(good.withColumn("split_order", F.lit(order)))
+        rejected.append(bad)
+    union = frames[0].unionByName(frames[1])
+    news = (union.groupBy(C.NEWS_ID)
+            .agg(F.min_by(F.struct("title", "category"), F.struct("split_order", "line"))
+                 .alias("first"))
+            .select(C.NEWS_ID, "first.title", "first.category"))
+    return news, rejected[0].unionByName(rejected[1]), checks
+
+
+def _encode_partitions(encoder_name: str, hashing_dim: int, batch_size: int,
+                       projection_dim: int, seed: int, normalize: bool):
+    def encode(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        encoder = encoders.get_encoder(encoder_name, hashing_dim)
+        for batch in batches:
+            for start in range(0, len(batch), batch_size):
+                part = batch.iloc[start:start + batch_size]
+                vectors = encoders.postprocess(encoder.encode(part["title"].tolist()),
+                                               projection_dim, seed, normalize)
+                yield pd.DataFrame({C.NEWS_ID: part[C.NEWS_ID].to_numpy(),
+                                    C.VECTOR: list(vectors)})
+    return encode
+
+
+def encode_titles(news: DataFrame, cfg: Config) -> DataFrame:
+    partitions = cfg["embed.partitions"] or news.sparkSession.sparkContext.defaultParallelism
+    encode = _encode_partitions(cfg["embed.encoder"], cfg["embed.hashing_dim"],
+                                cfg["embed.batch_size"], cfg["embed.projection_dim"],
+                                cfg["embed.projection_seed"], cfg["embed.normalize"])
+    return (news.select(C.NEWS_ID, "title").repartition(partitions, C.NEWS_ID)
+            .mapInPandas(encode, schema=schemas.NEWS_VECTORS))
+
+
+def read_precomputed(spark: SparkSession, cfg: Config) -> DataFrame:
+    """The user's vectors, checked against `embed.precomputed_dim`."""
+    path, dim = cfg["embed.precomputed_path"], cfg["embed.precomputed_dim"]
+    if not path:
+        raise UserInputError("embed.encoder is 'precomputed' but embed.precomputed_path is empty")
+    if dim <= 0:
+        raise UserInputError("embed.encoder is 'precomputed': set embed.precomputed_dim to the "
+                             "width of the vectors")
+    uri = storage.to_uri(path)
+    if not storage.exists(uri):
+        raise UserInputError(f"precomputed vectors not found: {uri}")
+    if uri.endswith(".vec") or uri.endswith(".txt"):
+        from jobs.mind import read_numbered_lines
+        lines = read_numbered_lines(spark, uri).where(F.trim("text") != "")
+        tokens = F.split(F.trim("text"), r"[\t ]+")
+        vectors = lines.select("file", "line", F.element_at(tokens, 1).alias(C.NEWS_ID),
+                               F.slice(tokens, 2, 1 << 20).cast("array<float>").alias(C.VECTOR))
+    else:
+        vectors = (spark.read.parquet(uri)
+                   .select(F.lit(uri).alias("file"), F.lit(None).cast("long").alias("line"),
+                           C.NEWS_ID, F.col(C.VECTOR).cast("array<float>").alias(C.VECTOR)))
+    bad = vectors.where((F.size(C.VECTOR) != dim)
+                        | F.exists(C.VECTOR, lambda v: v.isNull() | F.isnan(v))).limit(1).collect()
+    if bad:
+        row = bad[0]
+        where = f"{row['file']}:{row['line']}" if row["line"] is not None else row["file"]
+        raise UserInputError(
+            f"{where}: vector of news {row[C.NEWS_ID]!r} has width {len(row[C.VECTOR] or [])} "
+            f"or a non-number, but embed.precomputed_dim is {dim}")
+    return vectors.select(C.NEWS_ID, C.VECTOR)
+
+
+def project_vectors(vectors: DataFrame, cfg: Config) -> DataFrame:
+    projection_dim, seed, normalize = (cfg["embed.projection_dim"], cfg["embed.projection_seed"],
+                                       cfg["embed.normalize"])
+
+    def project(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        import numpy as np
+        for batch in batches:
+            if len(batch) == 0:
+                continue
+            matrix = np.stack(batch[C.VECTOR].to_numpy()).astype(np.float32)
+            out = encoders.postprocess(matrix, projection_dim, seed, normalize)
+            yield pd.DataFrame({C.NEWS_ID: batch[C.NEWS_ID].to_numpy(), C.VECTOR: list(out)})
+
+    return vectors.mapInPandas(project, schema=schemas.NEWS_VECTORS)
+
+
+def run(cfg: Config, spark: SparkSession | None = None) -> dict:
+    spark = spark or get_spark(cfg, "embed_news")
+    timer = StageTimer()
+    root = output_root(cfg)
+    run_id = storage.new_run_id()
+    out = storage.run_dir(root, run_id)
+    with timer.stage("read_news"):
+        news, rejected, checks = read_all_news(spark, cfg)
+        news = news.cache()
+        n_news = news.count()
+    with timer.stage("encode"):
+        if cfg["embed.encoder"] == "precomputed":
+            given = read_precomputed(spark, cfg)
+            vectors = project_vectors(given.join(news.select(C.NEWS_ID), C.NEWS_ID), cfg)
+        else:
+            if cfg["embed.encoder"] not in ("use", "hashing"):
+                raise UserInputError("embed.encoder must be 'use', 'hashing' or 'precomputed', "
+                                     f"got {cfg['embed.encoder']!r}")
+            vectors = encode_titles(news, cfg)
+        schemas.conform(vectors, schemas.NEWS_VECTORS).write.parquet(f"{out}/vectors")
+        written = spark.read.parquet(f"{out}/vectors")
+        n_vectors = written.count()
+        dim = written.select(F.max(F.size(C.VECTOR))).first()[0]
+    with timer.stage("rejected"):
+        schemas.conform(rejected, schemas.REJECTED_ROWS).write.parquet(f"{out}/rejected")
+    summary = {
+        "run_id": run_id, "output": f"{out}/vectors", "encoder": cfg["embed.encoder"],
+        "dim": dim, "news": n_news, "vectors": n_vectors, "news_without_vector": n_news - n_vectors,
+        "rejected_rows": {c.file: c.rejected for c in checks},
+        "seconds": timer.seconds,
+    }
+    storage.publish_run(root, run_id, summary, keep_runs=cfg["paths.keep_runs"])
+    return summary
+
+
+def current_vectors_uri(cfg: Config) -> tuple[str, dict]:
+    pointer = storage.current_run(output_root(cfg), "embed_news")
+    return f"{pointer['path']}/vectors", pointer["summary"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main("Encode every news title of both splits into a vector.",
+                    lambda cfg, _args: run(cfg), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,190 @@
+"""Reading MIND files (behaviors.tsv, news.tsv) exactly and defensively, in Spark.
+
+Every line is parsed with DataFrame expressions (no Python on the rows). A line that breaks
+the format becomes a rejected row naming its file, its 1-based line number, the 1-based column
+at fault and the reason; the job that reads the files fails when the rejected share of a file
+passes `mind.max_rejected_share`.
+
+Line numbers on a distributed read: Spark splits a file into blocks read by different tasks,
+and every line belongs to the block where it starts. Within a task, rows keep file order and
+`monotonically_increasing_id()` increases by one per row, so a line's number is the count of
+lines in earlier blocks of its file plus its offset within its block. The per-block counts are
+a tiny table (one row per block), so this costs one extra pass over the text and no shuffle of
+the lines themselves.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pyspark.sql import DataFrame, SparkSession, Window, functions as F
+
+from common import columns as C
+from common import schemas
+from common.cli import UserInputError
+
+BEHAVIORS_FILE = "behaviors.tsv"
+NEWS_FILE = "news.tsv"
+BEHAVIORS_COLUMNS = 5
+NEWS_COLUMNS = 8
+TIME_FORMAT = "M/d/yyyy h:mm:ss a"
+NEWS_ID_PATTERN = r"^N[0-9]+$"
+USER_ID_PATTERN = r"^U[0-9]+$"
+IMPRESSION_ID_PATTERN = r"^[0-9]{1,18}$"
+CANDIDATE_PATTERN = r"^N[0-9]+-[01]$"
+ENTITY_SCHEMA = ("array<struct<Label:string,Type:string,WikidataId:string,Confidence:double,"
+                 "OccurrenceOffsets:array<int>,SurfaceForms:array<string>>>")
+
+
+class RejectedShareExceeded(UserInputError):
+    """Too many malformed rows in an input file."""
+
+
+def read_numbered_lines(spark: SparkSession, uri: str) -> DataFrame:
+    """Lines of a text file as (file, line, text, raw_ok): `line` is 1-based, `raw_ok` is false
+    for a line that is not valid UTF-8 (its text then holds replacement characters)."""
+    raw = (spark.read.text(uri)
+           .select(F.input_file_name().alias("file"),
+                   F.input_file_block_start().alias("block"),
+                   F.monotonically_increasing_id().alias("row_id"),
+                   F.col("value")))
+    raw = raw.cache()
+    blocks = (raw.groupBy("file", "block")
+              .agg(F.count("*").alias("n"), F.min("row_id").alias("first_row_id")))
+    in_file = Window.partitionBy("file").orderBy("block")
+    blocks = blocks.withColumn("lines_before", F.sum("n").over(in_file) - F.col("n"))
+    lines = raw.join(F.broadcast(blocks.drop("n")), ["file", "block"])
+    value_bytes = F.col("value").cast("binary")
+    return lines.select(
+        "file",
+        (F.col("lines_before") + F.col("row_id") - F.col("first_row_id") + 1).alias("line"),
+        F.regexp_replace(F.decode(value_bytes, "UTF-8"), "\r$", "").alias("text"),
+        (F.encode(F.decode(value_bytes, "UTF-8"), "UTF-8") == value_bytes).alias("raw_ok"),
+    )
+
+
+def _tokens(column: F.Column) -> F.Column:
+    """Space-separated tokens of a field, with empty tokens (an empty field) dropped."""
+    return F.filter(F.split(column, " "), lambda t: t != "")
+
+
+def _first_bad(tokens: F.Column, pattern: str) -> F.Column:
+    return F.element_at(F.filter(tokens, lambda t: ~t.rlike(pattern)), 1)
+
+
+def _reject_reason(checks: list[tuple[F.Column, int | None, F.Column]]) -> F.Column:
+    """The first failing check as struct(column, reason), or null when every check passes."""
+    result = F.lit(None).cast("struct<column:int,reason:string>")
+    for failed, column, reason in reversed(checks):
+        result = F.when(failed, F.struct(F.lit(column).cast("int").alias("column"),
+                                         reason.alias("reason"))).otherwise(result)
+    return result
+
+
+def _field_count_check(n_columns: int) -> tuple[F.Column, None, F.Column]:
+    return (F.size("fields") != n_columns, None,
+            F.format_string(f"expected {n_columns} tab-separated columns, found %d",
+                            F.size("fields")))
+
+
+def _split_rows(lines: DataFrame, checks, parsed_columns: list[F.Column]):
+    checked = (lines.withColumn("fields", F.split("text", "\t", -1))
+               .withColumn("_reject", _reject_reason(checks)))
+    rejected = checked.where(F.col("_reject").isNotNull()).select(
+        "file", "line", F.col("_reject.column").alias("column"),
+        F.col("_reject.reason").alias("reason"), "text")
+    good = checked.where(F.col("_reject").isNull()).select(*parsed_columns)
+    return good, schemas.conform(rejected, schemas.REJECTED_ROWS)
+
+
+def parse_behaviors(spark: SparkSession, folder: str) -> tuple[DataFrame, DataFrame]:
+    """Parse `folder/behaviors.tsv` into (good rows, rejected rows).
+
+    Good rows: impression_id, user_id, time (timestamp, UTC), history (news ids, oldest first;
+    empty for an empty history), candidates (array of struct(news_id, label)), file, line.
+    """
+    lines = read_numbered_lines(spark, f"{folder.rstrip('/')}/{BEHAVIORS_FILE}")
+    field = lambda i: F.col("fields")[i]  # noqa: E731
+    history, impressions = _tokens(field(3)), _tokens(field(4))
+    parsed_time = F.to_timestamp(field(2), TIME_FORMAT)
+    checks = [
+        (~F.col("raw_ok"), None, F.lit("line is not valid UTF-8")),
+        _field_count_check(BEHAVIORS_COLUMNS),
+        (~field(0).rlike(IMPRESSION_ID_PATTERN), 1,
+         F.format_string("impression id '%s' is not an integer", field(0))),
+        (~field(1).rlike(USER_ID_PATTERN), 2,
+         F.format_string("user id '%s' is not U followed by digits", field(1))),
+        (parsed_time.isNull(), 3,
+         F.format_string("time '%s' is not M/D/YYYY h:mm:ss AM|PM", field(2))),
+        (F.exists(history, lambda t: ~t.rlike(NEWS_ID_PATTERN)), 4,
+         F.format_string("history token '%s' is not a news id",
+                         _first_bad(history, NEWS_ID_PATTERN))),
+        (F.size(impressions) == 0, 5, F.lit("impressions field is empty")),
+        (F.exists(impressions, lambda t: ~t.rlike(CANDIDATE_PATTERN)), 5,
+         F.format_string("impression token '%s' is not NEWSID-1 or NEWSID-0",
+                         _first_bad(impressions, CANDIDATE_PATTERN))),
+    ]
+    candidates = F.transform(impressions, lambda t: F.struct(
+        F.substring_index(t, "-", 1).alias(C.NEWS_ID),
+        F.substring_index(t, "-", -1).cast("int").alias(C.LABEL)))
+    return _split_rows(lines, checks, [
+        field(0).cast("long").alias(C.IMPRESSION_ID), field(1).alias(C.USER_ID),
+        parsed_time.alias(C.TIME), history.alias("history"), candidates.alias("candidates"),
+        "file", "line"])
+
+
+def parse_news(spark: SparkSession, folder: str) -> tuple[DataFrame, DataFrame]:
+    """Parse `folder/news.tsv` into (good rows, rejected rows).
+
+    Good rows: news_id, category, subcategory, title, abstract, file, line.
+    """
+    lines = read_numbered_lines(spark, f"{folder.rstrip('/')}/{NEWS_FILE}")
+    field = lambda i: F.col("fields")[i]  # noqa: E731
+    checks = [
+        (~F.col("raw_ok"), None, F.lit("line is not valid UTF-8")),
+        _field_count_check(NEWS_COLUMNS),
+        (~field(0).rlike(NEWS_ID_PATTERN), 1,
+         F.format_string("news id '%s' is not N followed by digits", field(0))),
+        (F.trim(field(1)) == "", 2, F.lit("category is empty")),
+        (F.trim(field(3)) == "", 4, F.lit("title is empty")),
+        (_bad_entities(field(6)), 7, F.lit("title entities are not a JSON list of entities")),
+        (_bad_entities(field(7)), 8, F.lit("abstract entities are not a JSON list of entities")),
+    ]
+    return _split_rows(lines, checks, [
+        field(0).alias(C.NEWS_ID), field(1).alias("category"), field(2).alias("subcategory"),
+        field(3).alias("title"), field(4).alias("abstract"), "file", "line"])
+
+
+def _bad_entities(column: F.Column) -> F.Column:
+    """True for a non-empty entity field that is not a JSON list of entity objects."""
+    parsed = F.from_json(column, ENTITY_SCHEMA)
+    return (F.trim(column) != "") & parsed.isNull()
+
+
+@dataclass(frozen=True)
+class FileCheck:
+    file: str
+    lines: int
+    rejected: int
+
+    @property
+    def rejected_share(self) -> float:
+        return self.rejected / self.lines if self.lines else 0.0
+
+
+def check_rejected_share(good: DataFrame, rejected: DataFrame, uri: str,
+                         max_share: float) -> FileCheck:
+    """Count a file's rows and fail with examples when its rejected share passes `max_share`."""
+    n_good, n_rejected = good.count(), rejected.count()
+    check = FileCheck(uri, n_good + n_rejected, n_rejected)
+    if check.lines == 0:
+        raise RejectedShareExceeded(f"{uri}: the file is empty")
+    if check.rejected_share > max_share:
+        examples = rejected.orderBy("line").limit(5).collect()
+        detail = "\n".join(
+            f"  {uri}:{r['line']}" + (f" column {r['column']}" if r['column'] else "")
+            + f": {r['reason']}" for r in examples)
+        raise RejectedShareExceeded(
+            f"{uri}: {n_rejected} of {check.lines} rows rejected "
+            f"({check.rejected_share:.2%} > mind.max_rejected_share {max_share:.2%}); first ones:\n"
+            + detail)
+    return check

@@ -1,0 +1,30 @@
+"""Shared fixtures: one real local SparkSession for the whole test session."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@pytest.fixture(scope="session")
+def spark(tmp_path_factory):
+    from common.config import load_config
+    from common.spark import get_spark
+
+    cfg = load_config(overrides=["spark.master=local[2]", "spark.shuffle_partitions=4",
+                                 "spark.driver_memory=2g"])
+    session = get_spark(cfg, "newsrec-tests")
+    yield session
+    session.stop()
+
+
+def write_tsv(path, rows) -> str:
+    """Write rows (lists of fields or raw lines) as a MIND-style TSV file; returns the path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8", newline="") as handle:
+        for row in rows:
+            handle.write((row if isinstance(row, str) else "\t".join(row)) + "\n")
+    return str(path)

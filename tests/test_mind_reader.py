@@ -1,0 +1,115 @@
+"""Reading MIND files: exact parsing, edge cases, rejected rows with file/line/column."""
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from jobs.mind import RejectedShareExceeded, check_rejected_share, parse_behaviors, parse_news
+from tests.conftest import write_tsv
+
+pytestmark = pytest.mark.spark
+
+ENTITIES = ('[{"Label": "Caf\u00e9 Society", "Type": "O", "WikidataId": "Q1", "Confidence": 0.9, '
+            '"OccurrenceOffsets": [0], "SurfaceForms": ["Caf\u00e9"]}]')
+
+
+def news_row(nid, title="A title", abstract="An abstract", entities="[]"):
+    return [nid, "sports", "golf", title, abstract, f"https://example.org/{nid}.html", entities, "[]"]
+
+
+def test_behaviors_edge_cases_parse(spark, tmp_path):
+    folder = tmp_path / "split"
+    write_tsv(folder / "behaviors.tsv", [
+        ["1", "U13740", "11/11/2019 9:05:58 AM", "N1 N2", "N3-1 N4-0"],
+        ["2", "U7", "11/9/2019 12:00:03 PM", "", "N3-0 N4-1 N1-0"],     # empty history
+        ["3", "U7", "12/31/2019 11:59:59 PM", "N2", "N4-1"],
+    ])
+    good, rejected = parse_behaviors(spark, str(folder))
+    rows = {r["impression_id"]: r for r in good.collect()}
+    assert rejected.count() == 0
+    assert set(rows) == {1, 2, 3}
+    assert rows[1]["history"] == ["N1", "N2"]
+    assert rows[2]["history"] == []
+    assert [(c["news_id"], c["label"]) for c in rows[2]["candidates"]] == [
+        ("N3", 0), ("N4", 1), ("N1", 0)]
+    assert rows[1]["time"] == dt.datetime(2019, 11, 11, 9, 5, 58)
+    assert rows[2]["time"] == dt.datetime(2019, 11, 9, 12, 0, 3)
+    assert rows[3]["time"] == dt.datetime(2019, 12, 31, 23, 59, 59)
+    assert rows[3]["line"] == 3
+
+
+def test_malformed_behaviors_rows_name_file_line_column(spark, tmp_path):
+    folder = tmp_path / "split"
+    path = folder / "behaviors.tsv"
+    lines = [
+        ["1", "U1", "11/11/2019 9:05:58 AM", "N1", "N3-1 N4-0"],
+        ["2", "U1", "11/11/2019 9:05:58 AM", "N1", "N3-1"],
+        "3\tU1\t11/11/2019 9:05:58 AM\tN1",                                # 4 columns
+        ["x4", "U1", "11/11/2019 9:05:58 AM", "N1", "N3-1"],              # bad impression id
+        ["5", "user1", "11/11/2019 9:05:58 AM", "N1", "N3-1"],            # bad user id
+        ["6", "U1", "2019-11-11 09:05:58", "N1", "N3-1"],                 # bad time
+        ["7", "U1", "11/11/2019 9:05:58 AM", "N1 X9", "N3-1"],            # bad history token
+        ["8", "U1", "11/11/2019 9:05:58 AM", "N1", "N3-1 N4-2"],          # bad label
+        ["9", "U1", "11/11/2019 9:05:58 AM", "N1", ""],                   # no candidates
+        ["10", "U1", "11/11/2019 9:05:58 AM", "N1", "N5-1"],
+    ]
+    write_tsv(path, lines)
+    with open(path, "ab") as handle:                                       # line 11: bad UTF-8
+        handle.write(b"11\tU1\t11/11/2019 9:05:58 AM\tN1\tN3-1 \xff\xfe\n")
+    good, rejected = parse_behaviors(spark, str(folder))
+    got = {r["line"]: (r["column"], r["reason"]) for r in rejected.collect()}
+    assert sorted(good.select("impression_id").toPandas()["impression_id"]) == [1, 2, 10]
+    assert set(got) == {3, 4, 5, 6, 7, 8, 9, 11}
+    assert got[3] == (None, "expected 5 tab-separated columns, found 4")
+    assert got[4][0] == 1 and "x4" in got[4][1]
+    assert got[5][0] == 2 and "user1" in got[5][1]
+    assert got[6][0] == 3 and "2019-11-11 09:05:58" in got[6][1]
+    assert got[7][0] == 4 and "'X9'" in got[7][1]
+    assert got[8][0] == 5 and "'N4-2'" in got[8][1]
+    assert got[9][0] == 5
+    assert got[11] == (None, "line is not valid UTF-8")
+    assert all(r["file"].endswith("behaviors.tsv") for r in rejected.collect())
+
+    with pytest.raises(RejectedShareExceeded) as err:
+        check_rejected_share(good, rejected, str(path), max_share=0.01)
+    message = str(err.value)
+    assert "8 of 11 rows rejected" in message and f"{path}:3" in message
+    check = check_rejected_share(good, rejected, str(path), max_share=0.9)
+    assert (check.lines, check.rejected) == (11, 8)
+
+
+def test_news_edge_cases(spark, tmp_path):
+    folder = tmp_path / "split"
+    title = 'He said "it\'s | done" & caf\u00e9 \u2014 \U0001F600 \u00fcber'
+    write_tsv(folder / "news.tsv", [
+        news_row("N1", title=title, abstract="", entities=ENTITIES),
+        news_row("N2"),
+        news_row("N3", entities="{not json"),
+        news_row("N4")[:7],
+    ])
+    good, rejected = parse_news(spark, str(folder))
+    rows = {r["news_id"]: r for r in good.collect()}
+    assert set(rows) == {"N1", "N2"}
+    assert rows["N1"]["title"] == title and rows["N1"]["abstract"] == ""
+    bad = {r["line"]: (r["column"], r["reason"]) for r in rejected.collect()}
+    assert bad == {3: (7, "title entities are not a JSON list of entities"),
+                   4: (None, "expected 8 tab-separated columns, found 7")}
+
+
+def test_line_numbers_survive_many_blocks(spark, tmp_path):
+    """Line numbers stay exact when Spark reads one file as many blocks in many tasks."""
+    folder = tmp_path / "split"
+    rows = [[str(i), f"U{i}", "11/11/2019 9:05:58 AM", "N1 N2", "N3-1 N4-0"] for i in range(1, 20001)]
+    rows[12344] = ["bad", "U1", "11/11/2019 9:05:58 AM", "N1", "N3-1"]     # line 12345
+    write_tsv(folder / "behaviors.tsv", rows)
+    previous = spark.conf.get("spark.sql.files.maxPartitionBytes")
+    spark.conf.set("spark.sql.files.maxPartitionBytes", "65536")
+    try:
+        good, rejected = parse_behaviors(spark, str(folder))
+        assert good.rdd.getNumPartitions() > 4
+        assert [r["line"] for r in rejected.collect()] == [12345]
+        mismatched = good.where("line != impression_id").count()
+        assert mismatched == 0
+    finally:
+        spark.conf.set("spark.sql.files.maxPartitionBytes", previous)
