@@ -11,7 +11,7 @@ from pyspark.sql.types import (ArrayType, FloatType, IntegerType, LongType,
 
 from common import columns as C
 
-VECTOR_TYPE = ArrayType(FloatType(), containsNull=False)
+VECTOR_TYPE = ArrayType(FloatType())
 
 NEWS_VECTORS = StructType([
     StructField(C.NEWS_ID, StringType(), False),
@@ -34,7 +34,7 @@ USER_PROFILES = StructType([
     StructField(C.USER_ID, StringType(), False),
     StructField(C.USER_VEC, VECTOR_TYPE, False),
     StructField(C.HISTORY_LEN, IntegerType(), False),
-    StructField(C.CLICKED_NEWS, ArrayType(StringType(), containsNull=False), False),
+    StructField(C.CLICKED_NEWS, ArrayType(StringType()), False),
 ])
 
 # News eligible for scoring, with their popularity in the window.

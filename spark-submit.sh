@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Run one of the project's Spark jobs through the real spark-submit.
+#
+#   ./spark-submit.sh JOB [--config FILE] [--set key=value ...] [job options] [-- spark-submit options]
+#
+# JOB is a file jobs/JOB.py (embed_news, build_features, score, train, ...). The project's
+# packages (common, jobs, dcn) are shipped to the executors with --py-files, so the same
+# command runs against a cluster: pass `-- --master spark://host:7077` (or yarn, k8s://...)
+# or set spark.master in the config. Default master: local[*] (all cores of this machine).
+# Options after `--` go to spark-submit unchanged and win over the config.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+venv="${NEWSREC_VENV:-$here/.venv}"
+python="$venv/bin/python"
+
+if [[ $# -lt 1 || "$1" == "-h" || "$1" == "--help" ]]; then
+  sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
+  exit 2
+fi
+job="$1"; shift
+if [[ ! -f "$here/jobs/$job.py" ]]; then
+  echo "spark-submit.sh: no job '$job' (expected $here/jobs/$job.py); jobs:" \
+    $(cd "$here/jobs" && grep -l "^def main" *.py | sed 's/\.py$//') >&2
+  exit 2
+fi
+[[ -x "$python" ]] || { echo "spark-submit.sh: no environment at $venv: run ./setup.sh first" >&2; exit 2; }
+
+job_args=(); submit_args=()
+while [[ $# -gt 0 ]]; do
+  if [[ "$1" == "--" ]]; then shift; submit_args=("$@"); break; fi
+  job_args+=("$1"); shift
+done
+
+# Options from the config (master, driver memory); later options on the command line win.
+mapfile -t config_args < <(cd "$here" && "$python" -m common.launch ${job_args[@]+"${job_args[@]}"})
+[[ ${#config_args[@]} -gt 0 ]] || exit 2
+
+# Ship the project's packages to the executors.
+bundle="$(mktemp -d)/newsrec.zip"
+trap 'rm -rf "$(dirname "$bundle")"' EXIT
+(cd "$here" && "$python" - "$bundle" <<'PY'
+import sys, zipfile, pathlib
+with zipfile.ZipFile(sys.argv[1], "w", zipfile.ZIP_DEFLATED) as bundle:
+    for package in ("common", "jobs", "dcn"):
+        for path in sorted(pathlib.Path(package).rglob("*.py")):
+            bundle.write(path)
+PY
+)
+
+export PYSPARK_PYTHON="${PYSPARK_PYTHON:-$python}"
+export PYSPARK_DRIVER_PYTHON="${PYSPARK_DRIVER_PYTHON:-$python}"
+export SPARK_LOCAL_IP="${SPARK_LOCAL_IP:-127.0.0.1}"
+export TF_ENABLE_ONEDNN_OPTS="${TF_ENABLE_ONEDNN_OPTS:-0}" TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
+export PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}"
+
+cd "$here"
+"$venv/bin/spark-submit" "${config_args[@]}" --py-files "$bundle" \
+  --conf spark.pyspark.python="$PYSPARK_PYTHON" \
+  ${submit_args[@]+"${submit_args[@]}"} "jobs/$job.py" ${job_args[@]+"${job_args[@]}"}

@@ -1,0 +1,287 @@
+"""embed_news + build_features on a hand-made MIND sample, checked against numpy."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from common import storage
+from common.config import ConfigError, load_config
+from jobs import build_features, embed_news
+from jobs.mind import RejectedShareExceeded
+from tests.conftest import write_tsv
+
+pytestmark = pytest.mark.spark
+
+NEWS = {f"N{i}": (cat, title) for i, (cat, title) in enumerate([
+    ("sports", "Coach wins the final game of the season"),
+    ("sports", 'Striker "scores" twice | late goal & caf\u00e9 celebration'),
+    ("finance", "Stocks fall as rates climb \u2014 markets react"),
+    ("finance", "Bank earnings beat forecasts this quarter"),
+    ("travel", "Ten beaches to visit in \u00e9t\u00e9"),
+    ("travel", "Airport delays ahead of the holiday weekend"),
+    ("health", "Doctors say sleep matters more than diet"),
+    ("health", "New study on walking and heart health"),
+    ("food", "The best pumpkin pie recipe"),
+    ("food", "Chefs share their favourite soup"),
+], start=1)}
+
+TRAIN = [  # impression id, user, time, history, impressions
+    ["1", "U1", "11/9/2019 8:00:00 AM", "N1 N2", "N3-1 N4-0 N5-0 N6-0 N7-0 N8-0"],
+    ["2", "U2", "11/9/2019 9:30:00 AM", "", "N1-0 N2-1 N9-0"],
+    ["3", "U1", "11/10/2019 1:15:00 PM", "N1 N2", "N5-0 N6-1 N7-0 N8-1 N9-0 N10-0 N4-0"],
+    ["4", "U3", "11/11/2019 10:00:00 PM", "N7 N8 N99", "N1-0 N3-0 N9-1 N77-1"],
+    ["5", "U2", "11/12/2019 6:45:10 AM", "N2", "N4-0 N5-1 N6-0"],
+]
+DEV = [
+    ["10", "U1", "11/15/2019 8:00:00 AM", "N1 N2", "N3-0 N9-1 N10-0"],
+    ["11", "U4", "11/15/2019 11:00:00 PM", "N5", "N6-1 N7-0 N8-0 N1-0"],
+]
+
+
+def news_rows(ids):
+    return [[nid, NEWS[nid][0], "sub", NEWS[nid][1], "", f"https://example.org/{nid}", "[]", "[]"]
+            for nid in ids]
+
+
+def write_sample(root, train=TRAIN, dev=DEV):
+    write_tsv(root / "train" / "behaviors.tsv", train)
+    write_tsv(root / "train" / "news.tsv", news_rows(list(NEWS)[:9]))       # N10 only in dev
+    write_tsv(root / "dev" / "behaviors.tsv", dev)
+    write_tsv(root / "dev" / "news.tsv", news_rows(list(NEWS)))
+
+
+def make_cfg(root, *extra):
+    return load_config(overrides=[
+        f"paths.train={root / 'train'}", f"paths.dev={root / 'dev'}", f"paths.work={root / 'work'}",
+        "embed.encoder=hashing", "embed.hashing_dim=16", "embed.projection_dim=0",
+        "features.min_row_groups=4", "features.npratio=2", "features.candidate_window_hours=24",
+        *extra])
+
+
+def read_table(uri):
+    return pq.read_table(uri.replace("file://", "")).to_pandas()
+
+
+def vectors_by_id(cfg):
+    uri, _ = embed_news.current_vectors_uri(cfg)
+    table = read_table(uri)
+    return {n: np.asarray(v, dtype=np.float64) for n, v in zip(table["news_id"], table["vector"])}
+
+
+@pytest.fixture(scope="module")
+def built(spark, tmp_path_factory):
+    root = tmp_path_factory.mktemp("mind")
+    write_sample(root)
+    cfg = make_cfg(root)
+    embed_summary = embed_news.run(cfg, spark)
+    summary = build_features.run(cfg, spark)
+    return root, cfg, embed_summary, summary
+
+
+def features(cfg, table):
+    return read_table(f"{build_features.current_features(cfg)['path']}/{table}")
+
+
+def test_embed_news_covers_both_splits(built):
+    _, cfg, embed_summary, _ = built
+    vectors = vectors_by_id(cfg)
+    assert set(vectors) == set(NEWS)
+    assert embed_summary["dim"] == 16
+    assert all(abs(np.linalg.norm(v) - 1) < 1e-5 for v in vectors.values())
+
+
+def test_user_vectors_equal_numpy_mean_of_history(built):
+    _, cfg, _, _ = built
+    vectors = vectors_by_id(cfg)
+    histories = {int(r[0]): r[3].split() for r in TRAIN + DEV}
+    for table in ("train", "dev"):
+        rows = features(cfg, table)
+        assert len(rows) > 0
+        for _, row in rows.iterrows():
+            known = [vectors[n] for n in histories[row["impression_id"]] if n in vectors]
+            expected = np.mean(known, axis=0) if known else np.zeros(16)
+            np.testing.assert_allclose(row["user_vec"], expected, atol=1e-6)
+            assert row["history_len"] == len(known)
+            np.testing.assert_allclose(row["news_vec"], vectors[row["news_id"]], atol=0)
+
+
+def test_empty_history_gives_zero_vector(built):
+    rows = features(built[1], "train")
+    empty = rows[rows["impression_id"] == 2]
+    assert len(empty) == 3 and (empty["history_len"] == 0).all()
+    assert all(not np.any(v) for v in empty["user_vec"])
+
+
+def test_npratio_sampling_and_dev_keeps_all(built):
+    _, cfg, _, summary = built
+    train, dev = features(cfg, "train"), features(cfg, "dev")
+    for imp in TRAIN:
+        cands = [t.rsplit("-", 1) for t in imp[4].split()]
+        known = [(n, int(l)) for n, l in cands if n in NEWS]
+        pos = sum(l for _, l in known)
+        neg = len(known) - pos
+        got = train[train["impression_id"] == int(imp[0])]
+        assert got["label"].sum() == pos
+        assert (got["label"] == 0).sum() == min(neg, 2 * pos)
+    assert sorted(dev["impression_id"]) == sorted([10] * 3 + [11] * 4)
+    assert summary["rows"]["dev"]["rows"] == 7
+
+
+def test_unknown_ids_counted(built):
+    summary = built[3]
+    # N99 (history of impression 4) and N77 (a candidate) are in no news.tsv; N10, a train
+    # candidate, is only in the dev news.tsv, so it is missing from train's but has a vector
+    assert summary["ids_missing_from_news_tsv"]["train"] == {"history": 1, "candidates": 2}
+    assert summary["ids_missing_from_news_tsv"]["dev"] == {"history": 0, "candidates": 0}
+    assert summary["history_ids_without_vector"] == 1
+    assert summary["candidates_without_vector"] == 1
+    assert "N77" not in set(features(built[1], "train")["news_id"])
+
+
+def test_user_profiles_latest_history_plus_clicks(built):
+    _, cfg, _, _ = built
+    vectors = vectors_by_id(cfg)
+    profiles = features(cfg, "user_profiles").set_index("user_id")
+    expected_clicked = {"U1": {"N1", "N2", "N3", "N6", "N8", "N9"}, "U2": {"N2", "N5"},
+                        "U3": {"N7", "N8", "N99", "N9", "N77"}, "U4": {"N5", "N6"}}
+    assert set(profiles.index) == set(expected_clicked)
+    for user, clicked in expected_clicked.items():
+        assert set(profiles.loc[user, "clicked_news"]) == clicked
+        known = sorted(n for n in clicked if n in vectors)
+        np.testing.assert_allclose(profiles.loc[user, "user_vec"],
+                                   np.mean([vectors[n] for n in known], axis=0), atol=1e-6)
+        assert profiles.loc[user, "history_len"] == len(known)
+
+
+def test_candidate_pool_is_the_last_window(built):
+    _, cfg, _, summary = built
+    pool = features(cfg, "candidate_pool").set_index("news_id")
+    # data end 11/15 11 PM; the 24 h window holds impressions 10 and 11 only
+    assert set(pool.index) == {"N3", "N9", "N10", "N6", "N7", "N8", "N1"}
+    assert pool.loc["N9", "clicks"] == 1 and pool.loc["N9", "impressions"] == 1
+    assert summary["data_end"].startswith("2019-11-15T23:00")
+
+
+def test_parquet_shaped_for_petastorm(built):
+    _, cfg, _, _ = built
+    path = build_features.current_features(cfg)["path"].replace("file://", "")
+    dataset = pq.ParquetDataset(f"{path}/train")
+    groups = sum(pq.ParquetFile(f).metadata.num_row_groups for f in dataset.files)
+    assert groups >= 4
+    field = dataset.schema.field("user_vec")
+    assert str(field.type) in ("list<element: float not null>", "list<element: float>")
+
+
+def test_point_in_time_later_clicks_do_not_leak(spark, built, tmp_path):
+    """Changing everything after impression 3 (later clicks, later histories) leaves the rows
+    of impressions up to 3 unchanged."""
+    _, _, _, _ = built
+    changed = [r[:] for r in TRAIN]
+    changed[3] = ["4", "U1", "11/11/2019 10:00:00 PM", "N1 N2 N6 N8 N3", "N1-1 N3-1 N9-1"]
+    changed[4] = ["5", "U2", "11/12/2019 6:45:10 AM", "N2 N9 N10", "N4-1 N5-1 N6-1"]
+    write_sample(tmp_path, train=changed)
+    cfg = make_cfg(tmp_path)
+    embed_news.run(cfg, spark)
+    build_features.run(cfg, spark)
+    before = features(built[1], "train")
+    after = features(cfg, "train")
+    key = ["impression_id", "news_id"]
+    early_before = before[before["impression_id"] <= 3].sort_values(key).reset_index(drop=True)
+    early_after = after[after["impression_id"] <= 3].sort_values(key).reset_index(drop=True)
+    assert len(early_before) > 0
+    for column in ("label", "history_len", "news_id"):
+        assert list(early_before[column]) == list(early_after[column])
+    np.testing.assert_array_equal(np.stack(early_before["user_vec"]), np.stack(early_after["user_vec"]))
+    # the changed later impression does see its own (changed) history
+    assert set(after[after["impression_id"] == 4]["history_len"]) == {5}
+
+
+def test_rerun_gives_same_rows_and_keeps_one_current(spark, built):
+    _, cfg, _, first = built
+    second = build_features.run(cfg, spark)
+    assert second["run_id"] != first["run_id"]
+    for table in ("train", "dev", "user_profiles", "candidate_pool"):
+        a = read_table(f"{first['output']}/{table}")
+        b = read_table(f"{second['output']}/{table}")
+        key = [c for c in ("impression_id", "user_id", "news_id") if c in a.columns]
+        a, b = a.sort_values(key).reset_index(drop=True), b.sort_values(key).reset_index(drop=True)
+        assert a.drop(columns=[c for c in a.columns if c.endswith(("vec", "news"))]).equals(
+            b.drop(columns=[c for c in b.columns if c.endswith(("vec", "news"))]))
+        for column in (c for c in a.columns if c.endswith("vec")):
+            np.testing.assert_array_equal(np.stack(a[column]), np.stack(b[column]))
+    assert build_features.current_features(cfg)["run_id"] == second["run_id"]
+
+
+def test_other_seed_samples_other_negatives(spark, built, tmp_path):
+    root = built[0]
+    cfg = make_cfg(root, f"paths.work={tmp_path / 'work'}", "features.seed=7")
+    shutil.copytree(str(root / "work" / "news_vectors"), str(tmp_path / "work" / "news_vectors"))
+    summary = build_features.run(cfg, spark)
+    a = features(built[1], "train")
+    b = read_table(f"{summary['output']}/train")
+    assert a["label"].sum() == b["label"].sum()
+    assert set(zip(a["impression_id"], a["news_id"])) != set(zip(b["impression_id"], b["news_id"]))
+
+
+def test_crash_mid_run_keeps_previous_output(spark, built, monkeypatch):
+    _, cfg, _, _ = built
+    before = build_features.current_features(cfg)
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("simulated crash while writing user profiles")
+
+    monkeypatch.setattr(build_features, "user_profiles", crash)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        build_features.run(cfg, spark)
+    after = build_features.current_features(cfg)
+    assert after["run_id"] == before["run_id"]
+    assert storage.exists(f"{after['path']}/user_profiles")
+
+
+def test_rejected_share_threshold(spark, tmp_path):
+    bad_train = TRAIN + [["6", "U9", "not a time", "", "N1-1"]]
+    write_sample(tmp_path, train=bad_train)
+    cfg = make_cfg(tmp_path)
+    embed_news.run(cfg, spark)
+    with pytest.raises(RejectedShareExceeded, match=r"behaviors.tsv: 1 of 6 rows rejected"):
+        build_features.run(cfg, spark)
+    assert not storage.exists(str(tmp_path / "work" / "features" / "CURRENT.json"))
+    summary = build_features.run(make_cfg(tmp_path, "mind.max_rejected_share=0.5"), spark)
+    rejected = read_table(f"{summary['output']}/rejected")
+    assert list(rejected["line"]) == [6] and list(rejected["column"]) == [3]
+    assert list(summary["rejected_rows"].values()) == [1, 0]
+
+
+def test_precomputed_vectors_wrong_width_is_a_clear_error(spark, tmp_path):
+    write_sample(tmp_path)
+    vec = tmp_path / "vectors.vec"
+    lines = [f"{nid}\t" + "\t".join(["0.5"] * 8) for nid in NEWS]
+    lines[4] = "N5\t" + "\t".join(["0.5"] * 7)
+    vec.write_text("\n".join(lines) + "\n")
+    cfg = make_cfg(tmp_path, "embed.encoder=precomputed", f"embed.precomputed_path={vec}",
+                   "embed.precomputed_dim=8")
+    with pytest.raises(ValueError, match=r"vectors.vec:5: vector of news 'N5' has width 7"):
+        embed_news.run(cfg, spark)
+    vec.write_text("\n".join(f"{nid} " + " ".join(["0.5"] * 8) for nid in NEWS) + "\n")
+    summary = embed_news.run(cfg, spark)
+    assert summary["dim"] == 8 and summary["vectors"] == len(NEWS)
+    wrong = make_cfg(tmp_path, "embed.encoder=precomputed", f"embed.precomputed_path={vec}",
+                     "embed.precomputed_dim=16")
+    with pytest.raises(ValueError, match="has width 8"):
+        embed_news.run(wrong, spark)
+
+
+def test_bad_config_is_rejected(tmp_path):
+    with pytest.raises(ConfigError, match="unknown key 'features.nprati'"):
+        load_config(overrides=["features.nprati=3"])
+    with pytest.raises(ConfigError, match="'features.npratio' must be an integer"):
+        load_config(overrides=["features.npratio=four"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("embed:\n  normalize: 3\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: 'embed.normalize' must be a boolean"):
+        load_config(bad)
+    assert build_features.main(["--set", "paths.nope=1"]) == 2

@@ -1,0 +1,481 @@
+"""Tests of dcn.model: the Cross layer's three forms, the model builder, and its helpers.
+
+Cross-layer tests use tiny inputs with weights set by hand and expected outputs written
+out as literal numbers (arithmetic in the comments), then re-checked against independent
+numpy formulas on random data.
+"""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+
+from dcn.model import (
+    Cross,
+    build_dcn,
+    check_input_width,
+    count_flops_per_example,
+    dcn_spec,
+    model_spec,
+)
+
+X0 = np.array([[1.0, 2.0, 3.0], [-1.0, 0.0, 2.0]], dtype=np.float32)
+
+
+def set_cross(layer, x0, **arrays):
+    """Builds ``layer`` on ``x0`` and assigns its weights by name (names must match exactly)."""
+    if not layer.built:
+        layer(x0)
+    by_name = {v.name: v for v in layer.weights}
+    assert set(by_name) == set(arrays), f"layer weights are {sorted(by_name)}"
+    for name, value in arrays.items():
+        by_name[name].assign(np.asarray(value, dtype=np.float32))
+    return layer
+
+
+def run(layer, x0, x=None):
+    return keras.ops.convert_to_numpy(layer(x0) if x is None else layer(x0, x))
+
+
+# ---- independent numpy formulas (papers' column-vector notation, applied row by row) ----
+
+
+def np_cross(form, weights, x0, x):
+    out = np.empty_like(x0, dtype=np.float64)
+    for n in range(x0.shape[0]):
+        a0, a = x0[n].astype(np.float64), x[n].astype(np.float64)
+        if form == "vector":
+            out[n] = a0 * np.dot(a, weights["w"]) + weights["b"] + a
+        elif form == "full":
+            out[n] = a0 * (weights["W"] @ a + weights["b"]) + a
+        else:
+            out[n] = a0 * (weights["U"] @ (weights["V"] @ a) + weights["b"]) + a
+    return out
+
+
+def np_forward(model, spec, user, news):
+    """The whole DCN forward pass in numpy, reading the weights by layer name."""
+    x0 = np.concatenate([user, news], axis=1).astype(np.float64)
+    form = "vector" if spec["cross_kind"] == "vector" else ("low_rank" if spec["cross_rank"] else "full")
+
+    def cross(x):
+        for i in range(spec["cross_layers"]):
+            x = np_cross(form, model.get_layer(f"cross_{i}").weight_arrays(), x0, x)
+        return x
+
+    def deep(h):
+        for k in range(len(spec["deep_units"])):
+            kernel, bias = model.get_layer(f"deep_{k}").get_weights()
+            h = np.maximum(h @ kernel + bias, 0.0)
+        return h
+
+    if spec["structure"] == "parallel":
+        top = np.concatenate([cross(x0), deep(x0)], axis=1)
+    else:
+        top = deep(cross(x0))
+    kernel, bias = model.get_layer("logit").get_weights()
+    return top @ kernel + bias
+
+
+def random_inputs(spec, batch, seed):
+    rng = np.random.default_rng(seed)
+    return {
+        "user_vec": rng.standard_normal((batch, spec["user_dim"])).astype(np.float32),
+        "news_vec": rng.standard_normal((batch, spec["news_dim"])).astype(np.float32),
+    }
+
+
+# ---- Cross: hand-computed values ----
+
+
+def test_vector_cross_by_hand():
+    layer = set_cross(Cross(kind="vector"), X0, w=[0.5, -1.0, 2.0], b=[0.1, 0.2, 0.3])
+    # row 1: x.w = 0.5*1 - 1*2 + 2*3 = 4.5;  x0*4.5 + b + x0 = [1,2,3]*5.5 + b
+    #        = [5.5+0.1, 11+0.2, 16.5+0.3] = [5.6, 11.2, 16.8]
+    # row 2: x.w = -0.5 + 0 + 4 = 3.5;       [-1,0,2]*4.5 + b = [-4.5+0.1, 0+0.2, 9+0.3]
+    expected = np.array([[5.6, 11.2, 16.8], [-4.4, 0.2, 9.3]])
+    out = run(layer, X0)
+    np.testing.assert_allclose(out, expected, rtol=1e-6)
+    np.testing.assert_allclose(out, np_cross("vector", layer.weight_arrays(), X0, X0), rtol=1e-6)
+
+
+def test_full_matrix_cross_by_hand():
+    # W[i, j]: weight from input feature j to output feature i (not symmetric, so the
+    # orientation matters: W.T would give row 1 = [-2, 2, 5] for W x).
+    W = [[1.0, 2.0, 0.0], [0.0, 0.0, 1.0], [-1.0, 0.0, 1.0]]
+    layer = set_cross(Cross(kind="matrix"), X0, W=W, b=[0.0, 1.0, -1.0])
+    # row 1: W x = [1+4+0, 0+0+3, -1+0+3] = [5, 3, 2]; +b = [5, 4, 1];
+    #        x0 * . = [5, 8, 3]; + x0 = [6, 10, 6]
+    # row 2: W x = [-1+0+0, 0+0+2, 1+0+2] = [-1, 2, 3]; +b = [-1, 3, 2];
+    #        x0 * . = [1, 0, 4]; + x0 = [0, 0, 6]
+    expected = np.array([[6.0, 10.0, 6.0], [0.0, 0.0, 6.0]])
+    out = run(layer, X0)
+    np.testing.assert_allclose(out, expected, rtol=1e-6)
+    np.testing.assert_allclose(out, np_cross("full", layer.weight_arrays(), X0, X0), rtol=1e-6)
+
+
+def test_low_rank_cross_by_hand():
+    U = [[1.0, 0.0], [0.0, 1.0], [1.0, -1.0]]  # [d=3, r=2]
+    V = [[1.0, 1.0, 0.0], [0.0, 0.0, 1.0]]  # [r=2, d=3]
+    layer = set_cross(Cross(kind="matrix", rank=2), X0, U=U, V=V, b=[0.5, 0.0, 0.0])
+    # row 1: V x = [1+2, 3] = [3, 3]; U(Vx) = [3, 3, 3-3] = [3, 3, 0]; +b = [3.5, 3, 0];
+    #        x0 * . = [3.5, 6, 0]; + x0 = [4.5, 8, 3]
+    # row 2: V x = [-1+0, 2] = [-1, 2]; U(Vx) = [-1, 2, -3]; +b = [-0.5, 2, -3];
+    #        x0 * . = [0.5, 0, -6]; + x0 = [-0.5, 0, -4]
+    # (The swapped reading x @ U @ V would give U-part [4, 4, -1] for row 1.)
+    expected = np.array([[4.5, 8.0, 3.0], [-0.5, 0.0, -4.0]])
+    out = run(layer, X0)
+    np.testing.assert_allclose(out, expected, rtol=1e-6)
+    np.testing.assert_allclose(out, np_cross("low_rank", layer.weight_arrays(), X0, X0), rtol=1e-6)
+
+
+def test_two_stacked_vector_layers_by_hand():
+    first = set_cross(Cross(kind="vector"), X0, w=[0.5, -1.0, 2.0], b=[0.1, 0.2, 0.3])
+    second = set_cross(Cross(kind="vector"), X0, w=[1.0, 0.0, 0.0], b=[0.0, 0.0, 0.0])
+    x1 = run(first, X0)  # [[5.6, 11.2, 16.8], [-4.4, 0.2, 9.3]] (test above)
+    x2 = run(second, X0, x1)
+    # row 1: x1.w2 = 5.6;  x0*5.6 + x1 = [5.6+5.6, 11.2+11.2, 16.8+16.8] = [11.2, 22.4, 33.6]
+    # row 2: x1.w2 = -4.4; x0*(-4.4) + x1 = [4.4-4.4, 0+0.2, -8.8+9.3] = [0, 0.2, 0.5]
+    expected = np.array([[11.2, 22.4, 33.6], [0.0, 0.2, 0.5]])
+    np.testing.assert_allclose(x2, expected, rtol=1e-5, atol=1e-5)
+    w1, w2 = first.weight_arrays(), second.weight_arrays()
+    np.testing.assert_allclose(
+        x2, np_cross("vector", w2, X0, np_cross("vector", w1, X0, X0)), rtol=1e-5, atol=1e-5
+    )
+
+
+@pytest.mark.parametrize(
+    "kind, rank, form", [("vector", None, "vector"), ("matrix", 0, "full"), ("matrix", 2, "low_rank")]
+)
+def test_two_stacked_layers_match_numpy_on_random_data(kind, rank, form):
+    rng = np.random.default_rng(1)
+    x0 = rng.standard_normal((5, 6)).astype(np.float32)
+    first = Cross(kind=kind, rank=rank, bias_initializer=keras.initializers.RandomNormal(seed=3),
+                  kernel_initializer=keras.initializers.GlorotUniform(seed=1))
+    second = Cross(kind=kind, rank=rank, bias_initializer=keras.initializers.RandomNormal(seed=4),
+                   kernel_initializer=keras.initializers.GlorotUniform(seed=2))
+    out = run(second, x0, run(first, x0))
+    assert first.form == form
+    expected = np_cross(form, second.weight_arrays(), x0, np_cross(form, first.weight_arrays(), x0, x0))
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_low_rank_equals_full_matrix_with_W_equal_U_V():
+    rng = np.random.default_rng(2)
+    x0 = rng.standard_normal((4, 5)).astype(np.float32)
+    low = Cross(kind="matrix", rank=2, kernel_initializer=keras.initializers.GlorotUniform(seed=5))
+    low(x0)
+    w = low.weight_arrays()
+    full = set_cross(Cross(kind="matrix"), x0, W=w["U"] @ w["V"], b=w["b"])
+    np.testing.assert_allclose(run(low, x0), run(full, x0), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "kind, rank, shapes",
+    [
+        ("vector", None, {"w": (4,), "b": (4,)}),
+        ("vector", 0, {"w": (4,), "b": (4,)}),
+        ("matrix", None, {"W": (4, 4), "b": (4,)}),
+        ("matrix", 0, {"W": (4, 4), "b": (4,)}),
+        ("matrix", 3, {"U": (4, 3), "V": (3, 4), "b": (4,)}),
+    ],
+)
+def test_weight_names_and_shapes(kind, rank, shapes):
+    layer = Cross(kind=kind, rank=rank)
+    layer(np.zeros((2, 4), np.float32))
+    assert {v.name: tuple(v.shape) for v in layer.trainable_weights} == shapes
+    assert not np.any(layer.weight_arrays()["b"])  # zeros by default
+
+
+def test_low_rank_factors_are_initialised_differently():
+    layer = Cross(kind="matrix", rank=2, kernel_initializer=keras.initializers.GlorotUniform(seed=7))
+    layer(np.zeros((1, 6), np.float32))
+    w = layer.weight_arrays()
+    # Same seed for U and V would make V's first row equal U's first column's values.
+    assert not np.allclose(w["U"].ravel()[:6], w["V"].ravel()[:6])
+    again = Cross(kind="matrix", rank=2, kernel_initializer=keras.initializers.GlorotUniform(seed=7))
+    again(np.zeros((1, 6), np.float32))
+    np.testing.assert_array_equal(again.weight_arrays()["V"], w["V"])
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"kind": "diagonal"}, "kind must be one of"),
+        ({"kind": "matrix", "rank": -1}, "rank must be"),
+        ({"kind": "matrix", "rank": 1.5}, "rank must be"),
+        ({"kind": "matrix", "rank": True}, "rank must be"),
+        ({"kind": "vector", "rank": 2}, "rank applies to kind='matrix' only"),
+    ],
+)
+def test_cross_rejects_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        Cross(**kwargs)
+
+
+@pytest.mark.parametrize("rank", [3, 4])
+def test_cross_rejects_rank_not_below_width(rank):
+    with pytest.raises(ValueError, match=rf"rank={rank} for width d=3"):
+        Cross(kind="matrix", rank=rank)(X0)
+
+
+def test_cross_rejects_width_mismatch():
+    with pytest.raises(ValueError, match="x0 width 3 and x width 4"):
+        Cross(kind="vector")(X0, np.zeros((2, 4), np.float32))
+
+
+@pytest.mark.parametrize("kind, rank", [("vector", 0), ("matrix", 0), ("matrix", 2)])
+def test_cross_config_round_trip(kind, rank):
+    layer = Cross(kind=kind, rank=rank, kernel_initializer=keras.initializers.GlorotUniform(seed=9),
+                  kernel_regularizer=keras.regularizers.L2(1e-4), name="c")
+    config = layer.get_config()
+    assert config["kind"] == kind and config["rank"] == rank
+    assert config["kernel_initializer"]["config"]["seed"] == 9
+    restored = keras.layers.deserialize(keras.layers.serialize(layer))
+    assert isinstance(restored, Cross)
+    assert restored.get_config() == config
+
+
+# ---- build_dcn ----
+
+
+def _param_count(model):
+    return sum(int(np.prod(v.shape)) for v in model.trainable_weights)
+
+
+@pytest.mark.parametrize(
+    "kwargs, n_vars, n_params, logit_in",
+    [
+        # d = 3 + 5 = 8. cross vector: 2 x (w 8 + b 8) = 32; deep: 8*8+8 = 72, 8*4+4 = 36;
+        # logit (stacked) 4+1 = 5  ->  145 parameters in 4 + 4 + 2 = 10 variables.
+        (dict(cross_layers=2, deep_units=(8, 4)), 10, 145, 4),
+        # parallel: same cross and deep; logit over concat(cross 8, deep 4) = 12+1 = 13 -> 153.
+        (dict(cross_layers=2, deep_units=(8, 4), structure="parallel"), 10, 153, 12),
+        # full matrix: 2 x (64 + 8) = 144; deep 72 + 36; logit 5 -> 257.
+        (dict(cross_layers=2, cross_kind="matrix", deep_units=(8, 4)), 10, 257, 4),
+        # low rank r=2: U 16 + V 16 + b 8 = 40 per layer; 1 layer; deep (4,): 8*4+4 = 36;
+        # parallel logit: 8 + 4 + 1 = 13  -> 89.
+        (dict(cross_layers=1, cross_kind="matrix", cross_rank=2, deep_units=(4,), structure="parallel"), 7, 89, 12),
+        # pure deep: 72 + 36 + 5 = 113 (structure is irrelevant without a cross network).
+        (dict(cross_layers=0, deep_units=(8, 4)), 6, 113, 4),
+        (dict(cross_layers=0, deep_units=(8, 4), structure="parallel"), 6, 113, 4),
+        # pure cross: 3 x 16 + logit 8+1 = 57.
+        (dict(cross_layers=3, deep_units=()), 8, 57, 8),
+        (dict(cross_layers=3, deep_units=(), structure="parallel"), 8, 57, 8),
+        # neither: logistic regression on x0, 9 parameters.
+        (dict(cross_layers=0, deep_units=()), 2, 9, 8),
+    ],
+)
+def test_build_dcn_shapes_and_weight_counts(kwargs, n_vars, n_params, logit_in):
+    model = build_dcn(3, 5, **kwargs)
+    spec = dcn_spec(3, 5, **kwargs)
+    assert len(model.trainable_weights) == n_vars
+    assert _param_count(model) == n_params
+    assert model.get_layer("logit").get_weights()[0].shape == (logit_in, 1)
+    inputs = random_inputs(spec, batch=7, seed=0)
+    out = keras.ops.convert_to_numpy(model(inputs))
+    assert out.shape == (7, 1)
+    np.testing.assert_allclose(out, np_forward(model, spec, inputs["user_vec"], inputs["news_vec"]),
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_build_dcn_defaults_and_layer_names():
+    model = build_dcn(4, 6)
+    names = [layer.name for layer in model.layers]
+    for name in ["user_vec", "news_vec", "x0", "cross_0", "cross_1", "cross_2", "deep_0", "deep_1", "logit"]:
+        assert name in names
+    assert "cross_3" not in names and "deep_2" not in names and "cross_deep" not in names
+    assert [model.get_layer(f"deep_{k}").units for k in range(2)] == [256, 128]
+    assert model.get_layer("logit").get_config()["activation"] == "linear"
+    assert model.get_layer("deep_0").get_config()["activation"] == "relu"
+    out = model({"user_vec": np.ones((2, 4), np.float32), "news_vec": np.ones((2, 6), np.float32)})
+    assert tuple(out.shape) == (2, 1)
+
+
+def test_dropout_layers_only_in_training():
+    model = build_dcn(3, 3, cross_layers=1, deep_units=(64, 32), dropout=0.5, structure="parallel")
+    assert [layer.name for layer in model.layers if isinstance(layer, keras.layers.Dropout)] == [
+        "deep_dropout_0", "deep_dropout_1"]
+    spec = model_spec(model)
+    inputs = random_inputs(spec, batch=16, seed=1)
+    inference = keras.ops.convert_to_numpy(model(inputs, training=False))
+    np.testing.assert_allclose(inference, np_forward(model, spec, inputs["user_vec"], inputs["news_vec"]),
+                               rtol=1e-4, atol=1e-5)
+    training = keras.ops.convert_to_numpy(model(inputs, training=True))
+    assert not np.allclose(training, inference)
+    assert not any(isinstance(layer, keras.layers.Dropout) for layer in build_dcn(3, 3, dropout=0.0).layers)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(user_dim=0), "user_dim must be a positive integer"),
+        (dict(news_dim=2.5), "news_dim must be a positive integer"),
+        (dict(cross_layers=-1), "cross_layers must be an integer >= 0"),
+        (dict(cross_kind="diag"), "cross_kind must be one of"),
+        (dict(cross_kind="matrix", cross_rank=-2), "cross_rank must be"),
+        (dict(cross_kind="matrix", cross_rank=8), r"cross_rank=8 must be smaller than the input width d = user_dim \+ news_dim = 8"),
+        (dict(cross_kind="vector", cross_rank=2), "cross_rank applies to cross_kind='matrix' only"),
+        (dict(deep_units=(8, 0)), "deep_units must all be positive integers"),
+        (dict(deep_units=8), "deep_units must be a sequence"),
+        (dict(dropout=1.0), r"dropout must be a number in \[0, 1\)"),
+        (dict(dropout=-0.1), r"dropout must be a number in \[0, 1\)"),
+        (dict(structure="serial"), "structure must be one of"),
+        (dict(seed=-1), "seed must be an integer >= 0"),
+    ],
+)
+def test_build_dcn_rejects_bad_arguments(kwargs, message):
+    args = dict(user_dim=4, news_dim=4)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=message):
+        build_dcn(**args)
+
+
+def test_initialisation_is_deterministic_given_the_seed():
+    kwargs = dict(cross_layers=2, cross_kind="matrix", cross_rank=2, deep_units=(8,), structure="parallel")
+    a, b, c = build_dcn(4, 4, seed=3, **kwargs), build_dcn(4, 4, seed=3, **kwargs), build_dcn(4, 4, seed=4, **kwargs)
+    for va, vb in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_array_equal(va, vb)
+    kernels = [w for w in a.get_weights() if w.ndim == 2]
+    kernels_c = [w for w in c.get_weights() if w.ndim == 2]
+    assert all(not np.allclose(ka, kc) for ka, kc in zip(kernels, kernels_c))
+    # Different layers get different seeds: the two cross layers' U differ.
+    assert not np.allclose(a.get_layer("cross_0").weight_arrays()["U"], a.get_layer("cross_1").weight_arrays()["U"])
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(),
+        dict(cross_layers=1, cross_kind="matrix", cross_rank=3, deep_units=[16], dropout=0.25, structure="parallel", seed=11),
+        dict(cross_layers=2, cross_kind="matrix", deep_units=(), seed=5),
+        dict(cross_layers=0, cross_kind="matrix", cross_rank=3, deep_units=(8,), structure="parallel"),
+    ],
+)
+def test_model_spec_recovers_canonical_spec(kwargs):
+    spec = dcn_spec(6, 2, **kwargs)
+    model = build_dcn(6, 2, **kwargs)
+    assert model_spec(model) == spec
+    rebuilt = build_dcn(**model_spec(model))
+    for va, vb in zip(model.get_weights(), rebuilt.get_weights()):
+        np.testing.assert_array_equal(va, vb)
+
+
+def test_dcn_spec_canonicalises_irrelevant_arguments():
+    spec = dcn_spec(2, 2, cross_layers=0, cross_kind="matrix", cross_rank=1, deep_units=(3,), structure="parallel")
+    assert (spec["cross_kind"], spec["cross_rank"], spec["structure"]) == ("vector", 0, "stacked")
+    assert dcn_spec(2, 2, deep_units=(), dropout=0.3)["dropout"] == 0.0
+    assert dcn_spec(2, 2, cross_kind="matrix", cross_rank=None)["cross_rank"] == 0
+    assert dcn_spec(2, 2, deep_units=(4, 2))["deep_units"] == [4, 2]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(cross_kind="vector", structure="stacked", deep_units=(8, 4)),
+        dict(cross_kind="matrix", structure="parallel", deep_units=(8,), dropout=0.1),
+        dict(cross_kind="matrix", cross_rank=2, structure="stacked", deep_units=(8,)),
+        dict(cross_kind="vector", structure="parallel", deep_units=(8,)),
+    ],
+)
+def test_save_load_round_trip(tmp_path, kwargs):
+    model = build_dcn(5, 3, cross_layers=2, seed=1, **kwargs)
+    # Perturb the weights so the check does not rely on zero biases.
+    rng = np.random.default_rng(0)
+    model.set_weights([w + 0.1 * rng.standard_normal(w.shape).astype(np.float32) for w in model.get_weights()])
+    path = tmp_path / "m.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    inputs = random_inputs(model_spec(model), batch=32, seed=2)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(loaded(inputs)), keras.ops.convert_to_numpy(model(inputs)), atol=1e-6
+    )
+    assert isinstance(loaded.get_layer("cross_1"), Cross)
+    assert loaded.get_layer("cross_1").get_config() == model.get_layer("cross_1").get_config()
+    assert model_spec(loaded) == model_spec(model)
+
+
+def test_check_input_width():
+    model = build_dcn(128, 96, cross_layers=1, deep_units=(4,))
+    check_input_width(model, 128, 96)  # no error
+    with pytest.raises(ValueError) as err:
+        check_input_width(model, 64, 96)
+    assert str(err.value) == (
+        "model expects user_vec width 128 and news_vec width 96, "
+        "but the data has user_vec width 64 and news_vec width 96"
+    )
+    with pytest.raises(ValueError, match="news_vec width 96, but the data has user_vec width 128 and news_vec width 97"):
+        check_input_width(model, 128, 97)
+
+
+def test_check_input_width_rejects_foreign_model():
+    inp = keras.Input(shape=(3,), name="x")
+    with pytest.raises(ValueError, match="no inputs named 'user_vec' and 'news_vec'"):
+        check_input_width(keras.Model(inp, keras.layers.Dense(1)(inp)), 3, 3)
+
+
+# ---- FLOPs ----
+
+
+def test_count_flops_by_hand():
+    base = dict(user_dim=2, news_dim=2, cross_layers=2, deep_units=(3,))  # d = 4
+    # vector, stacked: cross 2 x (2*4) = 16; deep 2*4*3 = 24; logit 2*3 = 6  -> 46
+    assert count_flops_per_example(dict(base, cross_kind="vector")) == 46
+    # full, stacked: cross 2 x (2*4*4) = 64; deep 24; logit 6  -> 94
+    assert count_flops_per_example(dict(base, cross_kind="matrix")) == 94
+    # low rank r=1, parallel: cross 2 x (2*4*1 + 2*1*4) = 32; deep 24; logit 2*(4+3) = 14 -> 70
+    assert count_flops_per_example(dict(base, cross_kind="matrix", cross_rank=1, structure="parallel")) == 70
+    # pure deep: 24 + 6 = 30; pure cross (vector): 16 + logit 2*4 = 24
+    assert count_flops_per_example(dict(base, cross_layers=0)) == 30
+    assert count_flops_per_example(dict(base, deep_units=())) == 24
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(),
+        dict(cross_kind="matrix", structure="parallel", deep_units=(16, 8, 4)),
+        dict(cross_kind="matrix", cross_rank=3, cross_layers=4),
+        dict(cross_layers=0, deep_units=()),
+    ],
+)
+def test_count_flops_is_twice_the_non_bias_weights(kwargs):
+    spec = dcn_spec(12, 20, **kwargs)
+    model = build_dcn(**spec)
+    multiply_adds = sum(int(np.prod(v.shape)) for v in model.trainable_weights if v.name not in ("b", "bias"))
+    assert count_flops_per_example(spec) == 2 * multiply_adds
+
+
+# ---- learnability ----
+
+
+@pytest.mark.parametrize(
+    "kwargs, learnable",
+    [
+        (dict(cross_layers=2, cross_kind="matrix", deep_units=()), True),  # pure cross
+        (dict(cross_layers=2, cross_kind="vector", deep_units=(32, 16)), True),  # default stacked
+        (dict(cross_layers=1, cross_kind="matrix", cross_rank=4, deep_units=(16,), structure="parallel"), True),
+        (dict(cross_layers=0, deep_units=()), False),  # control: linear logit cannot fit sign(u.n)
+    ],
+)
+def test_learns_sign_of_dot_product(kwargs, learnable):
+    rng = np.random.default_rng(0)
+
+    def data(n):
+        u = rng.standard_normal((n, 8)).astype(np.float32)
+        v = rng.standard_normal((n, 8)).astype(np.float32)
+        return {"user_vec": u, "news_vec": v}, ((u * v).sum(axis=1, keepdims=True) > 0).astype(np.float32)
+
+    test_x, test_y = data(1024)  # held out; every training step draws a fresh batch
+    keras.utils.set_random_seed(0)
+    model = build_dcn(8, 8, seed=0, **kwargs)
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=keras.losses.BinaryCrossentropy(from_logits=True))
+    initial = model.evaluate(test_x, test_y, batch_size=1024, verbose=0)
+    for _ in range(300):
+        model.train_on_batch(*data(256))
+    final = model.evaluate(test_x, test_y, batch_size=1024, verbose=0)
+    if learnable:
+        assert final < 0.6 * initial and final < 0.6 * math.log(2), (initial, final)
+    else:
+        assert final > 0.6 and final > 0.6 * initial, (initial, final)
