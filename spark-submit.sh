@@ -4,7 +4,7 @@
 #   ./spark-submit.sh JOB [--config FILE] [--set key=value ...] [job options] [-- spark-submit options]
 #
 # JOB is a file jobs/JOB.py (embed_news, build_features, score, train, ...). The project's
-# packages (common, jobs, dcn) are shipped to the executors with --py-files, so the same
+# packages (common, jobs, dcn, conf) are shipped to the executors with --py-files, so the same
 # command runs against a cluster: pass `-- --master spark://host:7077` (or yarn, k8s://...)
 # or set spark.master in the config. Default master: local[*] (all cores of this machine).
 # Options after `--` go to spark-submit unchanged and win over the config.
@@ -42,9 +42,10 @@ trap 'rm -rf "$(dirname "$bundle")"' EXIT
 (cd "$here" && "$python" - "$bundle" <<'PY'
 import sys, zipfile, pathlib
 with zipfile.ZipFile(sys.argv[1], "w", zipfile.ZIP_DEFLATED) as bundle:
-    for package in ("common", "jobs", "dcn"):
-        for path in sorted(pathlib.Path(package).rglob("*.py")):
-            bundle.write(path)
+    for package in ("common", "jobs", "dcn", "conf"):
+        for path in sorted(pathlib.Path(package).rglob("*")):
+            if path.suffix in (".py", ".yaml"):
+                bundle.write(path)
 PY
 )
 

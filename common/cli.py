@@ -30,7 +30,7 @@ class StageTimer:
             self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - start, 3)
 
 
-def run_main(description: str, job: Callable[[Config, argparse.Namespace], dict],
+def run_main(description: str, job: Callable[[Config, argparse.Namespace], dict | None],
              argv: list[str] | None = None,
              extra_arguments: Callable[[argparse.ArgumentParser], None] | None = None) -> int:
     """Parse arguments, load the config, run `job`, print its summary as JSON.
@@ -52,5 +52,6 @@ def run_main(description: str, job: Callable[[Config, argparse.Namespace], dict]
     except (UserInputError, ConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    print(json.dumps(summary, indent=2, sort_keys=True, default=str))
+    if summary is not None:
+        print(json.dumps(summary, indent=2, sort_keys=True, default=str))
     return 0

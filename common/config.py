@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import argparse
 import copy
+import importlib.resources
 import os
-from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import yaml
 
-DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "conf" / "default.yaml"
+DEFAULT_CONFIG_NAME = "default.yaml"  # in the `conf` package (readable from a zip bundle too)
 
 # Keys whose value is a free-form mapping (their contents are not checked against defaults).
 FREE_FORM_KEYS = {"spark.extra"}
@@ -50,13 +50,18 @@ class Config(Mapping):
 
     def with_overrides(self, overrides: Iterable[str]) -> "Config":
         data = self.to_dict()
-        defaults = _read_yaml(DEFAULT_CONFIG_PATH, "defaults")
+        defaults = _read_defaults()
         for item in overrides:
             _apply_override(data, defaults, item)
         return Config(data)
 
 
-def _read_yaml(path: Path | str, what: str) -> dict:
+def _read_defaults() -> dict:
+    text = importlib.resources.files("conf").joinpath(DEFAULT_CONFIG_NAME).read_text("utf-8")
+    return yaml.safe_load(text)
+
+
+def _read_yaml(path: str | os.PathLike, what: str) -> dict:
     try:
         with open(path, encoding="utf-8") as handle:
             data = yaml.safe_load(handle)
@@ -141,7 +146,7 @@ def _apply_override(data: dict, defaults: dict, item: str) -> None:
 
 def load_config(path: str | os.PathLike | None = None, overrides: Iterable[str] = ()) -> Config:
     """Defaults, then the file at `path` (if any), then each `dotted.key=value` override."""
-    defaults = _read_yaml(DEFAULT_CONFIG_PATH, "default")
+    defaults = _read_defaults()
     data = copy.deepcopy(defaults)
     if path:
         _merge(data, defaults, _read_yaml(path, "user"), source=str(path))

@@ -1,0 +1,1 @@
+"""The default configuration (default.yaml), a package so it can be read from the job bundle too."""

@@ -1,0 +1,65 @@
+"""Print a readable summary of the current outputs under `paths.work`.
+
+    python -m jobs.show_runs [--config FILE] [--set key=value ...]
+"""
+from __future__ import annotations
+
+import sys
+
+from common import storage
+from common.config import Config
+from common.cli import run_main
+from jobs import build_features, embed_news
+
+
+def _pointer(root: str, what: str) -> dict | None:
+    try:
+        return storage.current_run(root, what)
+    except storage.RunNotFound:
+        return None
+
+
+def news_vectors_lines(cfg: Config) -> list[str]:
+    pointer = _pointer(embed_news.output_root(cfg), "embed_news")
+    if not pointer:
+        return ["news vectors: none yet"]
+    s = pointer["summary"]
+    return [f"news vectors   {s['vectors']:>10,} news, {s['dim']}-d, encoder {s['encoder']}, "
+            f"{sum(s['seconds'].values()):.1f} s   ({s['output']})"]
+
+
+def features_lines(cfg: Config) -> list[str]:
+    pointer = _pointer(build_features.output_root(cfg), "build_features")
+    if not pointer:
+        return ["features: none yet"]
+    s = pointer["summary"]
+    rows = s["rows"]
+    lines = [f"features run   {s['run_id']}   ({s['output']})"]
+    for split in ("train", "dev"):
+        r = rows[split]
+        lines.append(f"  {split:<5} rows {r['rows']:>10,}  impressions {r['impressions']:>8,}  "
+                     f"positive share {r['positive_share']:.2%}  files {r['files']}")
+    lines.append(f"  user profiles {rows['user_profiles']:,}   candidate pool {rows['candidate_pool']:,} news")
+    lines.append("  rejected rows " + ", ".join(f"{k.rsplit('/', 2)[-2]}/{k.rsplit('/', 1)[-1]}: {v}"
+                                                for k, v in s["rejected_rows"].items()))
+    lines.append(f"  ids missing from news.tsv {s['ids_missing_from_news_tsv']}; history ids without "
+                 f"vector {s['history_ids_without_vector']}; candidates without vector "
+                 f"{s['candidates_without_vector']}")
+    lines.append("  seconds per stage: " + ", ".join(f"{k} {v:.1f}" for k, v in s["seconds"].items()))
+    return lines
+
+
+SECTIONS = [news_vectors_lines, features_lines]
+
+
+def show(cfg: Config) -> None:
+    for section in SECTIONS:
+        print("\n".join(section(cfg)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main("Show the current outputs under paths.work.", lambda cfg, _a: show(cfg), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Install what the tests need (./setup.sh --dev) and run them.
+#
+#   ./run-tests.sh [pytest arguments]      e.g. ./run-tests.sh -m "not slow"
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cd "$here"
+./setup.sh --dev
+venv="${NEWSREC_VENV:-$here/.venv}"
+export TF_ENABLE_ONEDNN_OPTS=0 TF_CPP_MIN_LOG_LEVEL=2 SPARK_LOCAL_IP=127.0.0.1
+exec "$venv/bin/python" -m pytest -q -p no:cacheprovider "$@"
