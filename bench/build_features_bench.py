@@ -1,0 +1,115 @@
+"""Benchmark: build_features (Spark, local[2], through ./spark-submit.sh) against a
+single-process pandas implementation of the same train rows, side by side in one run.
+
+    .venv/bin/python bench/build_features_bench.py [--scale mind-small] [--repeats 1]
+
+Generates the synthetic sample (once, under bench/data/) and its news vectors with the
+hashing encoder, then times each side (alternating, `--repeats` times) and prints rows/s, their
+ratio and peak memory (Spark: the sum of the resident memory of the JVM and its Python
+workers, sampled every 0.2 s; pandas: the process's peak RSS). Timing is wall-clock for the
+whole command, JVM start-up included. Results go to bench/results/build_features.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+
+
+def sample_tree_rss(proc: psutil.Process, stop: threading.Event, peak: list) -> None:
+    while not stop.is_set():
+        try:
+            procs = [proc] + proc.children(recursive=True)
+            total = sum(p.memory_info().rss for p in procs if p.is_running())
+            peak[0] = max(peak[0], total)
+        except psutil.Error:
+            pass
+        time.sleep(0.2)
+
+
+def timed(cmd: list[str], env: dict | None = None) -> tuple[float, float, str]:
+    """(seconds, peak tree RSS in MB, stdout) of a command."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+    stop, peak = threading.Event(), [0]
+    sampler = threading.Thread(target=sample_tree_rss, args=(psutil.Process(proc.pid), stop, peak))
+    sampler.start()
+    out, err = proc.communicate()
+    stop.set()
+    sampler.join()
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"command failed: {' '.join(cmd)}\n{err[-3000:]}")
+    return seconds, peak[0] / 2**20, out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", default="mind-small", choices=["tiny", "small", "mind-small"])
+    parser.add_argument("--repeats", type=int, default=1)
+    args = parser.parse_args()
+
+    data = ROOT / "bench" / "data" / args.scale
+    work = ROOT / "bench" / "data" / f"work-{args.scale}"
+    settings = ["--set", f"paths.train={data}/MINDsmall_train", "--set", f"paths.dev={data}/MINDsmall_dev",
+                "--set", f"paths.work={work}", "--set", "embed.encoder=hashing",
+                "--set", "spark.master=local[2]", "--set", "spark.driver_memory=6g"]
+    if not (data / "MINDsmall_dev" / "behaviors.tsv").exists():
+        subprocess.run([PYTHON, "-m", "jobs.generate_mind", "--scale", args.scale, "--out", str(data)],
+                       cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    if not (work / "news_vectors" / "CURRENT.json").exists():
+        subprocess.run([str(ROOT / "spark-submit.sh"), "embed_news", *settings], cwd=ROOT, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    vectors = json.loads((work / "news_vectors" / "CURRENT.json").read_text())["path"]
+    vectors_path = vectors.replace("file://", "") + "/vectors"
+
+    results = {"spark": [], "pandas": []}
+    for _ in range(args.repeats):
+        seconds, peak, out = timed([str(ROOT / "spark-submit.sh"), "build_features", *settings])
+        summary = json.loads(out)
+        results["spark"].append({"seconds": seconds, "peak_rss_mb": peak,
+                                 "rows": summary["rows"]["train"]["rows"],
+                                 "train_rows_stage_seconds": summary["seconds"]["train_rows"],
+                                 "all_outputs": True})
+        out_file = work / "pandas_train.parquet"
+        seconds, peak, out = timed([PYTHON, str(ROOT / "bench" / "pandas_train_rows.py"),
+                                    f"{data}/MINDsmall_train/behaviors.tsv", vectors_path,
+                                    str(out_file), "4"])
+        results["pandas"].append({"seconds": seconds, "peak_rss_mb": peak, **json.loads(out)})
+
+    spark = min(results["spark"], key=lambda r: r["seconds"])
+    pandas = min(results["pandas"], key=lambda r: r["seconds"])
+    spark_rate = spark["rows"] / spark["seconds"]
+    pandas_rate = pandas["rows"] / pandas["seconds"]
+    report = {
+        "scale": args.scale, "cores": os.cpu_count(), "repeats": args.repeats,
+        "spark_rows_per_s": spark_rate, "pandas_rows_per_s": pandas_rate,
+        "ratio_spark_over_pandas": spark_rate / pandas_rate,
+        "spark_peak_rss_mb": spark["peak_rss_mb"], "pandas_peak_rss_mb": pandas["peak_rss_mb"],
+        "runs": results,
+    }
+    print(f"scale {args.scale}: train rows spark {spark['rows']:,}, pandas {pandas['rows']:,}")
+    print(f"{'':<8}{'seconds':>10}{'rows/s':>12}{'peak MB':>10}")
+    print(f"{'spark':<8}{spark['seconds']:>10.1f}{spark_rate:>12,.0f}{spark['peak_rss_mb']:>10,.0f}"
+          "   (whole job: JVM start, parsing, train+dev rows, profiles, pool)")
+    print(f"{'pandas':<8}{pandas['seconds']:>10.1f}{pandas_rate:>12,.0f}{pandas['peak_rss_mb']:>10,.0f}"
+          "   (train rows only)")
+    print(f"ratio spark/pandas rows/s: {report['ratio_spark_over_pandas']:.2f}")
+    out_dir = ROOT / "bench" / "results"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "build_features.json").write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
