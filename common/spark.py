@@ -29,6 +29,9 @@ def session_settings(cfg: Config) -> dict[str, str]:
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.sql.sources.partitionOverwriteMode": "dynamic",
         "spark.ui.showConsoleProgress": "false",
+        # Grouped vector means (Summarizer, collect_list) are object aggregates; Spark's default
+        # falls back to sorting every row after 128 keys per task, which dominates their cost.
+        "spark.sql.objectHashAggregate.sortBased.fallbackThreshold": "65536",
     }
     settings.update({str(k): str(v) for k, v in cfg["spark.extra"].items()})
     return settings

@@ -22,8 +22,8 @@ Everything is DataFrame expressions: no Python UDF touches the rows, no per-user
 the driver, and each distinct history string is averaged once however many impressions share it.
 Parquet is written for Petastorm: vectors as array<float>, at least `features.min_row_groups`
 files (so every shard of up to 16 ranks gets several row groups), row groups of at most
-`features.row_group_mb`, rows spread over the files by a hash of (impression, news), so no
-shard holds one time range.
+`features.row_group_mb`, impressions spread over the files by a seeded hash, so no shard
+holds one time range.
 """
 from __future__ import annotations
 
@@ -31,6 +31,8 @@ import datetime as dt
 import json
 import sys
 
+from pyspark.ml.functions import array_to_vector, vector_to_array
+from pyspark.ml.stat import Summarizer
 from pyspark.sql import Column, DataFrame, SparkSession, functions as F
 
 from common import columns as C
@@ -39,7 +41,7 @@ from common.cli import StageTimer, UserInputError, run_main
 from common.config import Config
 from common.spark import get_spark
 from jobs.embed_news import current_vectors_uri
-from jobs.mind import check_rejected_share, parse_behaviors, parse_news
+from jobs.mind import check_rejected_share, parse_behaviors
 
 OUTPUT_NAME = "features"
 TABLES = ("train", "dev", "user_profiles", "candidate_pool", "news_popularity")
@@ -54,32 +56,31 @@ def current_features(cfg: Config) -> dict:
     return storage.current_run(output_root(cfg), "build_features")
 
 
-def mean_vector(vectors: Column, count: Column, dim: int) -> Column:
-    """Element-wise mean of an array of equal-width vectors (zeros when it is empty),
-    summed in double precision."""
-    zero = F.array_repeat(F.lit(0.0).cast("double"), dim)
-    total = F.aggregate(vectors, zero,
-                        lambda acc, v: F.zip_with(acc, v, lambda a, b: a + b.cast("double")))
-    return F.transform(total, lambda s: (s / F.greatest(count, F.lit(1))).cast("float"))
+def zero_vector(dim: int) -> Column:
+    return F.array_repeat(F.lit(0.0).cast("float"), dim)
+
+
+def mean_vectors(pairs: DataFrame, key: str, vectors: DataFrame, dim: int) -> DataFrame:
+    """(key, user_vec, history_len) for each key of `pairs` (key, news_id): the element-wise mean
+    of the vectors of its news that have one. Spark ML's Summarizer averages natively in the JVM
+    (no per-element lambdas), in double precision; a key with no known news is absent."""
+    known = pairs.join(F.broadcast(vectors), C.NEWS_ID, "inner")
+    return (known.groupBy(key)
+            .agg(Summarizer.mean(array_to_vector(C.VECTOR)).alias("mean"),
+                 F.count("*").cast("int").alias(C.HISTORY_LEN))
+            .select(key, vector_to_array("mean", "float32").alias(C.USER_VEC), C.HISTORY_LEN))
 
 
 def history_vectors(behaviors: DataFrame, vectors: DataFrame, dim: int) -> DataFrame:
-    """(history_key, user_vec, history_len, unknown) for each distinct history: the mean of
-    the vectors of its news, skipping ids without a vector (counted in `unknown`)."""
+    """(history_key, user_vec, history_len) for each distinct history: the mean of the vectors
+    of its news, skipping ids without a vector; zeros and 0 when none is known."""
     histories = behaviors.select("history_key", "history").dropDuplicates(["history_key"])
-    tokens = histories.select("history_key", F.posexplode("history").alias("pos", C.NEWS_ID))
-    joined = tokens.join(F.broadcast(vectors), C.NEWS_ID, "left")
-    agg = (joined.groupBy("history_key")
-           .agg(F.array_sort(F.collect_list(F.struct("pos", C.VECTOR))).alias("items"),
-                F.count(C.VECTOR).alias(C.HISTORY_LEN),
-                F.sum(F.col(C.VECTOR).isNull().cast("int")).alias("unknown")))
-    known = F.filter(F.transform("items", lambda s: s[C.VECTOR]), lambda v: v.isNotNull())
-    means = agg.select("history_key", mean_vector(known, F.col(C.HISTORY_LEN), dim).alias(C.USER_VEC),
-                       C.HISTORY_LEN, "unknown")
-    empty = histories.where(F.size("history") == 0).select(
-        "history_key", F.array_repeat(F.lit(0.0).cast("float"), dim).alias(C.USER_VEC),
-        F.lit(0).cast("long").alias(C.HISTORY_LEN), F.lit(0).cast("long").alias("unknown"))
-    return means.unionByName(empty)
+    tokens = histories.select("history_key", F.explode("history").alias(C.NEWS_ID))
+    means = mean_vectors(tokens, "history_key", vectors, dim)
+    return (histories.select("history_key").join(means, "history_key", "left")
+            .select("history_key",
+                    F.coalesce(C.USER_VEC, zero_vector(dim)).alias(C.USER_VEC),
+                    F.coalesce(C.HISTORY_LEN, F.lit(0)).alias(C.HISTORY_LEN)))
 
 
 def sample_candidates(candidates: Column, impression_id: Column, npratio: int, seed: int) -> Column:
@@ -96,17 +97,22 @@ def sample_candidates(candidates: Column, impression_id: Column, npratio: int, s
 
 
 def feature_rows(behaviors: DataFrame, histories: DataFrame, vectors: DataFrame,
-                 npratio: int, seed: int) -> DataFrame:
-    """One row per kept candidate with a vector; candidates without a vector are dropped."""
-    exploded = behaviors.select(
+                 npratio: int, seed: int, partitions: int) -> DataFrame:
+    """One row per kept candidate with a vector (candidates without one are dropped).
+
+    The user vector joins at the impression level and the impressions are spread over
+    `partitions` by a seeded hash before the candidates are exploded, so the only shuffle
+    moves impressions, not candidate rows; the news vectors join map-side (broadcast)."""
+    impressions = (behaviors.select(
         C.IMPRESSION_ID, C.USER_ID, "history_key",
-        F.explode(sample_candidates(F.col("candidates"), F.col(C.IMPRESSION_ID), npratio, seed))
-        .alias("c")).select(C.IMPRESSION_ID, C.USER_ID, "history_key",
-                            F.col("c")[C.NEWS_ID].alias(C.NEWS_ID), F.col("c")[C.LABEL].alias(C.LABEL))
+        sample_candidates(F.col("candidates"), F.col(C.IMPRESSION_ID), npratio, seed).alias("kept"))
+        .join(histories, "history_key")
+        .repartition(partitions, F.xxhash64(F.lit(seed), F.col(C.IMPRESSION_ID))))
+    rows = impressions.select(C.IMPRESSION_ID, C.USER_ID, C.USER_VEC, C.HISTORY_LEN,
+                              F.explode("kept").alias("c")).select(
+        "*", F.col("c")[C.NEWS_ID].alias(C.NEWS_ID), F.col("c")[C.LABEL].alias(C.LABEL))
     news = vectors.withColumnRenamed(C.VECTOR, C.NEWS_VEC)
-    rows = (exploded.join(F.broadcast(news), C.NEWS_ID, "inner")
-            .join(histories.select("history_key", C.USER_VEC, C.HISTORY_LEN), "history_key"))
-    return schemas.conform(rows, schemas.FEATURE_ROWS)
+    return schemas.conform(rows.join(F.broadcast(news), C.NEWS_ID, "inner"), schemas.FEATURE_ROWS)
 
 
 def user_profiles(behaviors: DataFrame, vectors: DataFrame, dim: int) -> DataFrame:
@@ -118,15 +124,15 @@ def user_profiles(behaviors: DataFrame, vectors: DataFrame, dim: int) -> DataFra
     from_clicks = behaviors.select(C.USER_ID, F.explode("candidates").alias("c")).where(
         F.col("c")[C.LABEL] == 1).select(C.USER_ID, F.col("c")[C.NEWS_ID].alias(C.NEWS_ID))
     clicked = from_history.unionByName(from_clicks).distinct()
-    agg = (clicked.join(F.broadcast(vectors), C.NEWS_ID, "left").groupBy(C.USER_ID)
-           .agg(F.array_sort(F.collect_list(C.NEWS_ID)).alias(C.CLICKED_NEWS),
-                F.collect_list(C.VECTOR).alias("vecs"), F.count(C.VECTOR).alias(C.HISTORY_LEN)))
-    profiles = (latest.select(C.USER_ID).join(agg, C.USER_ID, "left")
+    clicked_ids = clicked.groupBy(C.USER_ID).agg(
+        F.array_sort(F.collect_list(C.NEWS_ID)).alias(C.CLICKED_NEWS))
+    means = mean_vectors(clicked, C.USER_ID, vectors, dim)
+    profiles = (latest.select(C.USER_ID).join(clicked_ids, C.USER_ID, "left")
+                .join(means, C.USER_ID, "left")
                 .select(C.USER_ID,
                         F.coalesce(C.CLICKED_NEWS, F.array().cast("array<string>")).alias(C.CLICKED_NEWS),
                         F.coalesce(C.HISTORY_LEN, F.lit(0)).alias(C.HISTORY_LEN),
-                        F.coalesce("vecs", F.array().cast("array<array<float>>")).alias("vecs")))
-    profiles = profiles.withColumn(C.USER_VEC, mean_vector(F.col("vecs"), F.col(C.HISTORY_LEN), dim))
+                        F.coalesce(C.USER_VEC, zero_vector(dim)).alias(C.USER_VEC)))
     return schemas.conform(profiles, schemas.USER_PROFILES)
 
 
@@ -146,14 +152,9 @@ def candidate_pool(behaviors: DataFrame, vectors: DataFrame, data_end: dt.dateti
     return schemas.conform(pool, schemas.CANDIDATE_POOL)
 
 
-def write_rows(df: DataFrame, uri: str, cfg: Config, spread_seed: int) -> None:
-    """Write Parquet shaped for Petastorm (see the module docstring)."""
-    spread = F.xxhash64(F.lit(spread_seed), *[F.col(c) for c in df.columns
-                                              if c in (C.IMPRESSION_ID, C.NEWS_ID, C.USER_ID)])
-    (df.repartition(cfg["features.min_row_groups"], spread)
-     .sortWithinPartitions(spread, *[c for c in df.columns if c in (C.IMPRESSION_ID, C.NEWS_ID, C.USER_ID)])
-     .write.option("parquet.block.size", cfg["features.row_group_mb"] * 1024 * 1024)
-     .parquet(uri))
+def write_parquet(df: DataFrame, uri: str, cfg: Config) -> None:
+    """Write Parquet with row groups of at most `features.row_group_mb` (one file per partition)."""
+    df.write.option("parquet.block.size", cfg["features.row_group_mb"] * 1024 * 1024).parquet(uri)
 
 
 def read_behaviors(spark: SparkSession, cfg: Config) -> tuple[DataFrame, DataFrame, list]:
@@ -173,16 +174,18 @@ def read_behaviors(spark: SparkSession, cfg: Config) -> tuple[DataFrame, DataFra
 
 
 def ids_missing_from_news(spark: SparkSession, cfg: Config, behaviors: DataFrame) -> dict:
-    """Per split, how many history and candidate ids are not in that split's news.tsv."""
+    """Per split, how many history and candidate ids are not in that split's news.tsv (the
+    news ids are the first field of each line; embed_news validated the rest)."""
     result = {}
     for split in ("train", "dev"):
-        news_ids, _ = parse_news(spark, storage.to_uri(cfg[f"paths.{split}"]))
+        news_ids = (spark.read.text(f"{storage.to_uri(cfg[f'paths.{split}'])}/news.tsv")
+                    .select(F.substring_index("value", "\t", 1).alias(C.NEWS_ID)).distinct())
         rows = behaviors.where(F.col("split") == split)
         refs = (rows.select(F.explode("history").alias(C.NEWS_ID), F.lit("history").alias("kind"))
                 .unionByName(rows.select(F.explode("candidates").alias("c"))
                              .select(F.col("c")[C.NEWS_ID].alias(C.NEWS_ID),
                                      F.lit("candidates").alias("kind"))))
-        missing = refs.join(news_ids.select(C.NEWS_ID).distinct(), C.NEWS_ID, "left_anti")
+        missing = refs.join(news_ids, C.NEWS_ID, "left_anti")
         counts = {r["kind"]: r["count"] for r in missing.groupBy("kind").count().collect()}
         result[split] = {"history": counts.get("history", 0),
                          "candidates": counts.get("candidates", 0)}
@@ -217,13 +220,16 @@ def run(cfg: Config, spark: SparkSession | None = None) -> dict:
         data_end = behaviors.agg(F.max(C.TIME)).first()[0]
     with timer.stage("history_vectors"):
         histories = history_vectors(behaviors, vectors, dim).cache()
-        unknown_history_ids = histories.agg(F.sum("unknown")).first()[0] or 0
+        known_tokens = histories.agg(F.sum(C.HISTORY_LEN)).first()[0] or 0
+        all_tokens = (behaviors.select("history_key", F.size("history").alias("n"))
+                      .dropDuplicates(["history_key"]).agg(F.sum("n")).first()[0] or 0)
+        unknown_history_ids = all_tokens - known_tokens
     counts = {}
     for split, split_npratio in (("train", npratio), ("dev", 0)):
         with timer.stage(f"{split}_rows"):
             rows = feature_rows(behaviors.where(F.col("split") == split), histories, vectors,
-                                split_npratio, seed)
-            write_rows(rows, f"{out}/{split}", cfg, seed)
+                                split_npratio, seed, cfg["features.min_row_groups"])
+            write_parquet(rows, f"{out}/{split}", cfg)
             written = spark.read.parquet(f"{out}/{split}")
             stats = written.agg(F.count("*").alias("rows"), F.sum(C.LABEL).alias("positives"),
                                 F.countDistinct(C.IMPRESSION_ID).alias("impressions")).first()
@@ -231,7 +237,9 @@ def run(cfg: Config, spark: SparkSession | None = None) -> dict:
                              "positive_share": round((stats["positives"] or 0) / max(stats["rows"], 1), 5),
                              "files": len(written.inputFiles())}
     with timer.stage("user_profiles"):
-        write_rows(user_profiles(behaviors, vectors, dim), f"{out}/user_profiles", cfg, seed)
+        profiles = user_profiles(behaviors, vectors, dim)
+        write_parquet(profiles.repartition(cfg["features.min_row_groups"], C.USER_ID),
+                      f"{out}/user_profiles", cfg)
         counts["user_profiles"] = spark.read.parquet(f"{out}/user_profiles").count()
     with timer.stage("candidate_pool"):
         pool = candidate_pool(behaviors, vectors, data_end, cfg["features.candidate_window_hours"])

@@ -43,7 +43,7 @@ def read_all_news(spark: SparkSession, cfg: Config) -> tuple[DataFrame, DataFram
         rejected.append(bad)
     union = frames[0].unionByName(frames[1])
     news = (union.groupBy(C.NEWS_ID)
-            .agg(F.min_by(F.struct("title", "category"), F.struct("split_order", "line"))
+            .agg(F.min_by(F.struct("title", "category"), F.struct("split_order", "title"))
                  .alias("first"))
             .select(C.NEWS_ID, "first.title", "first.category"))
     return news, rejected[0].unionByName(rejected[1]), checks

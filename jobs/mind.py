@@ -39,27 +39,35 @@ class RejectedShareExceeded(UserInputError):
     """Too many malformed rows in an input file."""
 
 
-def read_numbered_lines(spark: SparkSession, uri: str) -> DataFrame:
-    """Lines of a text file as (file, line, text, raw_ok): `line` is 1-based, `raw_ok` is false
-    for a line that is not valid UTF-8 (its text then holds replacement characters)."""
-    raw = (spark.read.text(uri)
-           .select(F.input_file_name().alias("file"),
-                   F.input_file_block_start().alias("block"),
-                   F.monotonically_increasing_id().alias("row_id"),
-                   F.col("value")))
-    raw = raw.cache()
-    blocks = (raw.groupBy("file", "block")
+def read_lines(spark: SparkSession, uri: str) -> DataFrame:
+    """Lines of a text file as (file, block, row_id, text, raw_ok): `raw_ok` is false for a line
+    that is not valid UTF-8 (its text then holds replacement characters). `block` and `row_id`
+    locate the line for `with_line_numbers`."""
+    value_bytes = F.col("value").cast("binary")
+    return spark.read.text(uri).select(
+        F.input_file_name().alias("file"),
+        F.input_file_block_start().alias("block"),
+        F.monotonically_increasing_id().alias("row_id"),
+        F.regexp_replace(F.decode(value_bytes, "UTF-8"), "\r$", "").alias("text"),
+        (F.encode(F.decode(value_bytes, "UTF-8"), "UTF-8") == value_bytes).alias("raw_ok"))
+
+
+def with_line_numbers(rows: DataFrame, all_lines: DataFrame) -> DataFrame:
+    """Add the 1-based `line` to `rows` (a subset of `all_lines`, both carrying file, block,
+    row_id from one cached read of `read_lines`)."""
+    blocks = (all_lines.groupBy("file", "block")
               .agg(F.count("*").alias("n"), F.min("row_id").alias("first_row_id")))
     in_file = Window.partitionBy("file").orderBy("block")
-    blocks = blocks.withColumn("lines_before", F.sum("n").over(in_file) - F.col("n"))
-    lines = raw.join(F.broadcast(blocks.drop("n")), ["file", "block"])
-    value_bytes = F.col("value").cast("binary")
-    return lines.select(
-        "file",
-        (F.col("lines_before") + F.col("row_id") - F.col("first_row_id") + 1).alias("line"),
-        F.regexp_replace(F.decode(value_bytes, "UTF-8"), "\r$", "").alias("text"),
-        (F.encode(F.decode(value_bytes, "UTF-8"), "UTF-8") == value_bytes).alias("raw_ok"),
-    )
+    blocks = blocks.withColumn("lines_before", F.sum("n").over(in_file) - F.col("n")).drop("n")
+    return (rows.join(F.broadcast(blocks), ["file", "block"])
+            .withColumn("line", F.col("lines_before") + F.col("row_id") - F.col("first_row_id") + 1)
+            .drop("lines_before", "first_row_id"))
+
+
+def read_numbered_lines(spark: SparkSession, uri: str) -> DataFrame:
+    """Every line of a text file with its 1-based line number: (file, line, text, raw_ok)."""
+    lines = read_lines(spark, uri).cache()
+    return with_line_numbers(lines, lines).select("file", "line", "text", "raw_ok")
 
 
 def _tokens(column: F.Column) -> F.Column:
@@ -87,12 +95,19 @@ def _field_count_check(n_columns: int) -> tuple[F.Column, None, F.Column]:
 
 
 def _split_rows(lines: DataFrame, checks, parsed_columns: list[F.Column]):
+    """Check every line once, cache the result, and derive the good rows and the rejected rows
+    (with line numbers, computed only for the rejected ones) from that cache."""
     checked = (lines.withColumn("fields", F.split("text", "\t", -1))
                .withColumn("_reject", _reject_reason(checks)))
-    rejected = checked.where(F.col("_reject").isNotNull()).select(
+    checked = checked.select(
+        "file", "block", "row_id", "_reject",
+        F.when(F.col("_reject").isNotNull(), F.col("text")).alias("text"),
+        *[F.when(F.col("_reject").isNull(), c).alias(name) for c, name in parsed_columns],
+    ).cache()
+    good = checked.where(F.col("_reject").isNull()).select(*[name for _, name in parsed_columns])
+    rejected = with_line_numbers(checked.where(F.col("_reject").isNotNull()), checked).select(
         "file", "line", F.col("_reject.column").alias("column"),
         F.col("_reject.reason").alias("reason"), "text")
-    good = checked.where(F.col("_reject").isNull()).select(*parsed_columns)
     return good, schemas.conform(rejected, schemas.REJECTED_ROWS)
 
 
@@ -100,9 +115,9 @@ def parse_behaviors(spark: SparkSession, folder: str) -> tuple[DataFrame, DataFr
     """Parse `folder/behaviors.tsv` into (good rows, rejected rows).
 
     Good rows: impression_id, user_id, time (timestamp, UTC), history (news ids, oldest first;
-    empty for an empty history), candidates (array of struct(news_id, label)), file, line.
+    empty for an empty history), candidates (array of struct(news_id, label)) in listed order.
     """
-    lines = read_numbered_lines(spark, f"{folder.rstrip('/')}/{BEHAVIORS_FILE}")
+    lines = read_lines(spark, f"{folder.rstrip('/')}/{BEHAVIORS_FILE}")
     field = lambda i: F.col("fields")[i]  # noqa: E731
     history, impressions = _tokens(field(3)), _tokens(field(4))
     parsed_time = F.to_timestamp(field(2), TIME_FORMAT)
@@ -127,17 +142,16 @@ def parse_behaviors(spark: SparkSession, folder: str) -> tuple[DataFrame, DataFr
         F.substring_index(t, "-", 1).alias(C.NEWS_ID),
         F.substring_index(t, "-", -1).cast("int").alias(C.LABEL)))
     return _split_rows(lines, checks, [
-        field(0).cast("long").alias(C.IMPRESSION_ID), field(1).alias(C.USER_ID),
-        parsed_time.alias(C.TIME), history.alias("history"), candidates.alias("candidates"),
-        "file", "line"])
+        (field(0).cast("long"), C.IMPRESSION_ID), (field(1), C.USER_ID), (parsed_time, C.TIME),
+        (history, "history"), (candidates, "candidates")])
 
 
 def parse_news(spark: SparkSession, folder: str) -> tuple[DataFrame, DataFrame]:
     """Parse `folder/news.tsv` into (good rows, rejected rows).
 
-    Good rows: news_id, category, subcategory, title, abstract, file, line.
+    Good rows: news_id, category, subcategory, title, abstract.
     """
-    lines = read_numbered_lines(spark, f"{folder.rstrip('/')}/{NEWS_FILE}")
+    lines = read_lines(spark, f"{folder.rstrip('/')}/{NEWS_FILE}")
     field = lambda i: F.col("fields")[i]  # noqa: E731
     checks = [
         (~F.col("raw_ok"), None, F.lit("line is not valid UTF-8")),
@@ -150,8 +164,8 @@ def parse_news(spark: SparkSession, folder: str) -> tuple[DataFrame, DataFrame]:
         (_bad_entities(field(7)), 8, F.lit("abstract entities are not a JSON list of entities")),
     ]
     return _split_rows(lines, checks, [
-        field(0).alias(C.NEWS_ID), field(1).alias("category"), field(2).alias("subcategory"),
-        field(3).alias("title"), field(4).alias("abstract"), "file", "line"])
+        (field(0), C.NEWS_ID), (field(1), "category"), (field(2), "subcategory"),
+        (field(3), "title"), (field(4), "abstract")])
 
 
 def _bad_entities(column: F.Column) -> F.Column:

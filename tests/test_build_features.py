@@ -166,14 +166,30 @@ def test_candidate_pool_is_the_last_window(built):
     assert summary["data_end"].startswith("2019-11-15T23:00")
 
 
-def test_parquet_shaped_for_petastorm(built):
-    _, cfg, _, _ = built
-    path = build_features.current_features(cfg)["path"].replace("file://", "")
-    dataset = pq.ParquetDataset(f"{path}/train")
-    groups = sum(pq.ParquetFile(f).metadata.num_row_groups for f in dataset.files)
-    assert groups >= 4
-    field = dataset.schema.field("user_vec")
+def test_generated_sample_parquet_shaped_for_petastorm(spark, tmp_path):
+    """On the generated tiny sample: nothing rejected, at least min_row_groups row groups, and
+    every file holds impressions from across the whole time range."""
+    from jobs.generate_mind import generate
+    generate("tiny", str(tmp_path / "mind"), seed=3)
+    cfg = load_config(overrides=[
+        f"paths.train={tmp_path / 'mind' / 'MINDsmall_train'}",
+        f"paths.dev={tmp_path / 'mind' / 'MINDsmall_dev'}", f"paths.work={tmp_path / 'work'}",
+        "embed.encoder=hashing", "embed.hashing_dim=32", "embed.projection_dim=0",
+        "features.min_row_groups=16"])
+    embed_news.run(cfg, spark)
+    summary = build_features.run(cfg, spark)
+    assert set(summary["rejected_rows"].values()) == {0}
+    assert summary["rows"]["train"]["impressions"] == 500
+    path = summary["output"].replace("file://", "")
+    files = pq.ParquetDataset(f"{path}/train").files
+    assert sum(pq.ParquetFile(f).metadata.num_row_groups for f in files) >= 16
+    field = pq.ParquetDataset(f"{path}/train").schema.field("user_vec")
     assert str(field.type) in ("list<element: float not null>", "list<element: float>")
+    # impression ids are in time order in no particular way, so use the files' id spread:
+    # a file written from one input block would hold one contiguous range of impressions
+    for f in files:
+        ids = pq.read_table(f, columns=["impression_id"]).column(0).to_numpy()
+        assert ids.max() - ids.min() > 250
 
 
 def test_point_in_time_later_clicks_do_not_leak(spark, built, tmp_path):
