@@ -1,0 +1,70 @@
+"""Factorized scoring equals the plain model call; top-k equals a brute-force sort."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dcn.model import build_dcn
+from dcn.scoring import FactorizedScorer, NotFactorizable, PlainScorer, make_scorer, top_k
+
+
+def randomize(model, seed):
+    """Non-trivial weights everywhere (biases included), so every term of the algebra counts."""
+    rng = np.random.default_rng(seed)
+    model.set_weights([rng.normal(0, 0.3, w.shape).astype(np.float32) for w in model.get_weights()])
+    return model
+
+
+@pytest.mark.parametrize("cross_layers,deep_units,structure", [
+    (3, (32, 16), "stacked"), (2, (24,), "stacked"), (3, (32, 16), "parallel"),
+    (2, (), "stacked"), (0, (32, 16), "stacked"), (0, (), "stacked"), (1, (8, 8, 8), "parallel"),
+])
+def test_factorized_equals_plain(cross_layers, deep_units, structure):
+    model = randomize(build_dcn(12, 20, cross_layers=cross_layers, deep_units=deep_units,
+                                structure=structure, dropout=0.2, seed=1), seed=cross_layers)
+    rng = np.random.default_rng(0)
+    users, news = rng.normal(size=(7, 12)), rng.normal(size=(33, 20))
+    plain = PlainScorer(model, max_pairs=50).logits(users, news)
+    fact = FactorizedScorer(model).logits(users, news)
+    assert fact.shape == (7, 33)
+    np.testing.assert_allclose(fact, plain, rtol=1e-5, atol=1e-5)
+    # and the plain scorer agrees with a direct call on one pair
+    direct = model({"user_vec": users[3:4].astype(np.float32), "news_vec": news[5:6].astype(np.float32)})
+    assert abs(float(direct[0, 0]) - plain[3, 5]) < 1e-5
+
+
+def test_matrix_cross_is_not_factorizable():
+    model = build_dcn(4, 4, cross_kind="matrix", deep_units=(8,))
+    with pytest.raises(NotFactorizable):
+        FactorizedScorer(model)
+    assert isinstance(make_scorer(model, "auto"), PlainScorer)
+    assert isinstance(make_scorer(build_dcn(4, 4, deep_units=(8,)), "auto"), FactorizedScorer)
+    with pytest.raises(NotFactorizable):
+        make_scorer(model, "factorized")
+
+
+def brute_top_k(scores, k, excluded):
+    result = []
+    for row, mask in zip(scores, excluded):
+        eligible = [(-s, j) for j, s in enumerate(row) if not mask[j]]
+        result.append([j for _, j in sorted(eligible)[:k]])
+    return result
+
+
+def test_top_k_matches_brute_force_with_ties_and_exclusions():
+    rng = np.random.default_rng(5)
+    scores = rng.integers(0, 6, size=(200, 40)).astype(float)   # many ties
+    excluded = rng.random((200, 40)) < 0.3
+    excluded[0, :] = True                                         # nothing eligible
+    excluded[1, :3], excluded[1, 3:] = False, True                # fewer eligible than k
+    indices, valid = top_k(scores, 10, excluded)
+    expected = brute_top_k(scores, 10, excluded)
+    for row in range(200):
+        assert [int(j) for j, v in zip(indices[row], valid[row]) if v] == expected[row]
+    assert not valid[0].any() and valid[1].sum() == 3
+
+
+def test_top_k_hand_example():
+    scores = np.array([[0.1, 0.9, 0.5, 0.9, 0.3]])
+    indices, valid = top_k(scores, 3, np.array([[False, False, False, False, True]]))
+    assert indices.tolist() == [[1, 3, 2]] and valid.all()
