@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pyspark.sql import DataFrame, functions as F
 from pyspark.sql.types import (ArrayType, FloatType, IntegerType, LongType,
-                               StringType, StructField, StructType)
+                               StringType, StructField, StructType, TimestampType)
 
 from common import columns as C
 
@@ -61,6 +61,16 @@ NEWS_POPULARITY = StructType([
     StructField(C.CLICKS, LongType(), False),
 ])
 
+# The scoring job's table (partitioned by run_date, which is not stored in the files).
+RECOMMENDATIONS = StructType([
+    StructField(C.USER_ID, StringType(), False),
+    StructField(C.RANK, IntegerType(), False),
+    StructField(C.NEWS_ID, StringType(), False),
+    StructField(C.SCORE, FloatType(), False),
+    StructField(C.MODEL_VERSION, StringType(), False),
+    StructField(C.SCORED_AT, TimestampType(), False),
+])
+
 
 def conform(df: DataFrame, schema: StructType) -> DataFrame:
     """Select exactly the schema's columns, in order, cast to the schema's types."""
@@ -72,4 +82,4 @@ def conform(df: DataFrame, schema: StructType) -> DataFrame:
 
 
 __all__ = ["NEWS_VECTORS", "FEATURE_ROWS", "USER_PROFILES", "CANDIDATE_POOL", "REJECTED_ROWS",
-           "NEWS_POPULARITY", "VECTOR_TYPE", "conform"]
+           "NEWS_POPULARITY", "RECOMMENDATIONS", "VECTOR_TYPE", "conform"]

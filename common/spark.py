@@ -37,6 +37,23 @@ def session_settings(cfg: Config) -> dict[str, str]:
     return settings
 
 
+def hive_settings(cfg: Config) -> dict[str, str]:
+    """Warehouse and metastore settings for jobs that write tables."""
+    from common import storage
+    warehouse = cfg["spark.warehouse_dir"] or storage.join(cfg["paths.work"], "warehouse")
+    settings = {"spark.sql.warehouse.dir": storage.to_uri(warehouse)}
+    if cfg["spark.metastore"] == "embedded":
+        metastore = storage.to_uri(storage.join(cfg["paths.work"], "metastore_db"))
+        if not metastore.startswith("file://"):
+            raise ValueError("spark.metastore 'embedded' needs a local paths.work; on a cluster "
+                             "set spark.metastore to 'external'")
+        settings["spark.hadoop.javax.jdo.option.ConnectionURL"] = (
+            f"jdbc:derby:;databaseName={metastore[len('file://'):]};create=true")
+    elif cfg["spark.metastore"] != "external":
+        raise ValueError(f"spark.metastore must be 'embedded' or 'external', got {cfg['spark.metastore']!r}")
+    return settings
+
+
 def get_spark(cfg: Config, app_name: str, hive: bool = False):
     """Return the active SparkSession, creating it from `cfg` when there is none."""
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
@@ -53,6 +70,8 @@ def get_spark(cfg: Config, app_name: str, hive: bool = False):
         builder = builder.config(key, value)
     if hive:
         builder = builder.enableHiveSupport()
+        for key, value in hive_settings(cfg).items():
+            builder = builder.config(key, value)
     spark = builder.getOrCreate()
     for key, value in session_settings(cfg).items():
         # getOrCreate may return an existing session (tests): make the SQL settings hold.

@@ -14,9 +14,10 @@ def spark(tmp_path_factory):
     from common.config import load_config
     from common.spark import get_spark
 
+    work = tmp_path_factory.mktemp("spark-session")
     cfg = load_config(overrides=["spark.master=local[2]", "spark.shuffle_partitions=4",
-                                 "spark.driver_memory=2g"])
-    session = get_spark(cfg, "newsrec-tests")
+                                 "spark.driver_memory=2g", f"paths.work={work}"])
+    session = get_spark(cfg, "newsrec-tests", hive=True)
     yield session
     session.stop()
 

@@ -1,0 +1,278 @@
+"""score: every user's top-k news from the candidate pool, into a table partitioned by run_date.
+
+    ./spark-submit.sh score [--run-date YYYY-MM-DD] [--config FILE] [--set key=value ...]
+
+Reads the current build_features run (user profiles, candidate pool) and an exported model.
+Users are spread over Spark tasks; each task scores batches of users against the whole pool
+matrix with vectorized numpy (dcn/scoring.py: factorized where the model allows, else the
+plain model call), removes the news each user already clicked and keeps the exact top k by
+partial selection. User x news pairs never become Spark rows. The model is loaded once per
+Python worker.
+
+Safe to rerun: the rows of a run go to a new folder `<table location>/run_date=<date>/<run_id>`
+and only when it is complete does one metastore operation point the date's partition at it
+(ADD PARTITION or SET LOCATION). A rerun replaces that date only; a run killed before that
+step leaves the partition as it was (its folder is deleted by the next run of that date).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+import sys
+import time
+from typing import Iterator
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import DataFrame, SparkSession, functions as F
+
+from common import columns as C
+from common import schemas, storage
+from common.cli import StageTimer, UserInputError, run_main
+from common.config import Config
+from common.spark import get_spark
+from dcn import export
+from jobs.build_features import current_features
+
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+MODEL_VERSION, SCORED_AT, RUN_DATE = C.MODEL_VERSION, C.SCORED_AT, C.RUN_DATE
+POPULARITY_VERSION = "popularity"
+RECOMMENDATIONS = schemas.RECOMMENDATIONS
+TABLE_DDL = ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in RECOMMENDATIONS.fields)
+
+# per Python worker: model folder -> scorer
+_SCORERS: dict = {}
+
+
+def validated_identifier(value: str, key: str) -> str:
+    if not IDENTIFIER.match(value):
+        raise UserInputError(f"{key} {value!r} is not a valid table identifier "
+                             "(letters, digits and _, not starting with a digit)")
+    return value
+
+
+def parse_run_date(text: str | None) -> str:
+    if not text:
+        return dt.datetime.now(dt.timezone.utc).date().isoformat()
+    try:
+        return dt.date.fromisoformat(text).isoformat()
+    except ValueError:
+        raise UserInputError(f"--run-date {text!r} is not a date YYYY-MM-DD") from None
+
+
+def load_pool(uri: str) -> dict:
+    """The candidate pool as numpy arrays sorted by news id (bounded by the news shown in one
+    window, not by users, so it is read on the driver and broadcast)."""
+    import pyarrow.parquet as pq
+    fs, path = storage.filesystem(uri)
+    table = pq.read_table(path, filesystem=fs).sort_by(C.NEWS_ID)
+    if table.num_rows == 0:
+        raise UserInputError(f"the candidate pool {uri} is empty: nothing to recommend "
+                             "(widen features.candidate_window_hours?)")
+    vectors = np.stack(table.column(C.NEWS_VEC).to_numpy(zero_copy_only=False)).astype(np.float32)
+    clicks = table.column(C.CLICKS).to_numpy().astype(np.float64)
+    impressions = table.column(C.IMPRESSIONS).to_numpy().astype(np.float64)
+    return {"ids": np.asarray(table.column(C.NEWS_ID).to_pylist(), dtype=object),
+            "vectors": vectors, "clicks": clicks, "ctr": clicks / np.maximum(impressions, 1)}
+
+
+def _get_scorer(model_folder: str, mode: str, threads: int):
+    if model_folder not in _SCORERS:
+        if threads:
+            os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+            os.environ.setdefault("OPENBLAS_NUM_THREADS", str(threads))
+            import tensorflow as tf
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(threads)
+        from dcn.scoring import make_scorer
+        model, _ = export.load_model(model_folder)
+        _SCORERS[model_folder] = make_scorer(model, mode)
+    return _SCORERS[model_folder]
+
+
+def _rows(users, indices, valid, scores, pool_ids, version, scored_at) -> pd.DataFrame:
+    user_col, rank_col, news_col, score_col = [], [], [], []
+    for row, user in enumerate(users):
+        keep = indices[row][valid[row]]
+        user_col.extend([user] * len(keep))
+        rank_col.extend(range(1, len(keep) + 1))
+        news_col.extend(pool_ids[keep])
+        score_col.extend(scores[row, keep])
+    return pd.DataFrame({C.USER_ID: user_col, C.RANK: np.asarray(rank_col, dtype=np.int32),
+                         C.NEWS_ID: news_col, C.SCORE: np.asarray(score_col, dtype=np.float32),
+                         MODEL_VERSION: version, SCORED_AT: scored_at})
+
+
+def score_partitions(pool_broadcast, model_folder: str, version: str, settings: dict,
+                     scored_at: dt.datetime):
+    """The mapInPandas function: profiles in, recommendation rows out."""
+    k, batch, mode = settings["k"], settings["user_batch_size"], settings["mode"]
+    cold_policy, threads = settings["cold_users"], settings["threads_per_task"]
+
+    def run(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        from dcn.scoring import top_k
+        pool = pool_broadcast.value
+        position = {news_id: i for i, news_id in enumerate(pool["ids"])}
+        scorer = None
+        for frame in frames:
+            for start in range(0, len(frame), batch):
+                part = frame.iloc[start:start + batch]
+                excluded = np.zeros((len(part), len(pool["ids"])), dtype=bool)
+                for row, clicked in enumerate(part[C.CLICKED_NEWS]):
+                    cols = [position[n] for n in clicked if n in position]
+                    excluded[row, cols] = True
+                cold = part[C.HISTORY_LEN].to_numpy() == 0
+                warm = ~cold
+                if warm.any():
+                    scorer = scorer or _get_scorer(model_folder, mode, threads)
+                    users = np.stack(part[C.USER_VEC].to_numpy()[warm]).astype(np.float32)
+                    logits = scorer.logits(users, pool["vectors"])
+                    idx, ok = top_k(logits, k, excluded[warm])
+                    yield _rows(part[C.USER_ID].to_numpy()[warm], idx, ok,
+                                1.0 / (1.0 + np.exp(-logits)), pool["ids"], version, scored_at)
+                if cold.any() and cold_policy == "popularity":
+                    n_cold = int(cold.sum())
+                    popularity = np.broadcast_to(pool["clicks"] + pool["ctr"] * 1e-6,
+                                                 (n_cold, len(pool["ids"])))
+                    idx, ok = top_k(popularity, k, excluded[cold])
+                    yield _rows(part[C.USER_ID].to_numpy()[cold], idx, ok,
+                                np.broadcast_to(pool["ctr"], popularity.shape), pool["ids"],
+                                POPULARITY_VERSION, scored_at)
+    return run
+
+
+class TableWriter:
+    """The recommendations table and the atomic replacement of one date's partition."""
+
+    def __init__(self, spark: SparkSession, cfg: Config):
+        self.spark = spark
+        self.database = validated_identifier(cfg["score.database"], "score.database")
+        self.table = validated_identifier(cfg["score.table"], "score.table")
+        self.name = f"`{self.database}`.`{self.table}`"
+        self.location = cfg["score.table_location"]
+
+    def ensure_table(self) -> str:
+        """Create the database and table if needed; return the table's location."""
+        self.spark.sql(f"CREATE DATABASE IF NOT EXISTS `{self.database}`")
+        location = f" LOCATION '{storage.to_uri(self.location)}'" if self.location else ""
+        self.spark.sql(f"CREATE TABLE IF NOT EXISTS {self.name} ({TABLE_DDL}, `{RUN_DATE}` string) "
+                       f"USING parquet PARTITIONED BY (`{RUN_DATE}`){location}")
+        described = self.spark.sql(f"DESCRIBE TABLE EXTENDED {self.name}").collect()
+        return next(r["data_type"] for r in described if r["col_name"] == "Location")
+
+    def partition_location(self, run_date: str) -> str | None:
+        try:
+            rows = self.spark.sql(f"DESCRIBE TABLE EXTENDED {self.name} "
+                                  f"PARTITION (`{RUN_DATE}`='{run_date}')").collect()
+        except Exception:  # noqa: BLE001  (Spark raises NoSuchPartitionException)
+            return None
+        return next((r["data_type"] for r in rows if r["col_name"] == "Location"), None)
+
+    def swap_partition(self, run_date: str, folder: str) -> str | None:
+        """Point the date's partition at `folder` in one metastore operation; return the
+        previous location (None if the date is new)."""
+        previous = self.partition_location(run_date)
+        spec = f"PARTITION (`{RUN_DATE}`='{run_date}')"
+        if previous is None:
+            self.spark.sql(f"ALTER TABLE {self.name} ADD {spec} LOCATION '{folder}'")
+        else:
+            self.spark.sql(f"ALTER TABLE {self.name} {spec} SET LOCATION '{folder}'")
+        self.spark.sql(f"REFRESH TABLE {self.name}")
+        return previous
+
+
+def _pause_for_tests() -> None:
+    """Tests that kill the job between writing and publishing set this (seconds)."""
+    pause = float(os.environ.get("NEWSREC_TEST_PAUSE_BEFORE_PUBLISH", "0"))
+    if pause:
+        print("score: rows written, publishing paused", file=sys.stderr, flush=True)
+        time.sleep(pause)
+
+
+def remove_stale_attempts(date_folder: str, keep_run_id: str) -> None:
+    """Delete the folders of earlier (replaced or killed) runs of this date."""
+    import pyarrow.fs as pafs
+    fs, path = storage.filesystem(date_folder)
+    for info in fs.get_file_info(pafs.FileSelector(path, allow_not_found=True)):
+        if info.type == pafs.FileType.Directory and info.base_name != keep_run_id:
+            fs.delete_dir(info.path)
+
+
+def run(cfg: Config, run_date: str | None = None, spark: SparkSession | None = None) -> dict:
+    run_date = parse_run_date(run_date)
+    if cfg["score.cold_users"] not in ("popularity", "skip"):
+        raise UserInputError(f"score.cold_users must be 'popularity' or 'skip', got {cfg['score.cold_users']!r}")
+    if cfg["score.k"] <= 0:
+        raise UserInputError(f"score.k must be positive, got {cfg['score.k']}")
+    for key in ("score.database", "score.table"):
+        validated_identifier(cfg[key], key)
+    spark = spark or get_spark(cfg, "score", hive=True)
+    timer = StageTimer()
+    with timer.stage("load_inputs"):
+        features = current_features(cfg)
+        model_dir = export.model_folder(cfg, cfg["score.model_version"])
+        metadata = export.load_metadata(model_dir)
+        dim = features["summary"]["dim"]
+        if (metadata["user_dim"], metadata["news_dim"]) != (dim, dim):
+            raise UserInputError(
+                f"model {metadata.get('version')} expects user_vec width {metadata['user_dim']} and "
+                f"news_vec width {metadata['news_dim']}, but the features ({features['path']}) have "
+                f"width {dim}: retrain, or score with a model trained on these features")
+        pool = load_pool(f"{features['path']}/candidate_pool")
+        writer = TableWriter(spark, cfg)
+        table_location = writer.ensure_table()
+    run_id = storage.new_run_id()
+    date_folder = f"{table_location.rstrip('/')}/{RUN_DATE}={run_date}"
+    folder = f"{date_folder}/{run_id}"
+    scored_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
+    settings = {key: cfg[f"score.{key}"] for key in
+                ("k", "user_batch_size", "mode", "cold_users", "threads_per_task")}
+    with timer.stage("score_and_write"):
+        profiles = spark.read.parquet(f"{features['path']}/user_profiles")
+        partitions = cfg["score.partitions"] or spark.sparkContext.defaultParallelism
+        recs = profiles.repartition(partitions, C.USER_ID).mapInPandas(
+            score_partitions(spark.sparkContext.broadcast(pool), model_dir, metadata["version"],
+                             settings, scored_at), schema=RECOMMENDATIONS)
+        recs.write.parquet(folder)
+    with timer.stage("count"):
+        written = spark.read.parquet(folder)
+        stats = written.agg(F.count("*").alias("rows"), F.countDistinct(C.USER_ID).alias("users"),
+                            F.sum((F.col(MODEL_VERSION) == POPULARITY_VERSION).cast("int"))
+                            .alias("popularity_rows")).first()
+        profile_stats = profiles.agg(F.count("*").alias("users"),
+                                     F.sum((F.col(C.HISTORY_LEN) == 0).cast("int")).alias("cold")).first()
+    _pause_for_tests()
+    with timer.stage("publish"):
+        previous = writer.swap_partition(run_date, folder)
+        remove_stale_attempts(date_folder, keep_run_id=run_id)
+    cold = int(profile_stats["cold"] or 0)
+    warm_users = int(profile_stats["users"]) - cold
+    pairs = warm_users * len(pool["ids"])
+    summary = {
+        "run_id": run_id, "run_date": run_date, "table": f"{writer.database}.{writer.table}",
+        "partition_location": folder, "replaced_location": previous,
+        "model_version": metadata["version"], "features_run": features["run_id"],
+        "users": int(profile_stats["users"]), "users_scored_by_model": warm_users,
+        "cold_users": cold, "cold_policy": cfg["score.cold_users"],
+        "users_written": int(stats["users"]), "rows_written": int(stats["rows"]),
+        "candidates": len(pool["ids"]), "pairs_scored": pairs,
+        "pairs_per_second": round(pairs / max(timer.seconds["score_and_write"], 1e-9)),
+        "seconds": timer.seconds,
+    }
+    storage.write_text_atomic(
+        storage.join(cfg["paths.work"], "score_runs", f"{RUN_DATE}={run_date}", f"{run_id}.json"),
+        json.dumps(summary, indent=2, sort_keys=True))
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main("Write every user's top-k news into the recommendations table.",
+                    lambda cfg, args: run(cfg, args.run_date), argv,
+                    extra_arguments=lambda p: p.add_argument(
+                        "--run-date", help="partition to (re)write, YYYY-MM-DD (default: today, UTC)"))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,175 @@
+"""The scoring job: exact top-k into a partitioned table, safe reruns, clear errors."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from common.cli import UserInputError
+from dcn.export import export_model
+from dcn.model import build_dcn
+from jobs import build_features, embed_news, score
+from tests.test_build_features import make_cfg, read_table, write_sample
+
+pytestmark = pytest.mark.spark
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def random_model(dim, seed=0, **kwargs):
+    model = build_dcn(dim, dim, deep_units=(16,), seed=seed, **kwargs)
+    rng = np.random.default_rng(seed)
+    model.set_weights([rng.normal(0, 0.5, w.shape).astype(np.float32) for w in model.get_weights()])
+    return model
+
+
+@pytest.fixture(scope="module")
+def scored(spark, tmp_path_factory):
+    root = tmp_path_factory.mktemp("score")
+    write_sample(root)
+    cfg = make_cfg(root, "features.candidate_window_hours=200", "score.k=3",
+                   f"score.table_location={root / 'table'}", "score.table=recs_test")
+    embed_news.run(cfg, spark)
+    build_features.run(cfg, spark)
+    model = random_model(16)
+    version = export_model(cfg, model, {"user_dim": 16, "news_dim": 16})
+    summary = score.run(cfg, "2019-11-16", spark)
+    return root, cfg, model, version, summary
+
+
+def brute_force(cfg, model):
+    """Expected top 3 per user: the model on every (user, pool news) pair, clicked excluded,
+    ordered by logit then news id; users without history get the most clicked pool news."""
+    path = build_features.current_features(cfg)["path"]
+    profiles, pool = read_table(f"{path}/user_profiles"), read_table(f"{path}/candidate_pool")
+    pool = pool.sort_values("news_id").reset_index(drop=True)
+    news = np.stack(pool["news_vec"]).astype(np.float32)
+    expected = {}
+    for _, user in profiles.iterrows():
+        clicked = set(user["clicked_news"])
+        if user["history_len"] == 0:
+            keys = [(-c, n) for c, n in zip(pool["clicks"], pool["news_id"]) if n not in clicked]
+        else:
+            users = np.repeat(np.asarray(user["user_vec"], np.float32)[None], len(pool), axis=0)
+            logits = np.asarray(model({"user_vec": users, "news_vec": news}))[:, 0]
+            keys = [(-l, n) for l, n in zip(logits, pool["news_id"]) if n not in clicked]
+        expected[user["user_id"]] = [n for _, n in sorted(keys)[:3]]
+    return expected
+
+
+def table_rows(spark, run_date):
+    rows = spark.sql("SELECT user_id, rank, news_id, score, model_version FROM newsrec.recs_test "
+                     f"WHERE run_date = '{run_date}' ORDER BY user_id, rank").collect()
+    return rows
+
+
+def test_top_k_equals_brute_force(spark, scored):
+    _, cfg, model, version, summary = scored
+    expected = brute_force(cfg, model)
+    got = {}
+    for row in table_rows(spark, "2019-11-16"):
+        got.setdefault(row["user_id"], []).append(row["news_id"])
+    assert got == expected
+    assert summary["users"] == len(expected) and summary["rows_written"] == sum(map(len, expected.values()))
+    ranks = {}
+    for row in table_rows(spark, "2019-11-16"):
+        ranks.setdefault(row["user_id"], []).append(row["rank"])
+        assert row["model_version"] == version
+    assert all(r == list(range(1, len(r) + 1)) for r in ranks.values())
+
+
+def test_rerun_replaces_only_its_date(spark, scored):
+    _, cfg, _, _, first = scored
+    other = score.run(cfg, "2019-11-17", spark)
+    again = score.run(cfg, "2019-11-16", spark)
+    assert again["replaced_location"] == first["partition_location"]
+    counts = {r["run_date"]: r["n"] for r in spark.sql(
+        "SELECT run_date, count(*) AS n FROM newsrec.recs_test GROUP BY run_date").collect()}
+    assert counts == {"2019-11-16": first["rows_written"], "2019-11-17": other["rows_written"]}
+    assert not Path(first["partition_location"].replace("file://", "")).exists()
+    dates = [r[0] for r in spark.sql("SHOW PARTITIONS newsrec.recs_test").collect()]
+    assert sorted(dates) == ["run_date=2019-11-16", "run_date=2019-11-17"]
+
+
+def test_width_mismatch_is_a_clear_error_before_work(spark, scored):
+    root, cfg, _, _, _ = scored
+    export_model(cfg, random_model(8), {"user_dim": 8, "news_dim": 8}, version="narrow")
+    bad = make_cfg(root, "score.model_version=narrow", f"score.table_location={root / 'table'}",
+                   "score.table=recs_test")
+    with pytest.raises(UserInputError, match="expects user_vec width 8 .* have width 16"):
+        score.run(bad, "2019-11-20", spark)
+    assert spark.sql("SELECT count(*) FROM newsrec.recs_test WHERE run_date='2019-11-20'").first()[0] == 0
+
+
+def test_empty_pool_and_bad_identifiers(spark, scored):
+    root, cfg, _, _, _ = scored
+    with pytest.raises(UserInputError, match="not a valid table identifier"):
+        score.run(make_cfg(root, "score.table=recs; DROP TABLE x"), "2019-11-16", spark)
+    with pytest.raises(UserInputError, match="not a date"):
+        score.run(cfg, "16/11/2019", spark)
+    empty = make_cfg(root / "empty")
+    write_sample(root / "empty")
+    empty = make_cfg(root / "empty", "features.candidate_window_hours=0")
+    embed_news.run(empty, spark)
+    build_features.run(empty, spark)
+    export_model(empty, random_model(16), {"user_dim": 16, "news_dim": 16})
+    with pytest.raises(UserInputError, match="candidate pool .* is empty"):
+        score.run(empty, "2019-11-16", spark)
+
+
+def _launch(args, cwd, env):
+    return subprocess.Popen([str(ROOT / "spark-submit.sh"), "score", *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
+def _count_in_subprocess(settings, run_date, env):
+    code = ("import sys; from common.config import load_config; from common.spark import get_spark;"
+            f"cfg = load_config(overrides={settings!r}); s = get_spark(cfg, 'check', hive=True);"
+            f"print('ROWS', s.sql(\"SELECT count(*) FROM newsrec.recommendations WHERE run_date='{run_date}'\").first()[0])")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return int(next(l for l in out.stdout.splitlines() if l.startswith("ROWS")).split()[1])
+
+
+@pytest.mark.slow
+def test_kill_mid_run_leaves_partition_as_it_was(tmp_path):
+    """A real spark-submit run killed -9 after writing its rows but before publishing them
+    leaves the date's partition as it was; the rerun then replaces it, without duplicates."""
+    from common.config import load_config
+    write_sample(tmp_path)
+    settings = [f"paths.train={tmp_path / 'train'}", f"paths.dev={tmp_path / 'dev'}",
+                f"paths.work={tmp_path / 'work'}", "embed.encoder=hashing", "embed.hashing_dim=16",
+                "embed.projection_dim=0", "features.min_row_groups=2",
+                "features.candidate_window_hours=200", "spark.master=local[2]",
+                "spark.driver_memory=1g"]
+    cfg = load_config(overrides=settings)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    for job in ("embed_news", "build_features"):
+        subprocess.run([str(ROOT / "spark-submit.sh"), job, *sum([["--set", s] for s in settings], [])],
+                       cwd=ROOT, env=env, check=True, capture_output=True, timeout=300)
+    export_model(cfg, random_model(16), {"user_dim": 16, "news_dim": 16})
+    args = ["--run-date", "2019-11-16", *sum([["--set", s] for s in settings], [])]
+    first = _launch(args, ROOT, env)
+    assert first.wait(timeout=300) == 0, first.stderr.read()[-2000:]
+    rows_before = _count_in_subprocess(settings, "2019-11-16", env)
+    assert rows_before > 0
+
+    killed = _launch(args, ROOT, dict(env, NEWSREC_TEST_PAUSE_BEFORE_PUBLISH="60"))
+    deadline = time.time() + 300
+    for line in killed.stderr:
+        if "publishing paused" in line or time.time() > deadline:
+            break
+    os.killpg(killed.pid, signal.SIGKILL)
+    assert killed.wait(timeout=60) != 0
+    assert _count_in_subprocess(settings, "2019-11-16", env) == rows_before
+
+    rerun = _launch(args, ROOT, env)
+    assert rerun.wait(timeout=300) == 0, rerun.stderr.read()[-2000:]
+    assert _count_in_subprocess(settings, "2019-11-16", env) == rows_before
