@@ -123,9 +123,11 @@ def user_profiles(behaviors: DataFrame, vectors: DataFrame, dim: int) -> DataFra
     from_history = latest.select(C.USER_ID, F.explode("history").alias(C.NEWS_ID))
     from_clicks = behaviors.select(C.USER_ID, F.explode("candidates").alias("c")).where(
         F.col("c")[C.LABEL] == 1).select(C.USER_ID, F.col("c")[C.NEWS_ID].alias(C.NEWS_ID))
-    clicked = from_history.unionByName(from_clicks).distinct()
-    clicked_ids = clicked.groupBy(C.USER_ID).agg(
-        F.array_sort(F.collect_list(C.NEWS_ID)).alias(C.CLICKED_NEWS))
+    # one row per user with its distinct clicked ids: the vector means below then need no
+    # shuffle of vectors (the rows stay partitioned by user through the broadcast join)
+    clicked_ids = (from_history.unionByName(from_clicks).groupBy(C.USER_ID)
+                   .agg(F.array_sort(F.collect_set(C.NEWS_ID)).alias(C.CLICKED_NEWS)))
+    clicked = clicked_ids.select(C.USER_ID, F.explode(C.CLICKED_NEWS).alias(C.NEWS_ID))
     means = mean_vectors(clicked, C.USER_ID, vectors, dim)
     profiles = (latest.select(C.USER_ID).join(clicked_ids, C.USER_ID, "left")
                 .join(means, C.USER_ID, "left")

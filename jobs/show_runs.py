@@ -49,7 +49,29 @@ def features_lines(cfg: Config) -> list[str]:
     return lines
 
 
-SECTIONS = [news_vectors_lines, features_lines]
+def model_lines(cfg: Config) -> list[str]:
+    from dcn import export
+    pointer = _pointer(export.models_root(cfg), "train")
+    if not pointer:
+        return ["model: none yet"]
+    metadata = export.load_metadata(pointer["path"])
+    metrics = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+                        for k, v in sorted(metadata.get("metrics", {}).items()))
+    return [f"model          {metadata['version']}   {metrics}   ({pointer['path']})"]
+
+
+def evaluation_lines(cfg: Config) -> list[str]:
+    import json
+    from dcn import evaluate
+    pointer = _pointer(evaluate.output_root(cfg), "evaluate")
+    if not pointer:
+        return ["evaluation: none yet"]
+    doc = json.loads(storage.read_text(f"{pointer['path']}/metrics.json"))
+    return ([f"evaluation     {pointer['run_id']}   ({pointer['path']})"]
+            + evaluate.metrics_table(doc).splitlines() + evaluate.gap_lines(doc))
+
+
+SECTIONS = [news_vectors_lines, features_lines, model_lines, evaluation_lines]
 
 
 def show(cfg: Config) -> None:

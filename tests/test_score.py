@@ -123,8 +123,9 @@ def test_empty_pool_and_bad_identifiers(spark, scored):
 
 
 def _launch(args, cwd, env):
+    # spark-submit passes the Python driver's stderr to its own stdout: read both as one
     return subprocess.Popen([str(ROOT / "spark-submit.sh"), "score", *args], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
 
 
@@ -157,19 +158,22 @@ def test_kill_mid_run_leaves_partition_as_it_was(tmp_path):
     export_model(cfg, random_model(16), {"user_dim": 16, "news_dim": 16})
     args = ["--run-date", "2019-11-16", *sum([["--set", s] for s in settings], [])]
     first = _launch(args, ROOT, env)
-    assert first.wait(timeout=300) == 0, first.stderr.read()[-2000:]
+    assert first.wait(timeout=300) == 0, first.stdout.read()[-2000:]
     rows_before = _count_in_subprocess(settings, "2019-11-16", env)
     assert rows_before > 0
 
     killed = _launch(args, ROOT, dict(env, NEWSREC_TEST_PAUSE_BEFORE_PUBLISH="60"))
     deadline = time.time() + 300
-    for line in killed.stderr:
-        if "publishing paused" in line or time.time() > deadline:
+    paused = False
+    for line in killed.stdout:
+        paused = "publishing paused" in line
+        if paused or time.time() > deadline:
             break
+    assert paused, "the job never reached the pause before publishing"
     os.killpg(killed.pid, signal.SIGKILL)
     assert killed.wait(timeout=60) != 0
     assert _count_in_subprocess(settings, "2019-11-16", env) == rows_before
 
     rerun = _launch(args, ROOT, env)
-    assert rerun.wait(timeout=300) == 0, rerun.stderr.read()[-2000:]
+    assert rerun.wait(timeout=300) == 0, rerun.stdout.read()[-2000:]
     assert _count_in_subprocess(settings, "2019-11-16", env) == rows_before
