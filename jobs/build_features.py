@@ -21,9 +21,9 @@ through `paths.work/features/CURRENT.json` (see common/storage.py):
 Everything is DataFrame expressions: no Python UDF touches the rows, no per-user data goes to
 the driver, and each distinct history string is averaged once however many impressions share it.
 Parquet is written for Petastorm: vectors as array<float>, at least `features.min_row_groups`
-files (so every shard of up to 16 ranks gets several row groups), row groups of at most
-`features.row_group_mb`, impressions spread over the files by a seeded hash, so no shard
-holds one time range.
+row groups per table (row groups sized from the table's estimated bytes, at most
+`features.row_group_mb`), so every shard of up to 16 ranks gets several; impressions are spread
+over the `features.files` files by a seeded hash, so no shard holds one time range.
 """
 from __future__ import annotations
 
@@ -154,9 +154,24 @@ def candidate_pool(behaviors: DataFrame, vectors: DataFrame, data_end: dt.dateti
     return schemas.conform(pool, schemas.CANDIDATE_POOL)
 
 
-def write_parquet(df: DataFrame, uri: str, cfg: Config) -> None:
-    """Write Parquet with row groups of at most `features.row_group_mb` (one file per partition)."""
-    df.write.option("parquet.block.size", cfg["features.row_group_mb"] * 1024 * 1024).parquet(uri)
+MIN_ROW_GROUP_BYTES = 64 * 1024
+
+
+def row_group_bytes(rows: int, dim: int, cfg: Config) -> int:
+    """Row-group size giving at least `features.min_row_groups` groups for `rows` rows of two
+    `dim`-float vectors, capped at `features.row_group_mb`."""
+    estimated = rows * (2 * dim * 4 + 64)
+    wanted = estimated // max(cfg["features.min_row_groups"], 1)
+    return int(max(MIN_ROW_GROUP_BYTES, min(wanted, cfg["features.row_group_mb"] * 1024 * 1024)))
+
+
+def output_files(spark: SparkSession, cfg: Config) -> int:
+    return cfg["features.files"] or 2 * spark.sparkContext.defaultParallelism
+
+
+def write_parquet(df: DataFrame, uri: str, block_bytes: int) -> None:
+    """Write Parquet (one file per partition) with row groups of about `block_bytes`."""
+    df.write.option("parquet.block.size", block_bytes).parquet(uri)
 
 
 def read_behaviors(spark: SparkSession, cfg: Config) -> tuple[DataFrame, DataFrame, list]:
@@ -227,11 +242,14 @@ def run(cfg: Config, spark: SparkSession | None = None) -> dict:
                       .dropDuplicates(["history_key"]).agg(F.sum("n")).first()[0] or 0)
         unknown_history_ids = all_tokens - known_tokens
     counts = {}
+    files = output_files(spark, cfg)
     for split, split_npratio in (("train", npratio), ("dev", 0)):
         with timer.stage(f"{split}_rows"):
-            rows = feature_rows(behaviors.where(F.col("split") == split), histories, vectors,
-                                split_npratio, seed, cfg["features.min_row_groups"])
-            write_parquet(rows, f"{out}/{split}", cfg)
+            split_rows = behaviors.where(F.col("split") == split)
+            expected = split_rows.agg(F.sum(F.size(sample_candidates(
+                F.col("candidates"), F.col(C.IMPRESSION_ID), split_npratio, seed)))).first()[0] or 0
+            rows = feature_rows(split_rows, histories, vectors, split_npratio, seed, files)
+            write_parquet(rows, f"{out}/{split}", row_group_bytes(expected, dim, cfg))
             written = spark.read.parquet(f"{out}/{split}")
             stats = written.agg(F.count("*").alias("rows"), F.sum(C.LABEL).alias("positives"),
                                 F.countDistinct(C.IMPRESSION_ID).alias("impressions")).first()
@@ -240,8 +258,8 @@ def run(cfg: Config, spark: SparkSession | None = None) -> dict:
                              "files": len(written.inputFiles())}
     with timer.stage("user_profiles"):
         profiles = user_profiles(behaviors, vectors, dim)
-        write_parquet(profiles.repartition(cfg["features.min_row_groups"], C.USER_ID),
-                      f"{out}/user_profiles", cfg)
+        write_parquet(profiles.repartition(files, C.USER_ID), f"{out}/user_profiles",
+                      cfg["features.row_group_mb"] * 1024 * 1024)
         counts["user_profiles"] = spark.read.parquet(f"{out}/user_profiles").count()
     with timer.stage("candidate_pool"):
         pool = candidate_pool(behaviors, vectors, data_end, cfg["features.candidate_window_hours"])

@@ -175,13 +175,14 @@ def test_generated_sample_parquet_shaped_for_petastorm(spark, tmp_path):
         f"paths.train={tmp_path / 'mind' / 'MINDsmall_train'}",
         f"paths.dev={tmp_path / 'mind' / 'MINDsmall_dev'}", f"paths.work={tmp_path / 'work'}",
         "embed.encoder=hashing", "embed.hashing_dim=32", "embed.projection_dim=0",
-        "features.min_row_groups=16"])
+        "features.min_row_groups=16", "features.files=4"])
     embed_news.run(cfg, spark)
     summary = build_features.run(cfg, spark)
     assert set(summary["rejected_rows"].values()) == {0}
     assert summary["rows"]["train"]["impressions"] == 500
     path = summary["output"].replace("file://", "")
     files = pq.ParquetDataset(f"{path}/train").files
+    assert len(files) == 4
     assert sum(pq.ParquetFile(f).metadata.num_row_groups for f in files) >= 16
     field = pq.ParquetDataset(f"{path}/train").schema.field("user_vec")
     assert str(field.type) in ("list<element: float not null>", "list<element: float>")
