@@ -3,8 +3,10 @@
 #
 #   ./run-demo.sh [--scale tiny|small|mind-small] [--encoder use|hashing]
 #
-# sets up the environment (./setup.sh), generates the sample into data/sample, then runs
-# embed_news and build_features through ./spark-submit.sh and prints the run summary.
+# sets up the environment (./setup.sh), generates the sample into data/sample-SCALE, then runs
+# embed_news and build_features through ./spark-submit.sh, trains the DCN with a 2-rank
+# horovodrun, evaluates it against the baselines, scores every user into the recommendations
+# table, and prints the run summary, the metrics table and a few users' top k from the table.
 # Outputs go under work/ (README.md, "Where outputs go").
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -34,12 +36,23 @@ if [[ ! -f "$sample/MINDsmall_dev/behaviors.tsv" ]]; then
   "$venv/bin/python" -m jobs.generate_mind --scale "$scale" --out "$sample" --seed 0
 fi
 logs="work/demo-$scale/logs"; mkdir -p "$logs"
-run_job() {  # JOB: run it through the launcher, its JSON summary to the log folder
-  step "$1 (log: $logs/$1.json, Spark's own log: $logs/$1.log)"
-  ./spark-submit.sh "$1" "${settings[@]}" > "$logs/$1.json" 2> "$logs/$1.log" \
-    || { tail -30 "$logs/$1.log"; echo "run-demo.sh: $1 failed" >&2; exit 1; }
+run_job() {  # JOB [job options]: run it through the launcher, its output to the log folder
+  local job="$1"; shift
+  step "$job (output: $logs/$job.out, Spark's own log: $logs/$job.log)"
+  ./spark-submit.sh "$job" "${settings[@]}" "$@" > "$logs/$job.out" 2> "$logs/$job.log" \
+    || { tail -30 "$logs/$job.out" "$logs/$job.log"; echo "run-demo.sh: $job failed" >&2; exit 1; }
 }
 run_job embed_news
 run_job build_features
+step "train (horovodrun -np 2, log: $logs/train.log)"
+PYTHONPATH="$here" "$venv/bin/horovodrun" -np 2 -H localhost:2 --gloo \
+  "$venv/bin/python" -m dcn.train "${settings[@]}" > "$logs/train.log" 2>&1 \
+  || { tail -30 "$logs/train.log"; echo "run-demo.sh: train failed" >&2; exit 1; }
+grep -E "epoch .*(loss|auc)" "$logs/train.log" | sed 's/^\[[0-9]*\]<stdout>://' | tail -8 || true
+run_job evaluate
+run_date="2019-11-16"   # the day after the sample's last impressions
+run_job score --run-date "$run_date"
 step "run summary"
 "$venv/bin/python" -m jobs.show_runs "${settings[@]}"
+step "recommendations read back from the table"
+./spark-submit.sh show_recommendations "${settings[@]}" --run-date "$run_date" 2> "$logs/show_recommendations.log"

@@ -84,8 +84,11 @@ def _get_scorer(model_folder: str, mode: str, threads: int):
             os.environ.setdefault("OMP_NUM_THREADS", str(threads))
             os.environ.setdefault("OPENBLAS_NUM_THREADS", str(threads))
             import tensorflow as tf
-            tf.config.threading.set_intra_op_parallelism_threads(threads)
-            tf.config.threading.set_inter_op_parallelism_threads(threads)
+            try:
+                tf.config.threading.set_intra_op_parallelism_threads(threads)
+                tf.config.threading.set_inter_op_parallelism_threads(threads)
+            except RuntimeError:  # TensorFlow already initialized in this reused worker
+                pass
         from dcn.scoring import make_scorer
         model, _ = export.load_model(model_folder)
         _SCORERS[model_folder] = make_scorer(model, mode)
