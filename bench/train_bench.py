@@ -1,0 +1,326 @@
+"""Benchmark: the Horovod training loop of dcn/train.py, three ratios measured side by side.
+
+    .venv/bin/python bench/train_bench.py [--scale mind-small|small|tiny] [--features WORK]
+                                          [--steps N] [--repeats R]
+
+1. Input pipeline: training examples/s when the loop is fed by Petastorm (dcn.data.
+   petastorm_batches, as in training) vs by in-memory tensors of the same rows
+   (dcn.data.memory_batches). Target: >= 0.9.
+2. Scaling: examples/s of two ranks (horovodrun -np 2 --gloo, train.threads_per_rank=1) vs
+   one rank with one thread, both fed by Petastorm. Target: >= 1.7x.
+3. Arithmetic rate: the training step's FLOP/s, counted as 3 x dcn.model.
+   count_flops_per_example (forward, plus about twice that for the backward pass) x
+   examples/s, as a share of this machine's float32 matrix-multiply rate (tf.matmul of
+   1024 x 1024 matrices) measured in the same run with the same thread count.
+
+Every measurement runs the real training step (dcn.train.Trainer: DistributedGradientTape,
+Adam, the model of conf/default.yaml) in a fresh process, for `--steps` timed steps after
+warm-up steps (tracing, reader start); the two sides of each ratio alternate `--repeats`
+times and the medians are compared. Data: the synthetic sample of `--scale` through
+embed_news (hashing encoder, 128-d) and build_features, generated once under
+bench/data/train-<scale>/, or an existing work folder (`--features`, holding
+features/CURRENT.json). Results: a table on stdout, JSON in bench/results/train.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+PYTHON = sys.executable
+HOROVODRUN = str(Path(PYTHON).parent / "horovodrun")
+ENV = dict(os.environ, TF_ENABLE_ONEDNN_OPTS="0", TF_CPP_MIN_LOG_LEVEL="2",
+           PYTHONPATH=str(ROOT), SPARK_LOCAL_IP="127.0.0.1")
+RESULTS = ROOT / "bench" / "results" / "train.json"
+
+
+# --------------------------------------------------------------------------- data
+
+def prepare_data(scale: str) -> Path:
+    """bench/data/train-<scale>/work with a current features run (made once)."""
+    base = ROOT / "bench" / "data" / f"train-{scale}"
+    mind, work = base / "mind", base / "work"
+    settings = ["--set", f"paths.train={mind}/MINDsmall_train", "--set",
+                f"paths.dev={mind}/MINDsmall_dev", "--set", f"paths.work={work}",
+                "--set", "embed.encoder=hashing", "--set", "spark.master=local[2]",
+                "--set", "spark.driver_memory=6g"]
+    if not (mind / "MINDsmall_dev" / "behaviors.tsv").exists():
+        print(f"generating the {scale} sample into {mind}", file=sys.stderr)
+        subprocess.run([PYTHON, "-m", "jobs.generate_mind", "--scale", scale, "--out", str(mind)],
+                       cwd=ROOT, env=ENV, check=True, stdout=subprocess.DEVNULL)
+    for job, marker in (("embed_news", "news_vectors"), ("build_features", "features")):
+        if not (work / marker / "CURRENT.json").exists():
+            print(f"running {job} on it", file=sys.stderr)
+            subprocess.run([str(ROOT / "spark-submit.sh"), job, *settings], cwd=ROOT, env=ENV,
+                           check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return work
+
+
+# --------------------------------------------------------------------------- workers
+
+def worker(spec: dict) -> None:
+    """One measurement in this process (under horovodrun for several ranks); rank 0 prints
+    a JSON line `RESULT {...}`."""
+    from common.config import load_config
+    from dcn import data as D
+    from dcn import train as T
+
+    cfg = load_config(overrides=[f"paths.work={spec['work']}",
+                                 f"train.threads_per_rank={spec['threads']}",
+                                 f"train.reader_threads={spec['reader_threads']}",
+                                 f"train.batch_size={spec['batch_size']}"])
+    T.configure_threads(spec["threads"])
+    if spec["kind"] == "matmul":
+        return _emit(matmul_rate(spec["threads"], spec["seconds"]))
+    hvd = T.init_horovod()
+    features = D.current_features(cfg)
+    table = features.train
+    batch = cfg["train.batch_size"]
+    if spec["kind"] == "read":
+        with _batches(spec["source"], table, cfg, hvd) as batches:
+            rate = _timed(lambda: next(batches), spec["warmup"], spec["steps"]) * batch
+        return _emit({"rows_per_second": rate, "cores_busy": CPU_USED[0]})
+    trainer = T.Trainer(cfg, features, hvd)
+    trainer.broadcast_from_root()
+    with _batches(spec["source"], table, cfg, hvd) as batches:
+        steps_per_second = _timed(lambda: trainer.train_step(*next(batches)),
+                                  spec["warmup"], spec["steps"])
+    if hvd.rank() == 0:
+        from dcn.model import count_flops_per_example, model_spec
+
+        _emit({"examples_per_second": steps_per_second * batch * hvd.size(),
+               "steps_per_second": steps_per_second, "ranks": hvd.size(),
+               "rank0_cores_busy": CPU_USED[0],
+               "flops_per_example_forward": count_flops_per_example(model_spec(trainer.model))})
+
+
+class _batches:
+    """Petastorm or in-memory batches of this rank's shard, as a context manager."""
+
+    def __init__(self, source, table, cfg, hvd):
+        from dcn import data as D
+
+        self.args = (source, table, cfg, hvd)
+        self.D = D
+        self.context = None
+
+    def __enter__(self):
+        source, table, cfg, hvd = self.args
+        if source == "petastorm":
+            self.context = self.D.petastorm_batches(
+                table.uri, table.user_dim, table.news_dim, rank=hvd.rank(), size=hvd.size(),
+                batch_size=cfg["train.batch_size"], reader_threads=cfg["train.reader_threads"],
+                shuffle_buffer=cfg["train.shuffle_buffer"])
+            return self.context.__enter__()
+        user, news, label = self.D.load_rows(table.uri, hvd.rank(), hvd.size())
+        return iter(self.D.memory_batches(user, news, label, cfg["train.batch_size"]))
+
+    def __exit__(self, *exc):
+        if self.context is not None:
+            return self.context.__exit__(*exc)
+        return False
+
+
+CPU_USED: list = []  # cores this process kept busy during the last timed loop
+
+
+def _timed(step, warmup: int, steps: int) -> float:
+    """Steps per second of `step` over `steps` calls after `warmup` untimed ones; also records
+    the cores this process used meanwhile (CPU seconds / wall seconds) in CPU_USED."""
+    import psutil
+
+    for _ in range(warmup):
+        step()
+    process = psutil.Process()
+    cpu = sum(process.cpu_times()[:2])
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    seconds = time.perf_counter() - start
+    CPU_USED[:] = [(sum(process.cpu_times()[:2]) - cpu) / seconds]
+    return steps / seconds
+
+
+def matmul_rate(threads: int, seconds: float, n: int = 1024) -> dict:
+    """float32 FLOP/s of tf.matmul on n x n matrices (2 n^3 per product)."""
+    import tensorflow as tf
+
+    a = tf.random.normal([n, n], seed=1)
+    b = tf.random.normal([n, n], seed=2)
+    product = tf.function(lambda x, y: tf.reduce_sum(tf.matmul(x, y)))
+    product(a, b).numpy()
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        product(a, b).numpy()
+        count += 1
+    return {"flops_per_second": 2 * n ** 3 * count / (time.perf_counter() - start),
+            "threads": threads, "n": n}
+
+
+def _emit(result: dict) -> None:
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+# --------------------------------------------------------------------------- driver
+
+def measure(spec: dict, ranks: int = 1) -> dict:
+    command = [PYTHON, str(Path(__file__).resolve()), "--worker", json.dumps(spec)]
+    if ranks > 1:
+        command = [HOROVODRUN, "-np", str(ranks), "-H", f"localhost:{ranks}", "--gloo", *command]
+    done = subprocess.run(command, cwd=ROOT, env=ENV, capture_output=True, text=True,
+                          timeout=1800)
+    for line in done.stdout.splitlines():
+        if "RESULT " in line:
+            return json.loads(line.split("RESULT ", 1)[1])
+    raise SystemExit(f"measurement failed: {spec}\n{done.stderr[-4000:]}")
+
+
+def alternate(specs: dict, repeats: int) -> dict:
+    """Run each named (spec, ranks) in turn, `repeats` rounds; all results per name."""
+    results = {name: [] for name in specs}
+    for round_ in range(repeats):
+        for name, (spec, ranks) in specs.items():
+            result = measure(spec, ranks)
+            results[name].append(result)
+            print(f"  round {round_ + 1}: {name}: {_short(result)}", file=sys.stderr)
+    return results
+
+
+def _short(result: dict) -> str:
+    return ", ".join(f"{k} {v:,.0f}" if isinstance(v, float) else f"{k} {v}"
+                     for k, v in result.items())
+
+
+def median(results: list, key: str) -> float:
+    return statistics.median(r[key] for r in results)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", default="mind-small", choices=["tiny", "small", "mind-small"])
+    parser.add_argument("--features", help="work folder with features/CURRENT.json (skips "
+                                           "generating data)")
+    parser.add_argument("--steps", type=int, default=400, help="timed steps per measurement")
+    parser.add_argument("--warmup", type=int, default=30)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=512)
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        return worker(json.loads(args.worker))
+
+    work = Path(args.features).resolve() if args.features else prepare_data(args.scale)
+    load_before = os.getloadavg()
+    from common.config import load_config
+    from dcn import data as D
+
+    features = D.current_features(load_config(overrides=[f"paths.work={work}"]))
+    base = {"work": str(work), "batch_size": args.batch_size, "warmup": args.warmup,
+            "steps": args.steps, "reader_threads": 2, "kind": "train"}
+
+    def spec(**changes):
+        return dict(base, **changes)
+
+    print(f"data: {features.train.uri}: {features.train.rows:,} rows, "
+          f"{features.train.row_groups} row groups, vectors {features.train.user_dim}+"
+          f"{features.train.news_dim}; batch {args.batch_size}, {args.steps} timed steps, "
+          f"{args.repeats} rounds", file=sys.stderr)
+    print("1. input pipeline (1 rank, TensorFlow's default threads, 2 reader threads)",
+          file=sys.stderr)
+    feed = alternate({
+        "petastorm": (spec(source="petastorm", threads=0), 1),
+        "memory": (spec(source="memory", threads=0), 1),
+        "petastorm_read_only": (spec(source="petastorm", threads=0, kind="read",
+                                     steps=4 * args.steps), 1),
+    }, args.repeats)
+    print("2. scaling (1 TensorFlow thread per rank, 1 reader thread)", file=sys.stderr)
+    big = dict(batch_size=4 * args.batch_size, steps=max(1, args.steps // 4),
+               warmup=max(1, args.warmup // 4))
+    scaling = alternate({
+        "one_rank": (spec(source="petastorm", threads=1, reader_threads=1), 1),
+        "two_ranks": (spec(source="petastorm", threads=1, reader_threads=1), 2),
+        "one_rank_memory": (spec(source="memory", threads=1, reader_threads=1), 1),
+        "one_rank_4x_batch": (spec(source="petastorm", threads=1, reader_threads=1, **big), 1),
+        "two_ranks_4x_batch": (spec(source="petastorm", threads=1, reader_threads=1, **big), 2),
+    }, args.repeats)
+    print("3. matrix-multiply rate", file=sys.stderr)
+    matmul = alternate({
+        "matmul_1_thread": (spec(kind="matmul", threads=1, seconds=5), 1),
+        "matmul_default_threads": (spec(kind="matmul", threads=0, seconds=5), 1),
+    }, args.repeats)
+    report(args, features, feed, scaling, matmul, (load_before, os.getloadavg()))
+
+
+def report(args, features, feed, scaling, matmul, load) -> None:
+    eps = "examples_per_second"
+    petastorm, memory = median(feed["petastorm"], eps), median(feed["memory"], eps)
+    one, two = median(scaling["one_rank"], eps), median(scaling["two_ranks"], eps)
+    one_memory = median(scaling["one_rank_memory"], eps)
+    one_big, two_big = median(scaling["one_rank_4x_batch"], eps), median(scaling["two_ranks_4x_batch"], eps)
+    flops_example = scaling["one_rank"][0]["flops_per_example_forward"]
+    mm1 = median(matmul["matmul_1_thread"], "flops_per_second")
+    mm_default = median(matmul["matmul_default_threads"], "flops_per_second")
+    step_rate_1 = 3 * flops_example * one
+    step_rate_default = 3 * flops_example * petastorm
+    rows = [
+        ("1. Petastorm-fed training, 1 rank, default threads", f"{petastorm:,.0f} ex/s"),
+        ("   in-memory-fed training, same rows", f"{memory:,.0f} ex/s"),
+        ("   Petastorm pipeline alone (no training)",
+         f"{median(feed['petastorm_read_only'], 'rows_per_second'):,.0f} rows/s"),
+        ("   ratio Petastorm / memory (target >= 0.9)", f"{petastorm / memory:.3f}"),
+        ("2. 1 rank x 1 thread, Petastorm", f"{one:,.0f} ex/s"),
+        ("   2 ranks x 1 thread (horovodrun -np 2), Petastorm", f"{two:,.0f} ex/s"),
+        ("   1 rank x 1 thread, in memory", f"{one_memory:,.0f} ex/s"),
+        ("   ratio 2 ranks / 1 rank (target >= 1.7)", f"{two / one:.3f}"),
+        ("   ratio Petastorm / memory, 1 rank x 1 thread", f"{one / one_memory:.3f}"),
+        (f"   1 rank x 1 thread, batch {4 * args.batch_size}", f"{one_big:,.0f} ex/s"),
+        (f"   2 ranks x 1 thread, batch {4 * args.batch_size} per rank", f"{two_big:,.0f} ex/s"),
+        (f"   ratio 2 ranks / 1 rank at batch {4 * args.batch_size}", f"{two_big / one_big:.3f}"),
+        ("3. forward FLOPs per example (count_flops_per_example)", f"{flops_example:,}"),
+        ("   training step, 1 thread: 3 x FLOPs x ex/s", f"{step_rate_1 / 1e9:.2f} GFLOP/s"),
+        ("   tf.matmul 1024x1024 float32, 1 thread", f"{mm1 / 1e9:.2f} GFLOP/s"),
+        ("   share of matmul rate, 1 thread", f"{step_rate_1 / mm1:.3f}"),
+        ("   training step, default threads (Petastorm-fed)",
+         f"{step_rate_default / 1e9:.2f} GFLOP/s"),
+        ("   tf.matmul, default threads", f"{mm_default / 1e9:.2f} GFLOP/s"),
+        ("   share of matmul rate, default threads", f"{step_rate_default / mm_default:.3f}"),
+    ]
+    width = max(len(r[0]) for r in rows)
+    print(f"\nTraining benchmark ({features.train.rows:,} rows of {features.train.user_dim}+"
+          f"{features.train.news_dim} floats, batch {args.batch_size}, median of "
+          f"{args.repeats}; {os.cpu_count()} cores; load average {load[0][0]:.1f} before, "
+          f"{load[1][0]:.1f} after)")
+    for name, value in rows:
+        print(f"{name:<{width}}  {value:>18}")
+    result = {
+        "machine": {"cores": os.cpu_count(), "platform": platform.platform(),
+                    "load_average_before": load[0], "load_average_after": load[1]},
+        "data": {"train_uri": features.train.uri, "rows": features.train.rows,
+                 "row_groups": features.train.row_groups, "user_dim": features.train.user_dim,
+                 "news_dim": features.train.news_dim, "scale": args.scale if not args.features else None},
+        "settings": {"batch_size": args.batch_size, "steps": args.steps, "warmup": args.warmup,
+                     "repeats": args.repeats},
+        "ratios": {"petastorm_over_memory": petastorm / memory, "two_ranks_over_one": two / one,
+                   "petastorm_over_memory_1_thread": one / one_memory,
+                   "two_ranks_over_one_4x_batch": two_big / one_big,
+                   "step_flops_share_of_matmul_1_thread": step_rate_1 / mm1,
+                   "step_flops_share_of_matmul_default_threads": step_rate_default / mm_default},
+        "runs": {"feed": feed, "scaling": scaling, "matmul": matmul},
+        "flops": {"forward_per_example": flops_example, "training_factor": 3},
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2))
+    print(f"\nsaved {RESULTS.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,441 @@
+"""The trainer's input: feature rows (common/schemas.FEATURE_ROWS) as training batches.
+
+Two sources of the same batches, `({"user_vec": [b, du], "news_vec": [b, dn]}, label [b])`
+in float32:
+
+* :func:`petastorm_batches`: Petastorm's `make_batch_reader` streams one rank's shard of the
+  Parquet (file://, hdfs://, ...), row groups and the rows within them shuffled, endless
+  (`num_epochs=None`) for training or one pass for validation; numpy batches.
+* :func:`memory_batches`: the same rows held in memory (:func:`load_rows`) as a tf.data
+  pipeline of tensors, for the benchmark that measures what streaming costs.
+
+Why the Petastorm pipeline looks the way it does (CPU per row measured on this 2-core
+machine, 128-d vectors, batches of 512; the training step itself costs about 15 us per row
+on one core, so every us spent on input is taken from training):
+
+* Petastorm shards by row group (row group i goes to shard i % shard_count), so a shard needs
+  at least one row group: :func:`check_shardable` says so in terms of the setting that
+  controls it (`features.min_row_groups`) instead of petastorm's NoDataAvailableError.
+* Petastorm converts list columns to numpy through pandas, one object per row, then
+  `np.vstack`: :class:`_ArrowResults` reads the Arrow values buffer instead (same matrix,
+  about 1.5 us less per row). Vectors come out 2-D and are reshaped to `[-1, dim]`.
+* Row-level shuffling is free inside a row group (petastorm copies each one through `take`
+  anyway); across row groups, blocks of `train.shuffle_buffer` rows are permuted with one
+  numpy gather. build_features spreads rows over row groups by a hash, so each row group is
+  already a random sample of the table.
+* Batches are cut in numpy and prefetched by a Python thread, not by tf.data: feeding
+  tf.data from a Python generator (`from_generator`, then `rebatch` or a split per block)
+  cost 2 to 4 us more per row than the numpy path, and `unbatch().shuffle().batch()` more
+  still. The training step takes the numpy arrays as they are.
+* Stopping a reader while a thread waits inside it hangs the process (an endless reader
+  never answers once stopped): :class:`_Prefetcher` first stops its thread, which only
+  waits inside the reader while the reader is still running, and then stops the reader.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import queue
+import threading
+import warnings
+from contextlib import contextmanager
+from typing import Iterator
+
+import numpy as np
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from common import columns as C
+from common import storage
+from common.cli import UserInputError
+from common.config import Config
+
+TRAIN_TABLE = "train"
+DEV_TABLE = "dev"
+READ_COLUMNS = (C.USER_VEC, C.NEWS_VEC, C.LABEL)
+
+
+@dataclasses.dataclass(frozen=True)
+class Table:
+    """One Parquet table of feature rows: where it is, how many rows, the vector widths."""
+
+    uri: str
+    rows: int
+    row_groups: int
+    user_dim: int
+    news_dim: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Features:
+    """The current build_features run as the trainer sees it."""
+
+    run_id: str
+    path: str
+    train: Table
+    dev: Table
+
+
+# --------------------------------------------------------------------------- Parquet metadata
+
+def parquet_files(uri: str) -> list[str]:
+    """The Parquet data files of a table folder (or the file itself), sorted, as fs paths.
+
+    Spark's `_SUCCESS` and hidden files (`.crc`, `_metadata`) are skipped, like Petastorm does.
+    """
+    fs, path = storage.filesystem(uri)
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.NotFound:
+        raise UserInputError(f"feature table {storage.to_uri(uri)} does not exist")
+    if info.type == pafs.FileType.File:
+        return [path]
+    found = fs.get_file_info(pafs.FileSelector(path, recursive=True))
+    return sorted(f.path for f in found if f.type == pafs.FileType.File
+                  and not f.base_name.startswith(("_", ".")))
+
+
+def _metadata(uri: str) -> list[pq.FileMetaData]:
+    fs, _ = storage.filesystem(uri)
+    result = []
+    for path in parquet_files(uri):
+        with fs.open_input_file(path) as handle:
+            result.append(pq.ParquetFile(handle).metadata)
+    return result
+
+
+def count_rows(uri: str) -> int:
+    """Rows of a Parquet table, from the file footers (no data is read)."""
+    return sum(meta.num_rows for meta in _metadata(uri))
+
+
+def count_row_groups(uri: str) -> int:
+    return sum(meta.num_row_groups for meta in _metadata(uri))
+
+
+def vector_widths(uri: str) -> tuple[int, int]:
+    """(user_vec width, news_vec width) of the first row of the table."""
+    fs, _ = storage.filesystem(uri)
+    for path in parquet_files(uri):
+        with fs.open_input_file(path) as handle:
+            file = pq.ParquetFile(handle)
+            if file.metadata.num_rows == 0:
+                continue
+            for group in range(file.metadata.num_row_groups):
+                table = file.read_row_group(group, columns=[C.USER_VEC, C.NEWS_VEC])
+                if table.num_rows:
+                    return (len(table.column(C.USER_VEC)[0].as_py()),
+                            len(table.column(C.NEWS_VEC)[0].as_py()))
+    raise UserInputError(f"feature table {storage.to_uri(uri)} holds no rows")
+
+
+def describe_table(uri: str, rows: int | None = None) -> Table:
+    metas = _metadata(uri)
+    counted = sum(m.num_rows for m in metas)
+    if rows is not None and rows != counted:
+        raise UserInputError(f"{uri}: the build_features summary says {rows} rows but the "
+                             f"Parquet files hold {counted}")
+    user_dim, news_dim = vector_widths(uri)
+    return Table(uri=uri, rows=counted, row_groups=sum(m.num_row_groups for m in metas),
+                 user_dim=user_dim, news_dim=news_dim)
+
+
+def current_features(cfg: Config) -> Features:
+    """The current build_features run (through its pointer), with row counts and widths.
+
+    The widths come from the Parquet itself; the summary's `dim` must agree with them.
+    """
+    from jobs.build_features import current_features as pointer_of
+
+    pointer = pointer_of(cfg)
+    summary = pointer.get("summary", {})
+    counts = summary.get("rows", {})
+    tables = {}
+    for name in (TRAIN_TABLE, DEV_TABLE):
+        rows = counts.get(name, {}).get("rows") if isinstance(counts.get(name), dict) else None
+        tables[name] = describe_table(f"{pointer['path']}/{name}", rows)
+    train, dev = tables[TRAIN_TABLE], tables[DEV_TABLE]
+    if (train.user_dim, train.news_dim) != (dev.user_dim, dev.news_dim):
+        raise UserInputError(f"train vectors are {train.user_dim}+{train.news_dim} wide but dev "
+                             f"vectors {dev.user_dim}+{dev.news_dim} ({pointer['path']})")
+    dim = summary.get("dim")
+    if dim is not None and dim != train.news_dim:
+        raise UserInputError(f"{pointer['path']}: the build_features summary says dim {dim} but "
+                             f"news_vec is {train.news_dim} wide in the Parquet")
+    return Features(run_id=pointer["run_id"], path=pointer["path"], train=train, dev=dev)
+
+
+def check_shardable(table: Table, shard_count: int) -> None:
+    """Every shard needs a row group: fail clearly (not with NoDataAvailableError) if not."""
+    if table.row_groups < shard_count:
+        raise UserInputError(
+            f"{table.uri} has {table.row_groups} Parquet row groups but {shard_count} ranks need "
+            f"at least one each (Petastorm shards by row group): rebuild the features with "
+            f"features.min_row_groups >= {shard_count} (several per rank is better), or train "
+            f"with fewer ranks")
+
+
+def steps_per_epoch(rows: int, batch_size: int, size: int) -> int:
+    """ceil(rows / batch / ranks): the steps every rank runs per epoch (never 0)."""
+    return max(1, math.ceil(rows / batch_size / size))
+
+
+# --------------------------------------------------------------------------- Petastorm
+
+def _quiet_petastorm() -> None:
+    # petastorm 0.13 warns about pyarrow's legacy APIs on every reader: not actionable here.
+    for category in (FutureWarning, DeprecationWarning, UserWarning):
+        warnings.filterwarnings("ignore", category=category, module=r"petastorm(\.|$)")
+        warnings.filterwarnings("ignore", category=category, module=r"pyarrow(\.|$)")
+
+
+def make_reader(uri: str, rank: int, size: int, threads: int, endless: bool, shuffle: bool,
+                seed: int | None = None):
+    """Petastorm batch reader over one rank's shard of a feature table."""
+    _quiet_petastorm()
+    from petastorm import make_batch_reader
+
+    if shuffle and not seed:
+        # petastorm polls its queues in a busy loop when rows are shuffled without a seed
+        seed = int.from_bytes(os.urandom(4), "little") | 1
+    reader = make_batch_reader(
+        storage.to_uri(uri), schema_fields=list(READ_COLUMNS),
+        reader_pool_type="thread", workers_count=max(1, threads),
+        # Each queued result is a whole row group (up to features.row_group_mb).
+        results_queue_size=max(4, 4 * threads),
+        # Rows within a row group: petastorm copies every row group through `take` anyway
+        # (in natural order when not shuffling), so shuffling them costs nothing more.
+        shuffle_row_groups=shuffle, shuffle_rows=shuffle, seed=seed,
+        num_epochs=None if endless else 1,
+        cur_shard=rank, shard_count=size, hdfs_driver="libhdfs")
+    _use_arrow_conversion(reader)
+    return reader
+
+
+class _ArrowResults:
+    """Petastorm's last step, Arrow row group -> numpy, without its pandas detour.
+
+    Petastorm converts a list column through pandas (one numpy object per row, then
+    np.vstack), in the consuming thread: about 1.5 us of CPU per row for two 128-float
+    vectors (measured: 5.5 against 4.4 us per row for the whole reader). Reading the list's
+    flat values buffer and reshaping it gives the same matrix. Installed in place of the
+    reader's results-queue reader (petastorm 0.13.1, the last release, is not changing).
+    """
+
+    batched_output = True
+
+    def read_next(self, workers_pool, schema, ngram):
+        from petastorm.workers_pool import EmptyResultError
+
+        try:
+            result = workers_pool.get_results()
+        except EmptyResultError:
+            raise StopIteration from None
+        if not isinstance(result, dict):
+            result = {name: _column_to_numpy(name, result.column(name))
+                      for name in result.column_names}
+        return schema.make_namedtuple(**result)
+
+
+def _column_to_numpy(name: str, column) -> np.ndarray:
+    """A scalar column as a 1-D array; a list column of equal-length lists as a 2-D array."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    array = column.combine_chunks()
+    if not pa.types.is_list(array.type) and not pa.types.is_large_list(array.type):
+        return array.to_numpy(zero_copy_only=False)
+    if array.null_count:
+        raise UserInputError(f"column {name} holds null vectors")
+    lengths = pc.list_value_length(array)
+    width = pc.min(lengths).as_py() if len(array) else 0
+    if len(array) and width != pc.max(lengths).as_py():
+        raise UserInputError(f"{name} vectors of different lengths in one row group "
+                             f"({width} to {pc.max(lengths).as_py()})")
+    return array.flatten().to_numpy(zero_copy_only=False).reshape(len(array), width)
+
+
+def _use_arrow_conversion(reader) -> None:
+    if hasattr(reader, "_results_queue_reader"):
+        reader._results_queue_reader = _ArrowResults()
+
+
+def _row_groups(reader, dims: tuple[int, int]):
+    """(user, news, label) numpy arrays of each row group the reader yields."""
+    user_dim, news_dim = dims
+    for group in reader:
+        yield (np.asarray(group.user_vec, dtype=np.float32).reshape(-1, user_dim),
+               np.asarray(group.news_vec, dtype=np.float32).reshape(-1, news_dim),
+               np.asarray(group.label, dtype=np.float32).reshape(-1))
+
+
+def shuffled_batches(groups, batch_size: int, shuffle_buffer: int, seed: int | None = None):
+    """Row groups in, batches of `batch_size` out (the last one smaller when `groups` ends).
+
+    With `shuffle_buffer` > 0, row groups are collected until that many rows are held and
+    the rows are permuted together; the rows that do not fill a batch wait for the next
+    block. Without it, batches are slices of consecutive rows.
+    """
+    rng = np.random.default_rng(seed)
+    block_rows = max(batch_size, shuffle_buffer)
+    held: list = []
+    rows = 0
+    for group in groups:
+        held.append(group)
+        rows += len(group[2])
+        if rows < block_rows:
+            continue
+        block = [np.concatenate(column) for column in zip(*held)] if len(held) > 1 else held[0]
+        if shuffle_buffer > 0:
+            order = rng.permutation(rows)
+            block = [column[order] for column in block]
+        full = rows - rows % batch_size
+        for start in range(0, full, batch_size):
+            yield tuple(column[start:start + batch_size] for column in block)
+        held = [tuple(column[full:] for column in block)] if full < rows else []
+        rows -= full
+    if rows:
+        block = [np.concatenate(column) for column in zip(*held)]
+        if shuffle_buffer > 0:
+            order = rng.permutation(rows)
+            block = [column[order] for column in block]
+        for start in range(0, rows, batch_size):
+            yield tuple(column[start:start + batch_size] for column in block)
+
+
+class _Prefetcher:
+    """Runs a batch generator in a daemon thread, `depth` batches ahead of the consumer.
+
+    Iterating yields `({"user_vec", "news_vec"}, label)`; errors of the thread are raised in
+    the consumer. `close()` stops the thread: the thread checks the stop flag between
+    batches and never blocks on a full queue for long, so it ends once its current read
+    returns (the reader is still running then).
+    """
+
+    _END = object()
+
+    def __init__(self, batches, depth: int = 4):
+        self.batches = batches
+        self.queue: queue.Queue = queue.Queue(maxsize=depth)
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="petastorm-batches", daemon=True)
+        self.thread.start()
+
+    def _put(self, item) -> bool:
+        while not self.stopping.is_set():
+            try:
+                self.queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self) -> None:
+        try:
+            for user, news, label in self.batches:
+                if not self._put(({C.USER_VEC: user, C.NEWS_VEC: news}, label)):
+                    return
+            self._put(self._END)
+        except BaseException as err:  # noqa: BLE001  handed to the consumer
+            self._put(err)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        item = self.queue.get()
+        if item is self._END:
+            self.queue.put(item)  # stay exhausted
+            raise StopIteration
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def close(self, timeout: float = 120.0) -> bool:
+        """True once the thread has ended (False if it stayed inside the reader too long)."""
+        self.stopping.set()
+        self.thread.join(timeout)
+        return not self.thread.is_alive()
+
+
+@contextmanager
+def petastorm_batches(uri: str, user_dim: int, news_dim: int, *, rank: int, size: int,
+                      batch_size: int, reader_threads: int, shuffle_buffer: int = 0,
+                      endless: bool = True, shuffle: bool = True, seed: int | None = None
+                      ) -> Iterator[Iterator]:
+    """Yields an iterator of `(features, label)` numpy batches of this rank's shard of `uri`.
+
+    Training: `endless=True` (the caller runs a fixed number of steps, see
+    :func:`steps_per_epoch`), `shuffle=True`: row groups in random order, rows shuffled within
+    them and permuted in blocks of `shuffle_buffer`. Validation: `endless=False,
+    shuffle=False`: one pass in row-group order, the last batch may be smaller. The reader is
+    stopped when the block exits.
+    """
+    reader = make_reader(uri, rank, size, reader_threads, endless, shuffle, seed)
+    groups = _row_groups(reader, (user_dim, news_dim))
+    prefetcher = _Prefetcher(shuffled_batches(groups, batch_size,
+                                              shuffle_buffer if shuffle else 0, seed))
+    try:
+        yield prefetcher
+    finally:
+        if prefetcher.close():
+            reader.stop()
+            reader.join()
+        else:  # the thread is stuck in the reader: stopping it now would hang this process
+            warnings.warn(f"petastorm reader of {uri} did not answer within the timeout; "
+                          "left running")
+
+
+# --------------------------------------------------------------------------- in memory
+
+def shard_row_groups(uri: str, rank: int, size: int) -> list[tuple[str, int]]:
+    """(file, row group) pairs of one shard, chosen as Petastorm chooses them (index % size)."""
+    fs, _ = storage.filesystem(uri)
+    groups = []
+    for path in parquet_files(uri):
+        with fs.open_input_file(path) as handle:
+            groups.extend((path, g) for g in range(pq.ParquetFile(handle).metadata.num_row_groups))
+    return [g for i, g in enumerate(groups) if i % size == rank]
+
+
+def load_rows(uri: str, rank: int = 0, size: int = 1, limit: int | None = None
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(user_vec, news_vec, label) numpy arrays of one shard, read with pyarrow."""
+    fs, _ = storage.filesystem(uri)
+    users, news, labels, total = [], [], [], 0
+    for path, group in shard_row_groups(uri, rank, size):
+        with fs.open_input_file(path) as handle:
+            table = pq.ParquetFile(handle).read_row_group(group, columns=list(READ_COLUMNS))
+        users.append(_column_to_numpy(C.USER_VEC, table.column(C.USER_VEC)).astype(np.float32))
+        news.append(_column_to_numpy(C.NEWS_VEC, table.column(C.NEWS_VEC)).astype(np.float32))
+        labels.append(table.column(C.LABEL).to_numpy().astype(np.float32))
+        total += table.num_rows
+        if limit is not None and total >= limit:
+            break
+    arrays = tuple(np.concatenate(a) for a in (users, news, labels))
+    return arrays if limit is None else tuple(a[:limit] for a in arrays)
+
+
+def memory_batches(user: np.ndarray, news: np.ndarray, label: np.ndarray, batch_size: int,
+                   seed: int = 0):
+    """Endless batches of in-memory rows as a tf.data pipeline of tensors, reshuffled every
+    pass (one gather per batch): the input that costs the training loop least, which the
+    benchmark compares Petastorm with."""
+    import tensorflow as tf
+
+    rows = len(label)
+    per_pass = rows // batch_size
+    if per_pass == 0:
+        raise ValueError(f"{rows} rows are fewer than one batch of {batch_size}")
+    tensors = {C.USER_VEC: tf.constant(user), C.NEWS_VEC: tf.constant(news)}
+    labels = tf.constant(label)
+
+    def one_pass(_):
+        order = tf.random.shuffle(tf.range(rows), seed=seed)[:per_pass * batch_size]
+        return tf.data.Dataset.from_tensor_slices(tf.reshape(order, [per_pass, batch_size]))
+
+    def gather(index):
+        return {k: tf.gather(v, index) for k, v in tensors.items()}, tf.gather(labels, index)
+
+    dataset = tf.data.Dataset.range(2**62).flat_map(one_pass).map(gather)
+    return dataset.prefetch(tf.data.AUTOTUNE)
