@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import posixpath
 import uuid
 from urllib.parse import urlparse
@@ -26,7 +27,6 @@ def to_uri(path: str) -> str:
     """A URI Spark and pyarrow agree on: local paths become absolute `file://` URIs."""
     if urlparse(path).scheme and len(urlparse(path).scheme) > 1:
         return path.rstrip("/")
-    import os
     return "file://" + os.path.abspath(path)
 
 
