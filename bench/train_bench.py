@@ -7,7 +7,9 @@
    petastorm_batches, as in training) vs by in-memory tensors of the same rows
    (dcn.data.memory_batches). Target: >= 0.9.
 2. Scaling: examples/s of two ranks (horovodrun -np 2 --gloo, train.threads_per_rank=1) vs
-   one rank with one thread, both fed by Petastorm. Target: >= 1.7x.
+   one rank with one thread, both fed by Petastorm. Target: >= 1.7x. Also measured: the same
+   at 4x the batch (fewer allreduces per example), and two independent processes without
+   Horovod (each its own model): the ceiling this machine's cores allow.
 3. Arithmetic rate: the training step's FLOP/s, counted as 3 x dcn.model.
    count_flops_per_example (forward, plus about twice that for the backward pass) x
    examples/s, as a share of this machine's float32 matrix-multiply rate (tf.matmul of
@@ -90,9 +92,9 @@ def worker(spec: dict) -> None:
         return _emit({"rows_per_second": rate, "cores_busy": CPU_USED[0]})
     trainer = T.Trainer(cfg, features, hvd)
     trainer.broadcast_from_root()
+    step = _local_step(trainer) if spec["kind"] == "train_local" else trainer.train_step
     with _batches(spec["source"], table, cfg, hvd) as batches:
-        steps_per_second = _timed(lambda: trainer.train_step(*next(batches)),
-                                  spec["warmup"], spec["steps"])
+        steps_per_second = _timed(lambda: step(*next(batches)), spec["warmup"], spec["steps"])
     if hvd.rank() == 0:
         from dcn.model import count_flops_per_example, model_spec
 
@@ -100,6 +102,25 @@ def worker(spec: dict) -> None:
                "steps_per_second": steps_per_second, "ranks": hvd.size(),
                "rank0_cores_busy": CPU_USED[0],
                "flops_per_example_forward": count_flops_per_example(model_spec(trainer.model))})
+
+
+def _local_step(trainer):
+    """The training step without Horovod (plain GradientTape): for the hardware ceiling."""
+    import tensorflow as tf
+
+    model, optimizer = trainer.model, trainer.optimizer
+
+    @tf.function
+    def step(features, labels):
+        with tf.GradientTape() as tape:
+            logits = tf.squeeze(model(features, training=True), -1)
+            loss = tf.reduce_mean(
+                tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits))
+        gradients = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+        return loss
+
+    return step
 
 
 class _batches:
@@ -172,15 +193,26 @@ def _emit(result: dict) -> None:
 # --------------------------------------------------------------------------- driver
 
 def measure(spec: dict, ranks: int = 1) -> dict:
+    """One measurement: `ranks` > 1 under horovodrun; `ranks` < 0: that many independent
+    single-rank processes at once (no Horovod between them), their rates summed."""
     command = [PYTHON, str(Path(__file__).resolve()), "--worker", json.dumps(spec)]
     if ranks > 1:
         command = [HOROVODRUN, "-np", str(ranks), "-H", f"localhost:{ranks}", "--gloo", *command]
-    done = subprocess.run(command, cwd=ROOT, env=ENV, capture_output=True, text=True,
-                          timeout=1800)
-    for line in done.stdout.splitlines():
+    procs = [subprocess.Popen(command, cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(max(1, -ranks))]
+    results = [_result(proc, spec) for proc in procs]
+    if len(results) == 1:
+        return results[0]
+    return dict(results[0], examples_per_second=sum(r["examples_per_second"] for r in results),
+                processes=len(results))
+
+
+def _result(proc: subprocess.Popen, spec: dict) -> dict:
+    out, err = proc.communicate(timeout=1800)
+    for line in out.splitlines():
         if "RESULT " in line:
             return json.loads(line.split("RESULT ", 1)[1])
-    raise SystemExit(f"measurement failed: {spec}\n{done.stderr[-4000:]}")
+    raise SystemExit(f"measurement failed: {spec}\n{err[-4000:]}")
 
 
 def alternate(specs: dict, repeats: int) -> dict:
@@ -250,6 +282,8 @@ def main() -> None:
         "one_rank_memory": (spec(source="memory", threads=1, reader_threads=1), 1),
         "one_rank_4x_batch": (spec(source="petastorm", threads=1, reader_threads=1, **big), 1),
         "two_ranks_4x_batch": (spec(source="petastorm", threads=1, reader_threads=1, **big), 2),
+        "two_processes_no_horovod": (spec(source="petastorm", threads=1, reader_threads=1,
+                                          kind="train_local"), -2),
     }, args.repeats)
     print("3. matrix-multiply rate", file=sys.stderr)
     matmul = alternate({
@@ -264,7 +298,9 @@ def report(args, features, feed, scaling, matmul, load) -> None:
     petastorm, memory = median(feed["petastorm"], eps), median(feed["memory"], eps)
     one, two = median(scaling["one_rank"], eps), median(scaling["two_ranks"], eps)
     one_memory = median(scaling["one_rank_memory"], eps)
-    one_big, two_big = median(scaling["one_rank_4x_batch"], eps), median(scaling["two_ranks_4x_batch"], eps)
+    one_big = median(scaling["one_rank_4x_batch"], eps)
+    two_big = median(scaling["two_ranks_4x_batch"], eps)
+    apart = median(scaling["two_processes_no_horovod"], eps)
     flops_example = scaling["one_rank"][0]["flops_per_example_forward"]
     mm1 = median(matmul["matmul_1_thread"], "flops_per_second")
     mm_default = median(matmul["matmul_default_threads"], "flops_per_second")
@@ -284,6 +320,8 @@ def report(args, features, feed, scaling, matmul, load) -> None:
         (f"   1 rank x 1 thread, batch {4 * args.batch_size}", f"{one_big:,.0f} ex/s"),
         (f"   2 ranks x 1 thread, batch {4 * args.batch_size} per rank", f"{two_big:,.0f} ex/s"),
         (f"   ratio 2 ranks / 1 rank at batch {4 * args.batch_size}", f"{two_big / one_big:.3f}"),
+        ("   2 independent processes, no Horovod (ceiling)", f"{apart:,.0f} ex/s"),
+        ("   ratio 2 independent processes / 1 rank", f"{apart / one:.3f}"),
         ("3. forward FLOPs per example (count_flops_per_example)", f"{flops_example:,}"),
         ("   training step, 1 thread: 3 x FLOPs x ex/s", f"{step_rate_1 / 1e9:.2f} GFLOP/s"),
         ("   tf.matmul 1024x1024 float32, 1 thread", f"{mm1 / 1e9:.2f} GFLOP/s"),
@@ -305,12 +343,14 @@ def report(args, features, feed, scaling, matmul, load) -> None:
                     "load_average_before": load[0], "load_average_after": load[1]},
         "data": {"train_uri": features.train.uri, "rows": features.train.rows,
                  "row_groups": features.train.row_groups, "user_dim": features.train.user_dim,
-                 "news_dim": features.train.news_dim, "scale": args.scale if not args.features else None},
+                 "news_dim": features.train.news_dim,
+                 "scale": None if args.features else args.scale},
         "settings": {"batch_size": args.batch_size, "steps": args.steps, "warmup": args.warmup,
                      "repeats": args.repeats},
         "ratios": {"petastorm_over_memory": petastorm / memory, "two_ranks_over_one": two / one,
                    "petastorm_over_memory_1_thread": one / one_memory,
                    "two_ranks_over_one_4x_batch": two_big / one_big,
+                   "two_processes_without_horovod_over_one": apart / one,
                    "step_flops_share_of_matmul_1_thread": step_rate_1 / mm1,
                    "step_flops_share_of_matmul_default_threads": step_rate_default / mm_default},
         "runs": {"feed": feed, "scaling": scaling, "matmul": matmul},

@@ -15,6 +15,9 @@ rows. Design points, each for a reason:
   different sizes can never leave one rank waiting in an allreduce the others never join.
 * Learning rate: `train.learning_rate * ranks` (the global batch grows with the ranks),
   reached by a linear warm-up over `train.warmup_steps`. Optimizer: Adam.
+* Gradients are averaged by one grouped allreduce per step: a Horovod collective costs about
+  3 ms of latency on this kind of machine (Gloo over TCP), so one per gradient tensor made
+  two ranks barely faster than one (bench/train_bench.py).
 * Only rank 0 touches shared state (checkpoints, TensorBoard, the export); every decision
   it takes (resume, already finished, an error) is broadcast, so all ranks act alike and a
   failure on rank 0 ends every rank instead of leaving them waiting.
@@ -38,7 +41,6 @@ import json
 import logging
 import math
 import os
-import posixpath
 import re
 import sys
 import time
@@ -103,7 +105,15 @@ def backing(variables) -> list:
 
 
 class RootDecision:
-    """Run something on rank 0 only and broadcast its result, or its error, to every rank."""
+    """Run something on rank 0 only and broadcast its result, or its error, to every rank.
+
+    Every rank then returns the same value or raises the same error, so a failure on rank 0
+    ends all ranks instead of leaving them waiting in the next collective. Errors about the
+    input (UserInputError, ValueError, FileNotFoundError) become UserInputError: one clear
+    message, no traceback.
+    """
+
+    USER_ERRORS = (UserInputError, ValueError, FileNotFoundError)
 
     def __init__(self, hvd):
         self.hvd = hvd
@@ -114,12 +124,14 @@ class RootDecision:
             try:
                 outcome = ("ok", fn())
             except Exception as err:  # every rank must learn about it, then raise
-                outcome = ("error", type(err).__name__, str(err),
-                           isinstance(err, (UserInputError, ValueError, FileNotFoundError)))
-                if self.hvd.size() == 1:
+                user_error = isinstance(err, self.USER_ERRORS)
+                if self.hvd.size() == 1 and not user_error:
                     raise
-                log.exception("rank 0 failed during %s", name)
-        outcome = self.hvd.broadcast_object(outcome, root_rank=0, name=f"decision.{name}")
+                if not user_error:
+                    log.exception("rank 0 failed during %s", name)
+                outcome = ("error", type(err).__name__, str(err), user_error)
+        if self.hvd.size() > 1:
+            outcome = self.hvd.broadcast_object(outcome, root_rank=0, name=f"decision.{name}")
         if outcome[0] == "error":
             _, kind, message, user_error = outcome
             if user_error:
@@ -481,8 +493,9 @@ class Progress:
                  record["val_loss"], record["val_auc"])
         self.scalars(record["global_step"], {
             "train/loss": record["train_loss"], "val/loss": record["val_loss"],
-            "val/auc": record["val_auc"], "speed/examples_per_second":
-                record["examples_per_second"], "speed/steps_per_second": record["steps_per_second"]})
+            "val/auc": record["val_auc"],
+            "speed/examples_per_second": record["examples_per_second"],
+            "speed/steps_per_second": record["steps_per_second"]})
 
     def scalars(self, step: int, values: dict) -> None:
         if self.writer is None:
@@ -524,6 +537,17 @@ def _header(plan: Plan, trainer: Trainer, global_step: int, epoch: int, history:
             "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
+def epoch_record(hvd, trainer: Trainer, epoch: int, global_step: int, steps: int, batch: int,
+                 seconds: float) -> dict:
+    """Speed and the train loss of an epoch, the loss averaged over all ranks' examples."""
+    loss_sum, examples = allreduce_sum(hvd, trainer.take_train_loss(), "train.loss")
+    return {"epoch": epoch, "global_step": global_step, "steps": steps,
+            "seconds": round(seconds, 3),
+            "steps_per_second": steps / seconds if seconds else math.nan,
+            "examples_per_second": steps * batch * hvd.size() / seconds if seconds else math.nan,
+            "train_loss": loss_sum / examples if examples else math.nan}
+
+
 def run_epochs(cfg: Config, plan: Plan, trainer: Trainer, hvd, decide: RootDecision,
                progress: Progress) -> tuple[int, list, float]:
     """Train from the plan's resume point to the last epoch; returns (global step, history,
@@ -558,14 +582,8 @@ def run_epochs(cfg: Config, plan: Plan, trainer: Trainer, hvd, decide: RootDecis
                 global_step += 1
                 if every > 0 and global_step % every == 0 and global_step % spe != 0:
                     save(epoch)
-            seconds = time.perf_counter() - epoch_start
-            loss_sum, examples = allreduce_sum(hvd, trainer.take_train_loss(), "train.loss")
-            steps = spe - first
-            record = {"epoch": epoch + 1, "global_step": global_step, "steps": steps,
-                      "seconds": round(seconds, 3),
-                      "steps_per_second": steps / seconds if seconds else math.nan,
-                      "examples_per_second": steps * batch * size / seconds if seconds else math.nan,
-                      "train_loss": loss_sum / examples if examples else math.nan}
+            record = epoch_record(hvd, trainer, epoch + 1, global_step, spe - first, batch,
+                                  time.perf_counter() - epoch_start)
             record.update(validate(trainer, plan, cfg, hvd))
             history.append(record)
             progress.epoch(record, epochs)
@@ -663,7 +681,8 @@ def train(cfg: Config, force: bool = False) -> dict:
         "seconds": round(time.perf_counter() - started, 3), "checkpoints": plan.checkpoints,
     }
     if hvd.rank() == 0:
-        log.info("exported model version %s (val AUC %.4f)", version, metrics["val_auc"] or math.nan)
+        log.info("exported model version %s (val AUC %.4f)", version,
+                 metrics["val_auc"] if metrics["val_auc"] is not None else math.nan)
     return summary
 
 
@@ -709,14 +728,13 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    rank = [0]
+    """Every rank trains; only rank 0 prints the summary."""
 
     def job(cfg: Config, args: argparse.Namespace):
         summary = train(cfg, force=args.force)
         import horovod.tensorflow as hvd
 
-        rank[0] = hvd.rank()
-        return summary if rank[0] == 0 else None
+        return summary if hvd.rank() == 0 else None
 
     return run_main("Train the DCN click model with Horovod on the current features.",
                     job, argv, extra_arguments=add_train_arguments)

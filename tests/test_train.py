@@ -227,6 +227,7 @@ def summary_rows(work, table) -> int:
 
 @pytest.mark.slow
 @pytest.mark.horovod
+@pytest.mark.spark
 def test_two_ranks_end_with_identical_weights(tiny_features, tmp_path):
     work = fresh_work(tiny_features, tmp_path)
     dump = tmp_path / "weights"
@@ -280,6 +281,7 @@ def test_uneven_shards_do_not_hang(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.horovod
+@pytest.mark.spark
 def test_killed_rank_then_resume_then_no_retraining(tiny_features, tmp_path):
     work = fresh_work(tiny_features, tmp_path)
     extra = ("train.epochs=6", "train.batch_size=16", "train.checkpoint_every_steps=20",
