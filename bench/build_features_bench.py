@@ -7,7 +7,10 @@ Generates the synthetic sample (once, under bench/data/) and its news vectors wi
 hashing encoder, then times each side (alternating, `--repeats` times) and prints rows/s, their
 ratio and peak memory (Spark: the sum of the resident memory of the JVM and its Python
 workers, sampled every 0.2 s; pandas: the process's peak RSS). Timing is wall-clock for the
-whole command, JVM start-up included. Results go to bench/results/build_features.json.
+whole command, JVM start-up included. A third command measures the floor of any Spark
+implementation: a Spark session (local[2]) that only reads the pandas side's finished rows and
+writes them again with build_features' Parquet writer (bench/spark_copy_floor.py). Results go
+to bench/results/build_features.json.
 """
 from __future__ import annotations
 
@@ -74,7 +77,7 @@ def main() -> None:
     vectors = json.loads((work / "news_vectors" / "CURRENT.json").read_text())["path"]
     vectors_path = vectors.replace("file://", "") + "/vectors"
 
-    results = {"spark": [], "pandas": []}
+    results = {"spark": [], "pandas": [], "spark_copy_floor": []}
     for _ in range(args.repeats):
         seconds, peak, out = timed([str(ROOT / "spark-submit.sh"), "build_features", *settings])
         summary = json.loads(out)
@@ -87,15 +90,25 @@ def main() -> None:
                                     f"{data}/MINDsmall_train/behaviors.tsv", vectors_path,
                                     str(out_file), "4"])
         results["pandas"].append({"seconds": seconds, "peak_rss_mb": peak, **json.loads(out)})
+        copy_dir = work / "spark_copy_floor"
+        subprocess.run(["rm", "-rf", str(copy_dir)], check=True)
+        seconds, peak, out = timed([PYTHON, str(ROOT / "bench" / "spark_copy_floor.py"),
+                                    str(out_file), str(copy_dir), *settings])
+        results["spark_copy_floor"].append({"seconds": seconds, "peak_rss_mb": peak,
+                                            **json.loads(out.strip().splitlines()[-1])})
 
     spark = min(results["spark"], key=lambda r: r["seconds"])
     pandas = min(results["pandas"], key=lambda r: r["seconds"])
+    floor = min(results["spark_copy_floor"], key=lambda r: r["seconds"])
+    floor_rate = floor["rows"] / floor["seconds"]
     spark_rate = spark["rows"] / spark["seconds"]
     pandas_rate = pandas["rows"] / pandas["seconds"]
     report = {
         "scale": args.scale, "cores": os.cpu_count(), "repeats": args.repeats,
         "spark_rows_per_s": spark_rate, "pandas_rows_per_s": pandas_rate,
         "ratio_spark_over_pandas": spark_rate / pandas_rate,
+        "spark_copy_floor_rows_per_s": floor_rate,
+        "ratio_spark_copy_floor_over_pandas": floor_rate / pandas_rate,
         "spark_peak_rss_mb": spark["peak_rss_mb"], "pandas_peak_rss_mb": pandas["peak_rss_mb"],
         "runs": results,
     }
@@ -105,7 +118,12 @@ def main() -> None:
           "   (whole job: JVM start, parsing, train+dev rows, profiles, pool)")
     print(f"{'pandas':<8}{pandas['seconds']:>10.1f}{pandas_rate:>12,.0f}{pandas['peak_rss_mb']:>10,.0f}"
           "   (train rows only)")
+    print(f"{'floor':<8}{floor['seconds']:>10.1f}{floor_rate:>12,.0f}{floor['peak_rss_mb']:>10,.0f}"
+          f"   (Spark only reading the finished rows and writing them: write "
+          f"{floor['write_seconds']:.1f} s)")
     print(f"ratio spark/pandas rows/s: {report['ratio_spark_over_pandas']:.2f}")
+    print(f"ratio floor/pandas rows/s: {report['ratio_spark_copy_floor_over_pandas']:.2f}"
+          "   (the best any Spark DataFrame implementation could reach)")
     out_dir = ROOT / "bench" / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "build_features.json").write_text(json.dumps(report, indent=2))

@@ -1,15 +1,22 @@
 """Benchmark: the Horovod training loop of dcn/train.py, three ratios measured side by side.
 
     .venv/bin/python bench/train_bench.py [--scale mind-small|small|tiny] [--features WORK]
-                                          [--steps N] [--repeats R]
+                                          [--steps N] [--repeats R] [--epochs E]
 
 1. Input pipeline: training examples/s when the loop is fed by Petastorm (dcn.data.
    petastorm_batches, as in training) vs by in-memory tensors of the same rows
-   (dcn.data.memory_batches). Target: >= 0.9.
-2. Scaling: examples/s of two ranks (horovodrun -np 2 --gloo, train.threads_per_rank=1) vs
-   one rank with one thread, both fed by Petastorm. Target: >= 1.7x. Also measured: the same
-   at 4x the batch (fewer allreduces per example), and two independent processes without
-   Horovod (each its own model): the ceiling this machine's cores allow.
+   (dcn.data.memory_batches), 1 rank, TensorFlow's default threads. Two comparisons:
+   streaming every step (Petastorm decodes every row every epoch), and `--epochs` whole
+   passes over the shard as training runs them (train.cache_in_memory_mb: Petastorm streams
+   the first pass, later passes permute the kept rows) against the same passes from memory.
+   Target: >= 0.9.
+2. Scaling: examples/s of two ranks (horovodrun -np 2 --gloo, 1 TensorFlow thread and 1
+   reader thread per rank) vs one rank. (a) unpinned: the single rank's reader thread can use
+   the second core, which the two-rank run has to share; (b) each process pinned to its own
+   core, so N ranks get N times the single rank's resources, as one slot per rank on a
+   cluster does. Also measured: the same in memory, at 4x the batch, two independent
+   processes without Horovod (what this machine's cores allow), and the latency of one
+   grouped allreduce of the gradients between two pinned ranks. Target: >= 1.7x.
 3. Arithmetic rate: the training step's FLOP/s, counted as 3 x dcn.model.
    count_flops_per_example (forward, plus about twice that for the backward pass) x
    examples/s, as a share of this machine's float32 matrix-multiply rate (tf.matmul of
@@ -34,6 +41,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -71,6 +80,8 @@ def prepare_data(scale: str) -> Path:
 def worker(spec: dict) -> None:
     """One measurement in this process (under horovodrun for several ranks); rank 0 prints
     a JSON line `RESULT {...}`."""
+    if spec.get("pin"):
+        pin_to_one_core()
     from common.config import load_config
     from dcn import data as D
     from dcn import train as T
@@ -86,14 +97,19 @@ def worker(spec: dict) -> None:
     features = D.current_features(cfg)
     table = features.train
     batch = cfg["train.batch_size"]
+    if spec["kind"] == "allreduce":
+        return _emit(allreduce_latency(hvd, T.Trainer(cfg, features, hvd), spec["steps"]))
+    if spec.get("passes"):  # time whole passes over the shard, as training epochs are
+        spec = dict(spec, steps=spec["passes"] * D.steps_per_epoch(table.rows, batch, hvd.size())
+                    - spec["warmup"])
     if spec["kind"] == "read":
-        with _batches(spec["source"], table, cfg, hvd) as batches:
+        with _batches(spec["source"], table, cfg, hvd, spec.get("cache", False)) as batches:
             rate = _timed(lambda: next(batches), spec["warmup"], spec["steps"]) * batch
         return _emit({"rows_per_second": rate, "cores_busy": CPU_USED[0]})
     trainer = T.Trainer(cfg, features, hvd)
     trainer.broadcast_from_root()
     step = _local_step(trainer) if spec["kind"] == "train_local" else trainer.train_step
-    with _batches(spec["source"], table, cfg, hvd) as batches:
+    with _batches(spec["source"], table, cfg, hvd, spec.get("cache", False)) as batches:
         steps_per_second = _timed(lambda: step(*next(batches)), spec["warmup"], spec["steps"])
     if hvd.rank() == 0:
         from dcn.model import count_flops_per_example, model_spec
@@ -102,6 +118,16 @@ def worker(spec: dict) -> None:
                "steps_per_second": steps_per_second, "ranks": hvd.size(),
                "rank0_cores_busy": CPU_USED[0],
                "flops_per_example_forward": count_flops_per_example(model_spec(trainer.model))})
+
+
+def pin_to_one_core() -> None:
+    """Keep this process (every thread it starts from now on: TensorFlow's, the reader's,
+    Horovod's) on one core, rank r on the r-th allowed core: each rank then has exactly one
+    core whatever the others do, so N ranks against one rank compares equal resources per
+    rank, as one slot per rank on a cluster does. Called before TensorFlow starts threads."""
+    cores = sorted(os.sched_getaffinity(0))
+    index = int(os.environ.get("BENCH_CORE_INDEX", os.environ.get("HOROVOD_LOCAL_RANK", "0")))
+    os.sched_setaffinity(0, {cores[index % len(cores)]})
 
 
 def _local_step(trainer):
@@ -126,10 +152,11 @@ def _local_step(trainer):
 class _batches:
     """Petastorm or in-memory batches of this rank's shard, as a context manager."""
 
-    def __init__(self, source, table, cfg, hvd):
+    def __init__(self, source, table, cfg, hvd, cache=False):
         from dcn import data as D
 
         self.args = (source, table, cfg, hvd)
+        self.cache = cache
         self.D = D
         self.context = None
 
@@ -139,7 +166,7 @@ class _batches:
             self.context = self.D.petastorm_batches(
                 table.uri, table.user_dim, table.news_dim, rank=hvd.rank(), size=hvd.size(),
                 batch_size=cfg["train.batch_size"], reader_threads=cfg["train.reader_threads"],
-                shuffle_buffer=cfg["train.shuffle_buffer"])
+                shuffle_buffer=cfg["train.shuffle_buffer"], cache=self.cache)
             return self.context.__enter__()
         user, news, label = self.D.load_rows(table.uri, hvd.rank(), hvd.size())
         return iter(self.D.memory_batches(user, news, label, cfg["train.batch_size"]))
@@ -170,6 +197,22 @@ def _timed(step, warmup: int, steps: int) -> float:
     return steps / seconds
 
 
+def allreduce_latency(hvd, trainer, calls: int) -> dict:
+    """Seconds per Horovod allreduce of a buffer the size of the model's gradients (one
+    grouped allreduce, as the training step does), with nothing else running."""
+    import tensorflow as tf
+
+    size = sum(int(np.prod(v.shape)) for v in trainer.model.trainable_variables)
+    buffer = [tf.ones([size], tf.float32)]
+    reduce = tf.function(lambda x: hvd.grouped_allreduce(x, op=hvd.Average))
+    for _ in range(20):
+        reduce(buffer)
+    start = time.perf_counter()
+    for _ in range(calls):
+        reduce(buffer)[0].numpy()
+    return {"seconds_per_allreduce": (time.perf_counter() - start) / calls, "floats": size}
+
+
 def matmul_rate(threads: int, seconds: float, n: int = 1024) -> dict:
     """float32 FLOP/s of tf.matmul on n x n matrices (2 n^3 per product)."""
     import tensorflow as tf
@@ -198,8 +241,9 @@ def measure(spec: dict, ranks: int = 1) -> dict:
     command = [PYTHON, str(Path(__file__).resolve()), "--worker", json.dumps(spec)]
     if ranks > 1:
         command = [HOROVODRUN, "-np", str(ranks), "-H", f"localhost:{ranks}", "--gloo", *command]
-    procs = [subprocess.Popen(command, cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(max(1, -ranks))]
+    procs = [subprocess.Popen(command, cwd=ROOT, env=dict(ENV, BENCH_CORE_INDEX=str(index))
+                              if ranks < 0 else ENV, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for index in range(max(1, -ranks))]
     results = [_result(proc, spec) for proc in procs]
     if len(results) == 1:
         return results[0]
@@ -244,6 +288,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=30)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=512)
+    parser.add_argument("--epochs", type=int, default=5,
+                        help="passes over the shard in the whole-run comparison")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -267,69 +313,134 @@ def main() -> None:
           f"{args.repeats} rounds", file=sys.stderr)
     print("1. input pipeline (1 rank, TensorFlow's default threads, 2 reader threads)",
           file=sys.stderr)
+    run = dict(passes=args.epochs, warmup=10)
     feed = alternate({
         "petastorm": (spec(source="petastorm", threads=0), 1),
         "memory": (spec(source="memory", threads=0), 1),
         "petastorm_read_only": (spec(source="petastorm", threads=0, kind="read",
                                      steps=4 * args.steps), 1),
+        "petastorm_cached_run": (spec(source="petastorm", threads=0, cache=True, **run), 1),
+        "memory_run": (spec(source="memory", threads=0, **run), 1),
     }, args.repeats)
-    print("2. scaling (1 TensorFlow thread per rank, 1 reader thread)", file=sys.stderr)
-    big = dict(batch_size=4 * args.batch_size, steps=max(1, args.steps // 4),
-               warmup=max(1, args.warmup // 4))
+    print("2. scaling: 1 TensorFlow thread and 1 reader thread per rank; (a) unpinned, "
+          "(b) each process pinned to its own core", file=sys.stderr)
     scaling = alternate({
         "one_rank": (spec(source="petastorm", threads=1, reader_threads=1), 1),
         "two_ranks": (spec(source="petastorm", threads=1, reader_threads=1), 2),
         "one_rank_memory": (spec(source="memory", threads=1, reader_threads=1), 1),
-        "one_rank_4x_batch": (spec(source="petastorm", threads=1, reader_threads=1, **big), 1),
-        "two_ranks_4x_batch": (spec(source="petastorm", threads=1, reader_threads=1, **big), 2),
         "two_processes_no_horovod": (spec(source="petastorm", threads=1, reader_threads=1,
                                           kind="train_local"), -2),
+    }, args.repeats)
+    pinned = dict(threads=1, reader_threads=1, pin=True)
+    big = dict(batch_size=4 * args.batch_size, steps=max(1, args.steps // 4),
+               warmup=max(1, args.warmup // 4))
+    scaling_pinned = alternate({
+        "one_rank": (spec(source="petastorm", **pinned), 1),
+        "two_ranks": (spec(source="petastorm", **pinned), 2),
+        "one_rank_memory": (spec(source="memory", **pinned), 1),
+        "two_ranks_memory": (spec(source="memory", **pinned), 2),
+        "one_rank_memory_4x_batch": (spec(source="memory", **pinned, **big), 1),
+        "two_ranks_memory_4x_batch": (spec(source="memory", **pinned, **big), 2),
+        "two_processes_no_horovod": (spec(source="petastorm", kind="train_local", **pinned), -2),
+        "allreduce": (spec(kind="allreduce", steps=300, **pinned), 2),
+        "one_rank_run_4x_batch": (spec(source="petastorm", cache=True, passes=args.epochs,
+                                       **pinned, **dict(big, warmup=2)), 1),
+        "two_ranks_run_4x_batch": (spec(source="petastorm", cache=True, passes=args.epochs,
+                                        **pinned, **dict(big, warmup=2)), 2),
     }, args.repeats)
     print("3. matrix-multiply rate", file=sys.stderr)
     matmul = alternate({
         "matmul_1_thread": (spec(kind="matmul", threads=1, seconds=5), 1),
         "matmul_default_threads": (spec(kind="matmul", threads=0, seconds=5), 1),
     }, args.repeats)
-    report(args, features, feed, scaling, matmul, (load_before, os.getloadavg()))
+    report(args, features, feed, scaling, scaling_pinned, matmul,
+           (load_before, os.getloadavg()))
 
 
-def report(args, features, feed, scaling, matmul, load) -> None:
+def report(args, features, feed, scaling, scaling_pinned, matmul, load) -> None:
     eps = "examples_per_second"
-    petastorm, memory = median(feed["petastorm"], eps), median(feed["memory"], eps)
-    one, two = median(scaling["one_rank"], eps), median(scaling["two_ranks"], eps)
-    one_memory = median(scaling["one_rank_memory"], eps)
-    one_big = median(scaling["one_rank_4x_batch"], eps)
-    two_big = median(scaling["two_ranks_4x_batch"], eps)
-    apart = median(scaling["two_processes_no_horovod"], eps)
+    f = {name: median(results, eps) for name, results in feed.items() if name != "petastorm_read_only"}
+    u = {name: median(results, eps) for name, results in scaling.items()}
+    p = {name: median(results, eps) for name, results in scaling_pinned.items()
+         if name != "allreduce"}
+    allreduce = median(scaling_pinned["allreduce"], "seconds_per_allreduce")
+    floats = scaling_pinned["allreduce"][0]["floats"]
     flops_example = scaling["one_rank"][0]["flops_per_example_forward"]
     mm1 = median(matmul["matmul_1_thread"], "flops_per_second")
     mm_default = median(matmul["matmul_default_threads"], "flops_per_second")
-    step_rate_1 = 3 * flops_example * one
-    step_rate_default = 3 * flops_example * petastorm
+    step_rate_1 = 3 * flops_example * u["one_rank"]
+    step_rate_default = 3 * flops_example * f["petastorm"]
+    batch = args.batch_size
+    ratios = {
+        "petastorm_over_memory": f["petastorm"] / f["memory"],
+        "petastorm_cached_run_over_memory_run": f["petastorm_cached_run"] / f["memory_run"],
+        "petastorm_over_memory_1_thread": u["one_rank"] / u["one_rank_memory"],
+        "two_ranks_over_one": u["two_ranks"] / u["one_rank"],
+        "two_processes_without_horovod_over_one": u["two_processes_no_horovod"] / u["one_rank"],
+        "two_ranks_over_one_one_core_each": p["two_ranks"] / p["one_rank"],
+        "two_ranks_over_one_one_core_each_memory": p["two_ranks_memory"] / p["one_rank_memory"],
+        "two_ranks_over_one_one_core_each_memory_4x_batch":
+            p["two_ranks_memory_4x_batch"] / p["one_rank_memory_4x_batch"],
+        "two_ranks_over_one_one_core_each_run_4x_batch":
+            p["two_ranks_run_4x_batch"] / p["one_rank_run_4x_batch"],
+        "two_processes_without_horovod_over_one_one_core_each":
+            p["two_processes_no_horovod"] / p["one_rank"],
+        "step_flops_share_of_matmul_1_thread": step_rate_1 / mm1,
+        "step_flops_share_of_matmul_default_threads": step_rate_default / mm_default,
+    }
+    step_seconds = batch / p["one_rank_memory"]
     rows = [
-        ("1. Petastorm-fed training, 1 rank, default threads", f"{petastorm:,.0f} ex/s"),
-        ("   in-memory-fed training, same rows", f"{memory:,.0f} ex/s"),
+        ("1. Petastorm-fed training, 1 rank, default threads, streaming", f"{f['petastorm']:,.0f} ex/s"),
+        ("   in-memory-fed training, same rows", f"{f['memory']:,.0f} ex/s"),
         ("   Petastorm pipeline alone (no training)",
          f"{median(feed['petastorm_read_only'], 'rows_per_second'):,.0f} rows/s"),
-        ("   ratio Petastorm / memory (target >= 0.9)", f"{petastorm / memory:.3f}"),
-        ("2. 1 rank x 1 thread, Petastorm", f"{one:,.0f} ex/s"),
-        ("   2 ranks x 1 thread (horovodrun -np 2), Petastorm", f"{two:,.0f} ex/s"),
-        ("   1 rank x 1 thread, in memory", f"{one_memory:,.0f} ex/s"),
-        ("   ratio 2 ranks / 1 rank (target >= 1.7)", f"{two / one:.3f}"),
-        ("   ratio Petastorm / memory, 1 rank x 1 thread", f"{one / one_memory:.3f}"),
-        (f"   1 rank x 1 thread, batch {4 * args.batch_size}", f"{one_big:,.0f} ex/s"),
-        (f"   2 ranks x 1 thread, batch {4 * args.batch_size} per rank", f"{two_big:,.0f} ex/s"),
-        (f"   ratio 2 ranks / 1 rank at batch {4 * args.batch_size}", f"{two_big / one_big:.3f}"),
-        ("   2 independent processes, no Horovod (ceiling)", f"{apart:,.0f} ex/s"),
-        ("   ratio 2 independent processes / 1 rank", f"{apart / one:.3f}"),
+        ("   ratio Petastorm / memory, streaming every step", f"{ratios['petastorm_over_memory']:.3f}"),
+        (f"   {args.epochs} epochs as training runs them: Petastorm, then the kept shard",
+         f"{f['petastorm_cached_run']:,.0f} ex/s"),
+        (f"   {args.epochs} epochs fed from memory", f"{f['memory_run']:,.0f} ex/s"),
+        ("   ratio Petastorm / memory, whole run (target >= 0.9)",
+         f"{ratios['petastorm_cached_run_over_memory_run']:.3f}"),
+        ("2a. 1 rank x 1 thread, Petastorm (unpinned)", f"{u['one_rank']:,.0f} ex/s"),
+        ("   2 ranks x 1 thread (horovodrun -np 2)", f"{u['two_ranks']:,.0f} ex/s"),
+        ("   ratio 2 ranks / 1 rank (target >= 1.7)", f"{ratios['two_ranks_over_one']:.3f}"),
+        ("   1 rank x 1 thread, in memory", f"{u['one_rank_memory']:,.0f} ex/s"),
+        ("   ratio Petastorm / memory, 1 thread", f"{ratios['petastorm_over_memory_1_thread']:.3f}"),
+        ("   2 independent processes, no Horovod", f"{u['two_processes_no_horovod']:,.0f} ex/s"),
+        ("   ratio 2 independent processes / 1 rank",
+         f"{ratios['two_processes_without_horovod_over_one']:.3f}"),
+        ("2b. one core per rank: 1 rank, Petastorm", f"{p['one_rank']:,.0f} ex/s"),
+        ("   2 ranks, Petastorm", f"{p['two_ranks']:,.0f} ex/s"),
+        ("   ratio 2 ranks / 1 rank, one core each (target >= 1.7)",
+         f"{ratios['two_ranks_over_one_one_core_each']:.3f}"),
+        ("   1 rank, in memory", f"{p['one_rank_memory']:,.0f} ex/s"),
+        ("   2 ranks, in memory", f"{p['two_ranks_memory']:,.0f} ex/s"),
+        ("   ratio 2 ranks / 1 rank, in memory",
+         f"{ratios['two_ranks_over_one_one_core_each_memory']:.3f}"),
+        (f"   same at batch {4 * batch}: 1 rank", f"{p['one_rank_memory_4x_batch']:,.0f} ex/s"),
+        (f"   2 ranks at batch {4 * batch} each", f"{p['two_ranks_memory_4x_batch']:,.0f} ex/s"),
+        (f"   ratio 2 ranks / 1 rank, in memory, batch {4 * batch}",
+         f"{ratios['two_ranks_over_one_one_core_each_memory_4x_batch']:.3f}"),
+        (f"   {args.epochs} epochs at batch {4 * batch} as training runs them: 1 rank",
+         f"{p['one_rank_run_4x_batch']:,.0f} ex/s"),
+        (f"   the same, 2 ranks", f"{p['two_ranks_run_4x_batch']:,.0f} ex/s"),
+        (f"   ratio 2 ranks / 1 rank, whole run, batch {4 * batch}",
+         f"{ratios['two_ranks_over_one_one_core_each_run_4x_batch']:.3f}"),
+        ("   2 independent processes, no Horovod (ceiling)",
+         f"{p['two_processes_no_horovod']:,.0f} ex/s"),
+        ("   ratio 2 independent processes / 1 rank",
+         f"{ratios['two_processes_without_horovod_over_one_one_core_each']:.3f}"),
+        (f"   one grouped allreduce of the gradients ({floats:,} floats), 2 ranks",
+         f"{allreduce * 1e3:.2f} ms"),
+        (f"   one training step at batch {batch}, 1 rank, in memory", f"{step_seconds * 1e3:.2f} ms"),
         ("3. forward FLOPs per example (count_flops_per_example)", f"{flops_example:,}"),
         ("   training step, 1 thread: 3 x FLOPs x ex/s", f"{step_rate_1 / 1e9:.2f} GFLOP/s"),
         ("   tf.matmul 1024x1024 float32, 1 thread", f"{mm1 / 1e9:.2f} GFLOP/s"),
-        ("   share of matmul rate, 1 thread", f"{step_rate_1 / mm1:.3f}"),
+        ("   share of matmul rate, 1 thread", f"{ratios['step_flops_share_of_matmul_1_thread']:.3f}"),
         ("   training step, default threads (Petastorm-fed)",
          f"{step_rate_default / 1e9:.2f} GFLOP/s"),
         ("   tf.matmul, default threads", f"{mm_default / 1e9:.2f} GFLOP/s"),
-        ("   share of matmul rate, default threads", f"{step_rate_default / mm_default:.3f}"),
+        ("   share of matmul rate, default threads",
+         f"{ratios['step_flops_share_of_matmul_default_threads']:.3f}"),
     ]
     width = max(len(r[0]) for r in rows)
     print(f"\nTraining benchmark ({features.train.rows:,} rows of {features.train.user_dim}+"
@@ -347,13 +458,10 @@ def report(args, features, feed, scaling, matmul, load) -> None:
                  "scale": None if args.features else args.scale},
         "settings": {"batch_size": args.batch_size, "steps": args.steps, "warmup": args.warmup,
                      "repeats": args.repeats},
-        "ratios": {"petastorm_over_memory": petastorm / memory, "two_ranks_over_one": two / one,
-                   "petastorm_over_memory_1_thread": one / one_memory,
-                   "two_ranks_over_one_4x_batch": two_big / one_big,
-                   "two_processes_without_horovod_over_one": apart / one,
-                   "step_flops_share_of_matmul_1_thread": step_rate_1 / mm1,
-                   "step_flops_share_of_matmul_default_threads": step_rate_default / mm_default},
-        "runs": {"feed": feed, "scaling": scaling, "matmul": matmul},
+        "ratios": ratios,
+        "allreduce_seconds": allreduce,
+        "runs": {"feed": feed, "scaling": scaling, "scaling_one_core_per_rank": scaling_pinned,
+                 "matmul": matmul},
         "flops": {"forward_per_example": flops_example, "training_factor": 3},
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }

@@ -6,6 +6,8 @@ in float32:
 * :func:`petastorm_batches`: Petastorm's `make_batch_reader` streams one rank's shard of the
   Parquet (file://, hdfs://, ...), row groups and the rows within them shuffled, endless
   (`num_epochs=None`) for training or one pass for validation; numpy batches.
+* :func:`cached_passes`: in training, when a rank's shard fits `train.cache_in_memory_mb`,
+  Petastorm streams the first pass and later passes permute the kept rows in memory.
 * :func:`memory_batches`: the same rows held in memory (:func:`load_rows`) as a tf.data
   pipeline of tensors, for the benchmark that measures what streaming costs.
 
@@ -305,6 +307,48 @@ def shuffled_batches(groups, batch_size: int, shuffle_buffer: int, seed: int | N
             yield tuple(column[start:start + batch_size] for column in block)
 
 
+def cached_passes(groups, batch_size: int, shuffle_buffer: int, seed: int | None = None):
+    """Endless full batches: the first pass as :func:`shuffled_batches` makes them from
+    `groups` (one pass over a shard; its last, partial batch is dropped), keeping every row;
+    then pass after pass over the kept rows, each a new permutation applied once to the whole
+    shard, cut into consecutive batches (slices, no per-batch gather); the rows that do not
+    fill a last batch wait for a later pass, as with tf.data's `drop_remainder`."""
+    kept: list = []
+
+    def keep(source):
+        for group in source:
+            kept.append(group)
+            yield group
+
+    for batch in shuffled_batches(keep(groups), batch_size, shuffle_buffer, seed):
+        if len(batch[2]) == batch_size:
+            yield batch
+    if not kept:
+        raise UserInputError("the shard holds no rows")
+    columns = [np.concatenate(column) for column in zip(*kept)]
+    kept.clear()
+    if len(columns[2]) < batch_size:  # a tiny shard: repeat it, as an endless stream would
+        copies = math.ceil(batch_size / len(columns[2]))
+        columns = [np.concatenate([column] * copies) for column in columns]
+    rows = len(columns[2])
+    rng = np.random.default_rng(None if seed is None else seed + 1)
+    full = rows - rows % batch_size
+    while True:
+        order = rng.permutation(rows)
+        columns = [column[order] for column in columns]
+        for start in range(0, full, batch_size):
+            yield tuple(column[start:start + batch_size] for column in columns)
+
+
+def shard_bytes(table: Table, size: int) -> int:
+    """Bytes of the largest shard's rows once decoded (float32 vectors and label), estimated
+    from the row count with row groups of about equal size (shard i holds row groups i,
+    i + size, ...)."""
+    groups = math.ceil(table.row_groups / max(1, size))
+    rows = math.ceil(table.rows * groups / max(1, table.row_groups))
+    return rows * (table.user_dim + table.news_dim + 1) * 4
+
+
 class _Prefetcher:
     """Runs a batch generator in a daemon thread, `depth` batches ahead of the consumer.
 
@@ -363,8 +407,8 @@ class _Prefetcher:
 @contextmanager
 def petastorm_batches(uri: str, user_dim: int, news_dim: int, *, rank: int, size: int,
                       batch_size: int, reader_threads: int, shuffle_buffer: int = 0,
-                      endless: bool = True, shuffle: bool = True, seed: int | None = None
-                      ) -> Iterator[Iterator]:
+                      endless: bool = True, shuffle: bool = True, seed: int | None = None,
+                      cache: bool = False) -> Iterator[Iterator]:
     """Yields an iterator of `(features, label)` numpy batches of this rank's shard of `uri`.
 
     Training: `endless=True` (the caller runs a fixed number of steps, see
@@ -372,11 +416,21 @@ def petastorm_batches(uri: str, user_dim: int, news_dim: int, *, rank: int, size
     them and permuted in blocks of `shuffle_buffer`. Validation: `endless=False,
     shuffle=False`: one pass in row-group order, the last batch may be smaller. The reader is
     stopped when the block exits.
+
+    `cache=True` (endless training whose shard fits in memory): Petastorm streams one pass
+    over the shard and its rows are kept; every later pass is a fresh permutation of the
+    kept rows, so the reader's decoding (about 4 us of CPU per row, a quarter of the
+    training step's) is paid once instead of every epoch. Horovod's Spark estimator offers
+    the same (`inmemory_cache_all`).
     """
-    reader = make_reader(uri, rank, size, reader_threads, endless, shuffle, seed)
+    caching = cache and endless
+    reader = make_reader(uri, rank, size, reader_threads, endless and not caching, shuffle, seed)
     groups = _row_groups(reader, (user_dim, news_dim))
-    prefetcher = _Prefetcher(shuffled_batches(groups, batch_size,
-                                              shuffle_buffer if shuffle else 0, seed))
+    if caching:
+        batches = cached_passes(groups, batch_size, shuffle_buffer if shuffle else 0, seed)
+    else:
+        batches = shuffled_batches(groups, batch_size, shuffle_buffer if shuffle else 0, seed)
+    prefetcher = _Prefetcher(batches)
     try:
         yield prefetcher
     finally:

@@ -18,6 +18,9 @@ rows. Design points, each for a reason:
 * Gradients are averaged by one grouped allreduce per step: a Horovod collective costs about
   3 ms of latency on this kind of machine (Gloo over TCP), so one per gradient tensor made
   two ranks barely faster than one (bench/train_bench.py).
+* Petastorm streams each rank's shard; when the shard's decoded rows fit in
+  `train.cache_in_memory_mb`, it streams only the first epoch and later epochs permute the
+  kept rows in memory (decoding Parquet costs about a quarter of the step's CPU).
 * Only rank 0 touches shared state (checkpoints, TensorBoard, the export); every decision
   it takes (resume, already finished, an error) is broadcast, so all ranks act alike and a
   failure on rank 0 ends every rank instead of leaving them waiting.
@@ -66,7 +69,8 @@ AUC_BINS = 10_000
 # train: keys that change how fast or how safely a run goes, not the model it produces; they
 # are left out of the run key so that rerunning with other values resumes the same run.
 OPERATIONAL_TRAIN_KEYS = ("reader_threads", "threads_per_rank", "checkpoint_every_steps",
-                          "keep_checkpoints", "spark_num_proc", "keep_versions")
+                          "keep_checkpoints", "spark_num_proc", "keep_versions",
+                          "cache_in_memory_mb")
 # Test hook: when set, every rank writes a checksum of its final weights into this folder.
 WEIGHTS_DUMP_ENV = "NEWSREC_TRAIN_WEIGHTS_DUMP"
 
@@ -568,10 +572,17 @@ def run_epochs(cfg: Config, plan: Plan, trainer: Trainer, hvd, decide: RootDecis
         decide("checkpoint", lambda: store.save(trainer.snapshot(header)))
 
     table = plan.features.train
+    budget = cfg["train.cache_in_memory_mb"] * 2**20
+    cache = 0 < D.shard_bytes(table, size) <= budget
+    if hvd.rank() == 0:
+        log.info("train rows: %s after the first epoch (shard about %.0f MB decoded, "
+                 "train.cache_in_memory_mb %d)", "kept in memory" if cache else "streamed",
+                 D.shard_bytes(table, size) / 2**20, cfg["train.cache_in_memory_mb"])
     with D.petastorm_batches(table.uri, table.user_dim, table.news_dim, rank=hvd.rank(),
                              size=size, batch_size=batch,
                              reader_threads=cfg["train.reader_threads"],
-                             shuffle_buffer=cfg["train.shuffle_buffer"]) as batches:
+                             shuffle_buffer=cfg["train.shuffle_buffer"],
+                             cache=cache) as batches:
         for epoch in range(global_step // spe, epochs):
             first = global_step - epoch * spe
             trainer.take_train_loss()

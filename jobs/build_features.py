@@ -72,13 +72,15 @@ def mean_vectors(pairs: DataFrame, key: str, vectors: DataFrame, dim: int) -> Da
 
 
 def history_vectors(behaviors: DataFrame, vectors: DataFrame, dim: int) -> DataFrame:
-    """(history_key, user_vec, history_len) for each distinct history: the mean of the vectors
-    of its news, skipping ids without a vector; zeros and 0 when none is known."""
+    """(history_key, history_ids, user_vec, history_len) for each distinct history: its number
+    of ids and the mean of the vectors of its news, skipping ids without a vector (zeros and
+    history_len 0 when none is known)."""
     histories = behaviors.select("history_key", "history").dropDuplicates(["history_key"])
     tokens = histories.select("history_key", F.explode("history").alias(C.NEWS_ID))
     means = mean_vectors(tokens, "history_key", vectors, dim)
-    return (histories.select("history_key").join(means, "history_key", "left")
-            .select("history_key",
+    return (histories.select("history_key", F.size("history").alias("history_ids"))
+            .join(means, "history_key", "left")
+            .select("history_key", "history_ids",
                     F.coalesce(C.USER_VEC, zero_vector(dim)).alias(C.USER_VEC),
                     F.coalesce(C.HISTORY_LEN, F.lit(0)).alias(C.HISTORY_LEN)))
 
@@ -190,23 +192,38 @@ def read_behaviors(spark: SparkSession, cfg: Config) -> tuple[DataFrame, DataFra
     return behaviors, rejected[0].unionByName(rejected[1]), checks
 
 
-def ids_missing_from_news(spark: SparkSession, cfg: Config, behaviors: DataFrame) -> dict:
-    """Per split, how many history and candidate ids are not in that split's news.tsv (the
-    news ids are the first field of each line; embed_news validated the rest)."""
-    result = {}
+def reference_counts(spark: SparkSession, cfg: Config, behaviors: DataFrame,
+                     vectors: DataFrame) -> tuple[dict, int]:
+    """One pass over every history and candidate id of both splits: per split and kind, the
+    ids not in that split's news.tsv (its first field; embed_news validated the rest), and
+    the candidates without a vector. News ids are a catalogue, small beside the behaviors:
+    both lookups are broadcast."""
+    news_ids = None
     for split in ("train", "dev"):
-        news_ids = (spark.read.text(f"{storage.to_uri(cfg[f'paths.{split}'])}/news.tsv")
-                    .select(F.substring_index("value", "\t", 1).alias(C.NEWS_ID)).distinct())
-        rows = behaviors.where(F.col("split") == split)
-        refs = (rows.select(F.explode("history").alias(C.NEWS_ID), F.lit("history").alias("kind"))
-                .unionByName(rows.select(F.explode("candidates").alias("c"))
-                             .select(F.col("c")[C.NEWS_ID].alias(C.NEWS_ID),
-                                     F.lit("candidates").alias("kind"))))
-        missing = refs.join(news_ids, C.NEWS_ID, "left_anti")
-        counts = {r["kind"]: r["count"] for r in missing.groupBy("kind").count().collect()}
-        result[split] = {"history": counts.get("history", 0),
-                         "candidates": counts.get("candidates", 0)}
-    return result
+        ids = (spark.read.text(f"{storage.to_uri(cfg[f'paths.{split}'])}/news.tsv")
+               .select(F.lit(split).alias("split"),
+                       F.substring_index("value", "\t", 1).alias(C.NEWS_ID)))
+        news_ids = ids if news_ids is None else news_ids.unionByName(ids)
+    listed = news_ids.distinct().withColumn("listed", F.lit(True))
+    with_vector = vectors.select(C.NEWS_ID, F.lit(True).alias("has_vector"))
+    refs = (behaviors.select("split", F.explode("history").alias(C.NEWS_ID),
+                             F.lit("history").alias("kind"))
+            .unionByName(behaviors.select("split", F.explode("candidates").alias("c"))
+                         .select("split", F.col("c")[C.NEWS_ID].alias(C.NEWS_ID),
+                                 F.lit("candidates").alias("kind"))))
+    counts = (refs.join(F.broadcast(listed), ["split", C.NEWS_ID], "left")
+              .join(F.broadcast(with_vector), C.NEWS_ID, "left")
+              .groupBy("split", "kind")
+              .agg(F.count(F.when(F.col("listed").isNull(), 1)).alias("unlisted"),
+                   F.count(F.when(F.col("has_vector").isNull(), 1)).alias("no_vector"))
+              .collect())   # at most 4 rows
+    missing = {split: {"history": 0, "candidates": 0} for split in ("train", "dev")}
+    without_vector = 0
+    for row in counts:
+        missing[row["split"]][row["kind"]] = row["unlisted"]
+        if row["kind"] == "candidates":
+            without_vector += row["no_vector"]
+    return missing, without_vector
 
 
 def load_vectors(spark: SparkSession, cfg: Config) -> tuple[DataFrame, int, str]:
@@ -233,14 +250,13 @@ def run(cfg: Config, spark: SparkSession | None = None) -> dict:
         vectors, dim, vectors_uri = load_vectors(spark, cfg)
         vectors = vectors.cache()
         behaviors, rejected, checks = read_behaviors(spark, cfg)
-        missing = ids_missing_from_news(spark, cfg, behaviors)
+        missing, dropped = reference_counts(spark, cfg, behaviors, vectors)
         data_end = behaviors.agg(F.max(C.TIME)).first()[0]
     with timer.stage("history_vectors"):
         histories = history_vectors(behaviors, vectors, dim).cache()
-        known_tokens = histories.agg(F.sum(C.HISTORY_LEN)).first()[0] or 0
-        all_tokens = (behaviors.select("history_key", F.size("history").alias("n"))
-                      .dropDuplicates(["history_key"]).agg(F.sum("n")).first()[0] or 0)
-        unknown_history_ids = all_tokens - known_tokens
+        tokens = histories.agg(F.sum(C.HISTORY_LEN).alias("known"),
+                               F.sum("history_ids").alias("all")).first()
+        unknown_history_ids = (tokens["all"] or 0) - (tokens["known"] or 0)
     counts = {}
     files = output_files(spark, cfg)
     for split, split_npratio in (("train", npratio), ("dev", 0)):
@@ -271,7 +287,6 @@ def run(cfg: Config, spark: SparkSession | None = None) -> dict:
     with timer.stage("rejected_rows"):
         rejected.coalesce(1).write.parquet(f"{out}/rejected")
 
-    dropped = candidates_without_vector(behaviors, vectors)
     summary = {
         "run_id": run_id, "output": out, "news_vectors": vectors_uri, "dim": dim,
         "data_end": data_end.isoformat(), "npratio": npratio, "seed": seed,
@@ -286,12 +301,6 @@ def run(cfg: Config, spark: SparkSession | None = None) -> dict:
     storage.write_text_atomic(f"{out}/summary.json", json.dumps(summary, indent=2, sort_keys=True))
     storage.publish_run(root, run_id, summary, keep_runs=cfg["paths.keep_runs"])
     return summary
-
-
-def candidates_without_vector(behaviors: DataFrame, vectors: DataFrame) -> int:
-    ids = behaviors.select(F.explode("candidates").alias("c")).select(
-        F.col("c")[C.NEWS_ID].alias(C.NEWS_ID))
-    return ids.join(vectors.select(C.NEWS_ID), C.NEWS_ID, "left_anti").count()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,91 @@
+"""The trainer's input: in-memory caching of a shard after Petastorm's first pass."""
+from __future__ import annotations
+
+import collections
+import json
+
+import numpy as np
+import pytest
+
+from dcn import data
+from tests.test_train import publish_features
+
+
+def numbered_groups(sizes):
+    """Row groups whose rows carry their global number: user = n, news = -n, label = n % 2."""
+    groups, start = [], 0
+    for size in sizes:
+        n = np.arange(start, start + size, dtype=np.float32)
+        groups.append((n[:, None].repeat(3, 1), -n[:, None].repeat(2, 1), n % 2))
+        start += size
+    return groups
+
+
+def test_cached_passes_streams_once_then_permutes_the_kept_rows():
+    groups = numbered_groups([5, 7, 6])            # 18 rows
+    consumed = []
+
+    def source():
+        for group in groups:
+            consumed.append(len(group[2]))
+            yield group
+
+    stream = data.cached_passes(source(), batch_size=4, shuffle_buffer=0, seed=3)
+    batches = [next(stream) for _ in range(30)]
+    assert consumed == [5, 7, 6]                    # the source is read once, however long
+    for user, news, label in batches:
+        assert user.shape == (4, 3) and news.shape == (4, 2) and label.shape == (4,)
+        np.testing.assert_array_equal(news[:, 0], -user[:, 0])   # rows stay whole
+        np.testing.assert_array_equal(label, user[:, 0] % 2)
+    rows = np.concatenate([b[0][:, 0] for b in batches]).astype(int)
+    # first pass: the source's order (no shuffle buffer), full batches only: 16 of 18 rows
+    np.testing.assert_array_equal(rows[:16], np.arange(16))
+    # then passes over all 18 kept rows, each a new permutation cut into 4 full batches (16
+    # rows; 2 wait for a later pass): 26 batches = 6 passes + 2 batches
+    passes = [rows[16 + 16 * k:32 + 16 * k] for k in range(6)]
+    for one_pass in passes:
+        assert len(set(one_pass.tolist())) == 16                # no row twice in a pass
+    assert set(np.concatenate(passes).tolist()) == set(range(18))
+    assert len({tuple(p) for p in passes}) == 6                 # each pass its own order
+    assert passes[0].tolist() != list(range(16))
+
+
+def test_cached_passes_of_a_shard_smaller_than_a_batch_repeats_it():
+    stream = data.cached_passes(iter(numbered_groups([3])), batch_size=4, shuffle_buffer=0, seed=1)
+    user, news, label = next(stream)
+    assert sorted(set(user[:, 0].tolist())) == [0, 1, 2] and len(label) == 4
+    np.testing.assert_array_equal(news[:, 0], -user[:, 0])
+
+
+def test_cached_passes_of_an_empty_shard_is_a_clear_error():
+    with pytest.raises(data.UserInputError, match="no rows"):
+        next(data.cached_passes(iter([]), batch_size=4, shuffle_buffer=0))
+
+
+@pytest.mark.parametrize("cache", [False, True])
+def test_petastorm_shard_rows_with_and_without_cache(tmp_path, cache):
+    """Rank 0 of 2 gets row groups 0 and 2; over three passes it sees exactly those rows,
+    each as often as the others (within one), whether cached or streamed every pass."""
+    work = tmp_path / "work"
+    publish_features(work, [120, 90, 150], [40], dim=4)
+    uri = json.loads((work / "features" / "CURRENT.json").read_text())["path"] + "/train"
+    user, _, label = data.load_rows(uri, rank=0, size=2)
+    expected = {row.tobytes(): lab for row, lab in zip(user, label)}
+    assert len(expected) == 270
+    seen = collections.Counter()
+    with data.petastorm_batches(uri, 4, 4, rank=0, size=2, batch_size=30, reader_threads=1,
+                                shuffle_buffer=64, seed=5, cache=cache) as batches:
+        for _ in range(27):                        # 810 rows: three passes
+            features, labels = next(batches)
+            assert labels.shape == (30,)
+            for row, lab in zip(features["user_vec"], labels):
+                assert expected[row.tobytes()] == lab
+                seen[row.tobytes()] += 1
+    assert set(seen) == set(expected)
+    assert max(seen.values()) - min(seen.values()) <= 2
+
+
+def test_shard_bytes_estimates_the_largest_shard():
+    table = data.Table(uri="x", rows=1000, row_groups=10, user_dim=8, news_dim=8)
+    assert data.shard_bytes(table, 1) == 1000 * 17 * 4
+    assert data.shard_bytes(table, 3) == 400 * 17 * 4      # 4 of the 10 row groups
