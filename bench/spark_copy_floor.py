@@ -31,20 +31,19 @@ def main() -> None:
     parser.add_argument("source")
     parser.add_argument("target")
     parser.add_argument("--set", action="append", default=[], dest="overrides")
-    parser.add_argument("--dictionary", choices=["on", "off"], default="on")
+    parser.add_argument("--dictionary", choices=["on", "off"], default="off",
+                        help="Parquet dictionary encoding (build_features: off)")
     parser.add_argument("--compression", default="snappy")
     args = parser.parse_args()
     cfg = load_config(overrides=args.overrides)
     spark = get_spark(cfg, "spark_copy_floor")
     spark.conf.set("spark.sql.parquet.compression.codec", args.compression)
-    spark.sparkContext._jsc.hadoopConfiguration().set(
-        "parquet.enable.dictionary", "true" if args.dictionary == "on" else "false")
     rows = spark.read.parquet(storage.to_uri(args.source))
     count = rows.count()
     dim = len(rows.first()["user_vec"])
     start = time.perf_counter()
-    write_parquet(rows, storage.to_uri(args.target),
-                  row_group_bytes(count, dim, cfg))
+    write_parquet(rows, storage.to_uri(args.target), row_group_bytes(count, dim, cfg),
+                  dictionary=args.dictionary == "on")
     print(json.dumps({"rows": count, "write_seconds": time.perf_counter() - start,
                       "dictionary": args.dictionary, "compression": args.compression}))
 
