@@ -515,3 +515,39 @@ def test_tiny_scale_is_fast(tmp_path):
     start = time.perf_counter()
     gm.generate("tiny", str(tmp_path / "t"), seed=7)
     assert time.perf_counter() - start < 2.0
+
+
+def _quality_bounds_module():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "bench" / "quality_bounds.py"
+    spec = importlib.util.spec_from_file_location("quality_bounds", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_quality_bounds_rebuild_the_planted_state(tmp_path):
+    """bench/quality_bounds.py rebuilds topics, interests and popularity from the seed: within
+    an impression the planted logits differ by exactly the rebuilt affinity and popularity
+    terms (the user and impression noise cancel); another seed is refused."""
+    root = tmp_path / "sample"
+    gm.generate("tiny", str(root), seed=3)
+    qb = _quality_bounds_module()
+    categories = qb.read_news_topics(root)
+    by_news, theta = qb.latent_state("tiny", 3, categories)
+    truth = qb.read_truth(root / "ground_truth" / "dev.tsv")
+    checked = 0
+    for line in _lines(str(root / "MINDsmall_dev" / "behaviors.tsv")):
+        impression, user, _, _, shown = line.split("\t")
+        ids = [token.rsplit("-", 1)[0] for token in shown.split()]
+        p = np.array([truth[impression][n] for n in ids])
+        planted = np.log(p / (1 - p))
+        rebuilt = np.array([gm.AFFINITY_WEIGHT * theta[user][by_news[n][0]]
+                            + gm.POPULARITY_WEIGHT * by_news[n][1] for n in ids])
+        np.testing.assert_allclose(planted - planted[0], rebuilt - rebuilt[0], atol=0.01)
+        checked += 1
+    assert checked > 50
+    with pytest.raises(SystemExit, match="not generated with"):
+        qb.latent_state("tiny", 4, categories)
