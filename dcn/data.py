@@ -310,9 +310,13 @@ def shuffled_batches(groups, batch_size: int, shuffle_buffer: int, seed: int | N
 def cached_passes(groups, batch_size: int, shuffle_buffer: int, seed: int | None = None):
     """Endless full batches: the first pass as :func:`shuffled_batches` makes them from
     `groups` (one pass over a shard; its last, partial batch is dropped), keeping every row;
-    then pass after pass over the kept rows, each a new permutation applied once to the whole
-    shard, cut into consecutive batches (slices, no per-batch gather); the rows that do not
-    fill a last batch wait for a later pass, as with tf.data's `drop_remainder`."""
+    then pass after pass over the kept rows, each a new permutation, rows left over at the
+    end of a pass starting the next one.
+
+    Each batch is gathered on its own (a 512-row gather overlaps the training step, which
+    releases the GIL); permuting the whole shard at once per pass stalled the training loop
+    for the length of that copy and cost about 10% of the throughput (bench/train_bench.py).
+    """
     kept: list = []
 
     def keep(source):
@@ -327,17 +331,16 @@ def cached_passes(groups, batch_size: int, shuffle_buffer: int, seed: int | None
         raise UserInputError("the shard holds no rows")
     columns = [np.concatenate(column) for column in zip(*kept)]
     kept.clear()
-    if len(columns[2]) < batch_size:  # a tiny shard: repeat it, as an endless stream would
-        copies = math.ceil(batch_size / len(columns[2]))
-        columns = [np.concatenate([column] * copies) for column in columns]
     rows = len(columns[2])
     rng = np.random.default_rng(None if seed is None else seed + 1)
-    full = rows - rows % batch_size
+    pending = np.empty(0, dtype=np.int64)
     while True:
-        order = rng.permutation(rows)
-        columns = [column[order] for column in columns]
+        order = np.concatenate([pending, rng.permutation(rows)])
+        full = len(order) - len(order) % batch_size
         for start in range(0, full, batch_size):
-            yield tuple(column[start:start + batch_size] for column in columns)
+            index = order[start:start + batch_size]
+            yield tuple(column[index] for column in columns)
+        pending = order[full:]
 
 
 def shard_bytes(table: Table, size: int) -> int:
