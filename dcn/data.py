@@ -310,13 +310,11 @@ def shuffled_batches(groups, batch_size: int, shuffle_buffer: int, seed: int | N
 def cached_passes(groups, batch_size: int, shuffle_buffer: int, seed: int | None = None):
     """Endless full batches: the first pass as :func:`shuffled_batches` makes them from
     `groups` (one pass over a shard; its last, partial batch is dropped), keeping every row;
-    then pass after pass over the kept rows, each a new permutation, rows left over at the
-    end of a pass starting the next one.
-
-    Each batch is gathered on its own (a 512-row gather overlaps the training step, which
-    releases the GIL); permuting the whole shard at once per pass stalled the training loop
-    for the length of that copy and cost about 10% of the throughput (bench/train_bench.py).
-    """
+    then the kept rows as tensors through :func:`memory_batches` (a new permutation each
+    pass, gathered inside TensorFlow; the rows that do not fill a last batch wait for a later
+    pass). Later epochs thus cost what training from memory costs: gathering the batches in
+    numpy in this thread instead cost 5 to 10% of the throughput (bench/train_bench.py), as
+    the copies hold the GIL the training loop needs."""
     kept: list = []
 
     def keep(source):
@@ -331,16 +329,13 @@ def cached_passes(groups, batch_size: int, shuffle_buffer: int, seed: int | None
         raise UserInputError("the shard holds no rows")
     columns = [np.concatenate(column) for column in zip(*kept)]
     kept.clear()
-    rows = len(columns[2])
-    rng = np.random.default_rng(None if seed is None else seed + 1)
-    pending = np.empty(0, dtype=np.int64)
-    while True:
-        order = np.concatenate([pending, rng.permutation(rows)])
-        full = len(order) - len(order) % batch_size
-        for start in range(0, full, batch_size):
-            index = order[start:start + batch_size]
-            yield tuple(column[index] for column in columns)
-        pending = order[full:]
+    if len(columns[2]) < batch_size:  # a tiny shard: repeat it, as an endless stream would
+        copies = math.ceil(batch_size / len(columns[2]))
+        columns = [np.concatenate([column] * copies) for column in columns]
+    dataset = memory_batches(*columns, batch_size, seed=0 if seed is None else seed + 1)
+    del columns
+    for features, label in dataset:
+        yield features[C.USER_VEC], features[C.NEWS_VEC], label
 
 
 def shard_bytes(table: Table, size: int) -> int:

@@ -33,6 +33,7 @@ def test_cached_passes_streams_once_then_permutes_the_kept_rows():
     stream = data.cached_passes(source(), batch_size=4, shuffle_buffer=0, seed=3)
     batches = [next(stream) for _ in range(30)]
     assert consumed == [5, 7, 6]                    # the source is read once, however long
+    batches = [tuple(np.asarray(column) for column in batch) for batch in batches]
     for user, news, label in batches:
         assert user.shape == (4, 3) and news.shape == (4, 2) and label.shape == (4,)
         np.testing.assert_array_equal(news[:, 0], -user[:, 0])   # rows stay whole
@@ -40,21 +41,19 @@ def test_cached_passes_streams_once_then_permutes_the_kept_rows():
     rows = np.concatenate([b[0][:, 0] for b in batches]).astype(int)
     # first pass: the source's order (no shuffle buffer), full batches only: 16 of 18 rows
     np.testing.assert_array_equal(rows[:16], np.arange(16))
-    # then passes over all 18 kept rows, each a new permutation, the 2 rows left over at the
-    # end of a pass starting the next: 104 rows = 5 whole passes + 14
-    later = rows[16:]
-    counts = collections.Counter(later.tolist())
-    assert set(counts) == set(range(18))
-    assert min(counts.values()) >= 5 and max(counts.values()) <= 6
-    first_pass = later[:18]
-    assert sorted(first_pass.tolist()) == list(range(18))     # a permutation...
-    assert first_pass.tolist() != list(range(18))              # ...not the stored order
-    assert later[18:36].tolist() != first_pass.tolist()        # a new one each pass
+    # then passes over all 18 kept rows, each a new permutation cut into 4 full batches (16
+    # rows; 2 wait for a later pass): 26 batches = 6 passes + 2 batches
+    passes = [rows[16 + 16 * k:32 + 16 * k] for k in range(6)]
+    for one_pass in passes:
+        assert len(set(one_pass.tolist())) == 16                # no row twice in a pass
+    assert set(np.concatenate(passes).tolist()) == set(range(18))
+    assert len({tuple(p) for p in passes}) == 6                 # each pass its own order
+    assert passes[0].tolist() != list(range(16))
 
 
 def test_cached_passes_of_a_shard_smaller_than_a_batch_repeats_it():
     stream = data.cached_passes(iter(numbered_groups([3])), batch_size=4, shuffle_buffer=0, seed=1)
-    user, news, label = next(stream)
+    user, news, label = (np.asarray(column) for column in next(stream))
     assert sorted(set(user[:, 0].tolist())) == [0, 1, 2] and len(label) == 4
     np.testing.assert_array_equal(news[:, 0], -user[:, 0])
 
@@ -79,8 +78,9 @@ def test_petastorm_shard_rows_with_and_without_cache(tmp_path, cache):
                                 shuffle_buffer=64, seed=5, cache=cache) as batches:
         for _ in range(27):                        # 810 rows: three passes
             features, labels = next(batches)
+            labels = np.asarray(labels)
             assert labels.shape == (30,)
-            for row, lab in zip(features["user_vec"], labels):
+            for row, lab in zip(np.asarray(features["user_vec"]), labels):
                 assert expected[row.tobytes()] == lab
                 seen[row.tobytes()] += 1
     assert set(seen) == set(expected)
