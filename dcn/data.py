@@ -407,7 +407,8 @@ def petastorm_batches(uri: str, user_dim: int, news_dim: int, *, rank: int, size
                       batch_size: int, reader_threads: int, shuffle_buffer: int = 0,
                       endless: bool = True, shuffle: bool = True, seed: int | None = None,
                       cache: bool = False) -> Iterator[Iterator]:
-    """Yields an iterator of `(features, label)` numpy batches of this rank's shard of `uri`.
+    """Yields an iterator of `(features, label)` batches of this rank's shard of `uri` (numpy
+    arrays; tensors once a cached shard is served from memory).
 
     Training: `endless=True` (the caller runs a fixed number of steps, see
     :func:`steps_per_epoch`), `shuffle=True`: row groups in random order, rows shuffled within
@@ -417,7 +418,7 @@ def petastorm_batches(uri: str, user_dim: int, news_dim: int, *, rank: int, size
 
     `cache=True` (endless training whose shard fits in memory): Petastorm streams one pass
     over the shard and its rows are kept; every later pass is a fresh permutation of the
-    kept rows, so the reader's decoding (about 4 us of CPU per row, a quarter of the
+    kept rows (:func:`cached_passes`), so the reader's decoding (about 4 us of CPU per row, a quarter of the
     training step's) is paid once instead of every epoch. Horovod's Spark estimator offers
     the same (`inmemory_cache_all`).
     """
