@@ -422,7 +422,7 @@ def report(args, features, feed, scaling, scaling_pinned, matmul, load) -> None:
          f"{ratios['two_ranks_over_one_one_core_each_memory_4x_batch']:.3f}"),
         (f"   {args.epochs} epochs at batch {4 * batch} as training runs them: 1 rank",
          f"{p['one_rank_run_4x_batch']:,.0f} ex/s"),
-        (f"   the same, 2 ranks", f"{p['two_ranks_run_4x_batch']:,.0f} ex/s"),
+        ("   the same, 2 ranks", f"{p['two_ranks_run_4x_batch']:,.0f} ex/s"),
         (f"   ratio 2 ranks / 1 rank, whole run, batch {4 * batch}",
          f"{ratios['two_ranks_over_one_one_core_each_run_4x_batch']:.3f}"),
         ("   2 independent processes, no Horovod (ceiling)",

@@ -418,8 +418,8 @@ def petastorm_batches(uri: str, user_dim: int, news_dim: int, *, rank: int, size
 
     `cache=True` (endless training whose shard fits in memory): Petastorm streams one pass
     over the shard and its rows are kept; every later pass is a fresh permutation of the
-    kept rows (:func:`cached_passes`), so the reader's decoding (about 4 us of CPU per row, a quarter of the
-    training step's) is paid once instead of every epoch. Horovod's Spark estimator offers
+    kept rows (:func:`cached_passes`), so the reader's decoding (about 4 us of CPU per row,
+    a quarter of the training step's) is paid once instead of every epoch. Horovod's Spark estimator offers
     the same (`inmemory_cache_all`).
     """
     caching = cache and endless
@@ -474,8 +474,8 @@ def load_rows(uri: str, rank: int = 0, size: int = 1, limit: int | None = None
 def memory_batches(user: np.ndarray, news: np.ndarray, label: np.ndarray, batch_size: int,
                    seed: int = 0):
     """Endless batches of in-memory rows as a tf.data pipeline of tensors, reshuffled every
-    pass (one gather per batch): the input that costs the training loop least, which the
-    benchmark compares Petastorm with."""
+    pass (one gather per batch): the input that costs the training loop least. The
+    benchmark compares Petastorm with it, and a cached shard's later passes use it."""
     import tensorflow as tf
 
     rows = len(label)

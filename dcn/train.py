@@ -16,8 +16,8 @@ rows. Design points, each for a reason:
 * Learning rate: `train.learning_rate * ranks` (the global batch grows with the ranks),
   reached by a linear warm-up over `train.warmup_steps`. Optimizer: Adam.
 * Gradients are averaged by one grouped allreduce per step: a Horovod collective costs about
-  3 ms of latency on this kind of machine (Gloo over TCP), so one per gradient tensor made
-  two ranks barely faster than one (bench/train_bench.py).
+  5 ms on this kind of machine (Gloo over TCP, whatever its size; bench/train_bench.py), so
+  one per gradient tensor made two ranks barely faster than one.
 * Petastorm streams each rank's shard; when the shard's decoded rows fit in
   `train.cache_in_memory_mb`, it streams only the first epoch and later epochs permute the
   kept rows in memory (decoding Parquet costs about a quarter of the step's CPU).
@@ -366,8 +366,8 @@ class Trainer:
             logits = tf.squeeze(self.model(features, training=True), -1)
             loss = tf.reduce_mean(
                 tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits))
-        # One grouped allreduce per step: every Horovod collective costs about 3 ms of
-        # latency here (Gloo over TCP), so one is much cheaper than one per gradient.
+        # One grouped allreduce per step: every Horovod collective costs about 5 ms here
+        # (Gloo over TCP), so one is much cheaper than one per gradient.
         tape = self.hvd.DistributedGradientTape(tape, num_groups=1)
         trainable = self.model.trainable_variables
         gradients = tape.gradient(loss, backing(trainable))
@@ -572,12 +572,12 @@ def run_epochs(cfg: Config, plan: Plan, trainer: Trainer, hvd, decide: RootDecis
         decide("checkpoint", lambda: store.save(trainer.snapshot(header)))
 
     table = plan.features.train
-    budget = cfg["train.cache_in_memory_mb"] * 2**20
-    cache = 0 < D.shard_bytes(table, size) <= budget
+    shard_bytes = D.shard_bytes(table, size)
+    cache = 0 < shard_bytes <= cfg["train.cache_in_memory_mb"] * 2**20
     if hvd.rank() == 0:
         log.info("train rows: %s after the first epoch (shard about %.0f MB decoded, "
                  "train.cache_in_memory_mb %d)", "kept in memory" if cache else "streamed",
-                 D.shard_bytes(table, size) / 2**20, cfg["train.cache_in_memory_mb"])
+                 shard_bytes / 2**20, cfg["train.cache_in_memory_mb"])
     with D.petastorm_batches(table.uri, table.user_dim, table.news_dim, rank=hvd.rank(),
                              size=size, batch_size=batch,
                              reader_threads=cfg["train.reader_threads"],
