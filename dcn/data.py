@@ -231,14 +231,37 @@ class _ArrowResults:
     def read_next(self, workers_pool, schema, ngram):
         from petastorm.workers_pool import EmptyResultError
 
-        try:
-            result = workers_pool.get_results()
-        except EmptyResultError:
-            raise StopIteration from None
+        while True:
+            try:
+                result = workers_pool.get_results()
+                break
+            except EmptyResultError:
+                if _pass_finished(workers_pool):
+                    raise StopIteration from None
         if not isinstance(result, dict):
             result = {name: _column_to_numpy(name, result.column(name))
                       for name in result.column_names}
         return schema.make_namedtuple(**result)
+
+
+def _pass_finished(pool) -> bool:
+    """Whether a pool that raised EmptyResultError has really delivered every row group.
+
+    petastorm 0.13.1's ThreadPool ends a pass when `all_workers_done()` and then
+    `ventilator.completed()` hold, read in that order. If its ventilator thread ventilates
+    the remaining row groups between the two reads (the GIL may switch there), the rest of
+    the pass is silently dropped: a one-pass read of a 4-row-group shard came back empty in
+    4 of 300 passes with a 1 us switch interval, and a 2-rank training run lost a whole
+    shard this way. Read in the other order the two cannot disagree, because nothing is
+    ventilated after `completed()`. A stopped pool is finished.
+    """
+    ventilator = getattr(pool, "_ventilator", None)
+    stop_event = getattr(pool, "_stop_event", None)
+    if ventilator is None or stop_event is None or not hasattr(pool, "all_workers_done"):
+        return True  # not the ThreadPool this guards: trust its answer
+    if stop_event.is_set():
+        return True
+    return ventilator.completed() and pool.all_workers_done()
 
 
 def _column_to_numpy(name: str, column) -> np.ndarray:
@@ -271,6 +294,18 @@ def _row_groups(reader, dims: tuple[int, int]):
         yield (np.asarray(group.user_vec, dtype=np.float32).reshape(-1, user_dim),
                np.asarray(group.news_vec, dtype=np.float32).reshape(-1, news_dim),
                np.asarray(group.label, dtype=np.float32).reshape(-1))
+
+
+def _whole_pass(groups, expected_rows: int, where: str):
+    """`groups` unchanged, checked at their end to hold the shard's rows as the Parquet
+    footers count them: a pass that ends early would train on, or validate, part of the data
+    without a word (see :func:`_pass_finished`)."""
+    rows = 0
+    for group in groups:
+        rows += len(group[2])
+        yield group
+    if rows != expected_rows:
+        raise RuntimeError(f"petastorm delivered {rows} of the {expected_rows} rows of {where}")
 
 
 def shuffled_batches(groups, batch_size: int, shuffle_buffer: int, seed: int | None = None):
@@ -425,6 +460,8 @@ def petastorm_batches(uri: str, user_dim: int, news_dim: int, *, rank: int, size
     caching = cache and endless
     reader = make_reader(uri, rank, size, reader_threads, endless and not caching, shuffle, seed)
     groups = _row_groups(reader, (user_dim, news_dim))
+    if caching or not endless:
+        groups = _whole_pass(groups, shard_rows(uri, rank, size), f"shard {rank}/{size} of {uri}")
     if caching:
         batches = cached_passes(groups, batch_size, shuffle_buffer if shuffle else 0, seed)
     else:
@@ -443,14 +480,26 @@ def petastorm_batches(uri: str, user_dim: int, news_dim: int, *, rank: int, size
 
 # --------------------------------------------------------------------------- in memory
 
-def shard_row_groups(uri: str, rank: int, size: int) -> list[tuple[str, int]]:
-    """(file, row group) pairs of one shard, chosen as Petastorm chooses them (index % size)."""
+def _shard_row_group_sizes(uri: str, rank: int, size: int) -> list[tuple[str, int, int]]:
+    """(file, row group, rows) of one shard, chosen as Petastorm chooses them (index % size)."""
     fs, _ = storage.filesystem(uri)
     groups = []
     for path in parquet_files(uri):
         with fs.open_input_file(path) as handle:
-            groups.extend((path, g) for g in range(pq.ParquetFile(handle).metadata.num_row_groups))
+            metadata = pq.ParquetFile(handle).metadata
+        groups.extend((path, g, metadata.row_group(g).num_rows)
+                      for g in range(metadata.num_row_groups))
     return [g for i, g in enumerate(groups) if i % size == rank]
+
+
+def shard_row_groups(uri: str, rank: int, size: int) -> list[tuple[str, int]]:
+    """(file, row group) pairs of one shard, chosen as Petastorm chooses them (index % size)."""
+    return [(path, group) for path, group, _ in _shard_row_group_sizes(uri, rank, size)]
+
+
+def shard_rows(uri: str, rank: int, size: int) -> int:
+    """Rows of one shard, from the Parquet footers."""
+    return sum(rows for _, _, rows in _shard_row_group_sizes(uri, rank, size))
 
 
 def load_rows(uri: str, rank: int = 0, size: int = 1, limit: int | None = None

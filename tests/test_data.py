@@ -91,3 +91,81 @@ def test_shard_bytes_estimates_the_largest_shard():
     table = data.Table(uri="x", rows=1000, row_groups=10, user_dim=8, news_dim=8)
     assert data.shard_bytes(table, 1) == 1000 * 17 * 4
     assert data.shard_bytes(table, 3) == 400 * 17 * 4      # 4 of the 10 row groups
+
+
+class _Echo:
+    """A petastorm worker that publishes its work item."""
+
+    def __init__(self, worker_id, publish_func, args):
+        self.publish_func = publish_func
+
+    def process(self, value):
+        self.publish_func({"value": value})
+
+
+def _one_pass_pool(items: int, switch_after_check: bool):
+    """A real petastorm ThreadPool and ventilator for one pass over `items` work items whose
+    ventilation runs at a chosen moment instead of in its own thread. With
+    `switch_after_check`, the ventilator runs to its end right after the pool's first
+    `all_workers_done()` check: the thread switch that makes petastorm 0.13.1 end a pass
+    early."""
+    from petastorm.workers_pool.thread_pool import ThreadPool
+    from petastorm.workers_pool.ventilator import ConcurrentVentilator
+
+    class Ventilator(ConcurrentVentilator):
+        def start(self):
+            if not switch_after_check:
+                self._ventilate()
+
+    class Pool(ThreadPool):
+        switched = False
+
+        def all_workers_done(self):
+            done = super().all_workers_done()
+            if switch_after_check and not self.switched:
+                self.switched = True
+                self._ventilator._ventilate()
+            return done
+
+    pool = Pool(1)
+    ventilator = Ventilator(pool.ventilate, [{"value": i} for i in range(items)], iterations=1)
+    pool.start(_Echo, None, ventilator=ventilator)
+    return pool
+
+
+@pytest.mark.parametrize("switch_after_check", [False, True])
+def test_one_pass_read_gets_every_row_group_whatever_the_thread_switches(switch_after_check):
+    schema = type("Schema", (), {"make_namedtuple": staticmethod(lambda **kw: kw["value"])})
+    pool = _one_pass_pool(4, switch_after_check)
+    results = data._ArrowResults()
+    got = []
+    try:
+        with pytest.raises(StopIteration):
+            while True:
+                got.append(results.read_next(pool, schema, None))
+    finally:
+        pool.stop()
+        pool.join()
+    assert got == [0, 1, 2, 3]
+
+
+def test_a_stopped_pool_ends_the_pass():
+    pool = _one_pass_pool(4, switch_after_check=False)
+    pool.stop()
+    pool.join()
+    assert data._pass_finished(pool)
+
+
+def test_a_pass_short_of_the_shards_rows_is_an_error():
+    groups = numbered_groups([5, 7])
+    assert list(data._whole_pass(iter(groups), 12, "shard 0/1 of t")) == groups
+    with pytest.raises(RuntimeError, match="delivered 5 of the 12 rows of shard 0/1 of t"):
+        list(data._whole_pass(iter(groups[:1]), 12, "shard 0/1 of t"))
+
+
+def test_shard_rows_counts_each_shard_from_the_footers(tmp_path):
+    work = tmp_path / "work"
+    publish_features(work, [120, 90, 150], [40], dim=4)
+    uri = json.loads((work / "features" / "CURRENT.json").read_text())["path"] + "/train"
+    assert [data.shard_rows(uri, rank, 2) for rank in (0, 1)] == [270, 90]
+    assert data.shard_rows(uri, 0, 1) == len(data.load_rows(uri)[2])
