@@ -7,7 +7,8 @@ in float32:
   Parquet (file://, hdfs://, ...), row groups and the rows within them shuffled, endless
   (`num_epochs=None`) for training or one pass for validation; numpy batches.
 * :func:`cached_passes`: in training, when a rank's shard fits `train.cache_in_memory_mb`,
-  Petastorm streams the first pass and later passes permute the kept rows in memory.
+  Petastorm streams the first pass and later passes permute the kept rows in memory
+  (tensors, pulled by the training loop without the prefetch thread in between).
 * :func:`memory_batches`: the same rows held in memory (:func:`load_rows`) as a tf.data
   pipeline of tensors, for the benchmark that measures what streaming costs.
 
@@ -308,6 +309,15 @@ def _whole_pass(groups, expected_rows: int, where: str):
         raise RuntimeError(f"petastorm delivered {rows} of the {expected_rows} rows of {where}")
 
 
+def _stop_after(groups, reader):
+    """`groups`, then the reader stopped: its idle worker threads poll their queues every
+    millisecond, each time taking the GIL from the training loop (later epochs of a cached
+    shard ran about 10% slower while the finished reader stayed up)."""
+    yield from groups
+    reader.stop()
+    reader.join()
+
+
 def shuffled_batches(groups, batch_size: int, shuffle_buffer: int, seed: int | None = None):
     """Row groups in, batches of `batch_size` out (the last one smaller when `groups` ends).
 
@@ -342,14 +352,23 @@ def shuffled_batches(groups, batch_size: int, shuffle_buffer: int, seed: int | N
             yield tuple(column[start:start + batch_size] for column in block)
 
 
+class Handover:
+    """The last item of a batch stream: the rest of the stream, as an iterator of
+    `(features, label)` that the consumer pulls from itself (see :class:`_Prefetcher`)."""
+
+    def __init__(self, batches: Iterator):
+        self.batches = batches
+
+
 def cached_passes(groups, batch_size: int, shuffle_buffer: int, seed: int | None = None):
     """Endless full batches: the first pass as :func:`shuffled_batches` makes them from
     `groups` (one pass over a shard; its last, partial batch is dropped), keeping every row;
-    then the kept rows as tensors through :func:`memory_batches` (a new permutation each
-    pass, gathered inside TensorFlow; the rows that do not fill a last batch wait for a later
-    pass). Later epochs thus cost what training from memory costs: gathering the batches in
-    numpy in this thread instead cost 5 to 10% of the throughput (bench/train_bench.py), as
-    the copies hold the GIL the training loop needs."""
+    then one :class:`Handover` of the kept rows as tensors through :func:`memory_batches` (a
+    new permutation each pass, gathered inside TensorFlow; the rows that do not fill a last
+    batch wait for a later pass). Later epochs thus cost what training from memory costs:
+    gathering the batches in numpy in the prefetch thread cost 5 to 10% of the throughput,
+    and passing tf.data's batches through that thread still 10 to 15% (per-epoch times with
+    bench/train_bench.py's data), as both hold the GIL the training loop needs."""
     kept: list = []
 
     def keep(source):
@@ -369,8 +388,7 @@ def cached_passes(groups, batch_size: int, shuffle_buffer: int, seed: int | None
         columns = [np.concatenate([column] * copies) for column in columns]
     dataset = memory_batches(*columns, batch_size, seed=0 if seed is None else seed + 1)
     del columns
-    for features, label in dataset:
-        yield features[C.USER_VEC], features[C.NEWS_VEC], label
+    yield Handover(iter(dataset))
 
 
 def shard_bytes(table: Table, size: int) -> int:
@@ -386,7 +404,8 @@ class _Prefetcher:
     """Runs a batch generator in a daemon thread, `depth` batches ahead of the consumer.
 
     Iterating yields `({"user_vec", "news_vec"}, label)`; errors of the thread are raised in
-    the consumer. `close()` stops the thread: the thread checks the stop flag between
+    the consumer. A :class:`Handover` from the generator ends the thread, and the consumer
+    then pulls the handed-over iterator directly. `close()` stops the thread: the thread checks the stop flag between
     batches and never blocks on a full queue for long, so it ends once its current read
     returns (the reader is still running then).
     """
@@ -397,6 +416,7 @@ class _Prefetcher:
         self.batches = batches
         self.queue: queue.Queue = queue.Queue(maxsize=depth)
         self.stopping = threading.Event()
+        self.direct: Iterator | None = None
         self.thread = threading.Thread(target=self._run, name="petastorm-batches", daemon=True)
         self.thread.start()
 
@@ -411,7 +431,11 @@ class _Prefetcher:
 
     def _run(self) -> None:
         try:
-            for user, news, label in self.batches:
+            for item in self.batches:
+                if isinstance(item, Handover):  # the consumer pulls the rest itself
+                    self._put(item)
+                    return
+                user, news, label = item
                 if not self._put(({C.USER_VEC: user, C.NEWS_VEC: news}, label)):
                     return
             self._put(self._END)
@@ -422,7 +446,12 @@ class _Prefetcher:
         return self
 
     def __next__(self):
+        if self.direct is not None:
+            return next(self.direct)
         item = self.queue.get()
+        if isinstance(item, Handover):
+            self.direct = item.batches
+            return next(self.direct)
         if item is self._END:
             self.queue.put(item)  # stay exhausted
             raise StopIteration
@@ -462,6 +491,8 @@ def petastorm_batches(uri: str, user_dim: int, news_dim: int, *, rank: int, size
     groups = _row_groups(reader, (user_dim, news_dim))
     if caching or not endless:
         groups = _whole_pass(groups, shard_rows(uri, rank, size), f"shard {rank}/{size} of {uri}")
+    if caching:
+        groups = _stop_after(groups, reader)
     if caching:
         batches = cached_passes(groups, batch_size, shuffle_buffer if shuffle else 0, seed)
     else:

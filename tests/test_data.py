@@ -21,6 +21,13 @@ def numbered_groups(sizes):
     return groups
 
 
+def as_arrays(batch):
+    """(user, news, label) numpy arrays of a `(features, label)` batch."""
+    features, label = batch
+    return (np.asarray(features["user_vec"]), np.asarray(features["news_vec"]),
+            np.asarray(label))
+
+
 def test_cached_passes_streams_once_then_permutes_the_kept_rows():
     groups = numbered_groups([5, 7, 6])            # 18 rows
     consumed = []
@@ -30,10 +37,11 @@ def test_cached_passes_streams_once_then_permutes_the_kept_rows():
             consumed.append(len(group[2]))
             yield group
 
-    stream = data.cached_passes(source(), batch_size=4, shuffle_buffer=0, seed=3)
-    batches = [next(stream) for _ in range(30)]
+    stream = data._Prefetcher(data.cached_passes(source(), batch_size=4, shuffle_buffer=0,
+                                                 seed=3))
+    batches = [as_arrays(next(stream)) for _ in range(30)]
     assert consumed == [5, 7, 6]                    # the source is read once, however long
-    batches = [tuple(np.asarray(column) for column in batch) for batch in batches]
+    assert not stream.thread.is_alive()             # later passes are pulled directly
     for user, news, label in batches:
         assert user.shape == (4, 3) and news.shape == (4, 2) and label.shape == (4,)
         np.testing.assert_array_equal(news[:, 0], -user[:, 0])   # rows stay whole
@@ -52,15 +60,16 @@ def test_cached_passes_streams_once_then_permutes_the_kept_rows():
 
 
 def test_cached_passes_of_a_shard_smaller_than_a_batch_repeats_it():
-    stream = data.cached_passes(iter(numbered_groups([3])), batch_size=4, shuffle_buffer=0, seed=1)
-    user, news, label = (np.asarray(column) for column in next(stream))
+    stream = data._Prefetcher(data.cached_passes(iter(numbered_groups([3])), batch_size=4,
+                                                 shuffle_buffer=0, seed=1))
+    user, news, label = as_arrays(next(stream))
     assert sorted(set(user[:, 0].tolist())) == [0, 1, 2] and len(label) == 4
     np.testing.assert_array_equal(news[:, 0], -user[:, 0])
 
 
 def test_cached_passes_of_an_empty_shard_is_a_clear_error():
     with pytest.raises(data.UserInputError, match="no rows"):
-        next(data.cached_passes(iter([]), batch_size=4, shuffle_buffer=0))
+        next(data._Prefetcher(data.cached_passes(iter([]), batch_size=4, shuffle_buffer=0)))
 
 
 @pytest.mark.parametrize("cache", [False, True])
