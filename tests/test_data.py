@@ -178,3 +178,25 @@ def test_shard_rows_counts_each_shard_from_the_footers(tmp_path):
     uri = json.loads((work / "features" / "CURRENT.json").read_text())["path"] + "/train"
     assert [data.shard_rows(uri, rank, 2) for rank in (0, 1)] == [270, 90]
     assert data.shard_rows(uri, 0, 1) == len(data.load_rows(uri)[2])
+
+
+def test_a_cached_shard_stops_its_reader_after_the_first_pass(tmp_path):
+    """Once the shard is kept, no Petastorm worker thread is left polling for the GIL."""
+    import threading
+
+    from petastorm.workers_pool.thread_pool import WorkerThread
+
+    def workers():
+        return {t for t in threading.enumerate() if isinstance(t, WorkerThread) and t.is_alive()}
+
+    work = tmp_path / "work"
+    publish_features(work, [120, 90, 150], [40], dim=4)
+    uri = json.loads((work / "features" / "CURRENT.json").read_text())["path"] + "/train"
+    before = workers()
+    with data.petastorm_batches(uri, 4, 4, rank=0, size=1, batch_size=30, reader_threads=2,
+                                seed=5, cache=True) as batches:
+        next(batches)
+        assert workers() - before                  # streaming the first pass
+        for _ in range(12):                        # 360 rows: past the first pass
+            next(batches)
+        assert batches.direct is not None and not workers() - before
