@@ -80,7 +80,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         uri = write_table(Path(folder))
         expected = data.shard_rows(uri, 1, 2)
-        counts = {"petastorm's rule": collections.Counter(), "dcn.data's guard": collections.Counter()}
+        counts = {"petastorm's rule": collections.Counter(),
+                  "dcn.data's guard": collections.Counter()}
         default_interval = sys.getswitchinterval()
         sys.setswitchinterval(args.switch_interval)
         try:

@@ -251,10 +251,9 @@ def _pass_finished(pool) -> bool:
     petastorm 0.13.1's ThreadPool ends a pass when `all_workers_done()` and then
     `ventilator.completed()` hold, read in that order. If its ventilator thread ventilates
     the remaining row groups between the two reads (the GIL may switch there), the rest of
-    the pass is silently dropped: a one-pass read of a 4-row-group shard came back empty in
-    4 of 300 passes with a 1 us switch interval, and a 2-rank training run lost a whole
-    shard this way. Read in the other order the two cannot disagree, because nothing is
-    ventilated after `completed()`. A stopped pool is finished.
+    the pass is silently dropped (a 2-rank training run lost a whole shard this way;
+    bench/petastorm_pass_race.py counts how often). Read in the other order the two cannot
+    disagree, because nothing is ventilated after `completed()`. A stopped pool is finished.
     """
     ventilator = getattr(pool, "_ventilator", None)
     stop_event = getattr(pool, "_stop_event", None)
@@ -311,8 +310,7 @@ def _whole_pass(groups, expected_rows: int, where: str):
 
 def _stop_after(groups, reader):
     """`groups`, then the reader stopped: its idle worker threads poll their queues every
-    millisecond, each time taking the GIL from the training loop (later epochs of a cached
-    shard ran about 10% slower while the finished reader stayed up)."""
+    millisecond, each time taking the GIL from the training loop."""
     yield from groups
     reader.stop()
     reader.join()
@@ -365,10 +363,10 @@ def cached_passes(groups, batch_size: int, shuffle_buffer: int, seed: int | None
     `groups` (one pass over a shard; its last, partial batch is dropped), keeping every row;
     then one :class:`Handover` of the kept rows as tensors through :func:`memory_batches` (a
     new permutation each pass, gathered inside TensorFlow; the rows that do not fill a last
-    batch wait for a later pass). Later epochs thus cost what training from memory costs:
-    gathering the batches in numpy in the prefetch thread cost 5 to 10% of the throughput,
-    and passing tf.data's batches through that thread still 10 to 15% (per-epoch times with
-    bench/train_bench.py's data), as both hold the GIL the training loop needs."""
+    batch wait for a later pass). Later epochs thus cost about what training from memory
+    costs; gathering the batches in numpy in the prefetch thread, or passing tf.data's
+    batches through it, was measurably slower (bench/train_bench.py's whole-run ratio), as
+    both hold the GIL the training loop needs."""
     kept: list = []
 
     def keep(source):
@@ -405,9 +403,9 @@ class _Prefetcher:
 
     Iterating yields `({"user_vec", "news_vec"}, label)`; errors of the thread are raised in
     the consumer. A :class:`Handover` from the generator ends the thread, and the consumer
-    then pulls the handed-over iterator directly. `close()` stops the thread: the thread checks the stop flag between
-    batches and never blocks on a full queue for long, so it ends once its current read
-    returns (the reader is still running then).
+    then pulls the handed-over iterator directly. `close()` stops the thread: the thread
+    checks the stop flag between batches and never blocks on a full queue for long, so it
+    ends once its current read returns (the reader is still running then).
     """
 
     _END = object()
@@ -483,20 +481,19 @@ def petastorm_batches(uri: str, user_dim: int, news_dim: int, *, rank: int, size
     `cache=True` (endless training whose shard fits in memory): Petastorm streams one pass
     over the shard and its rows are kept; every later pass is a fresh permutation of the
     kept rows (:func:`cached_passes`), so the reader's decoding (about 4 us of CPU per row,
-    a quarter of the training step's) is paid once instead of every epoch. Horovod's Spark estimator offers
-    the same (`inmemory_cache_all`).
+    a quarter of the training step's) is paid once instead of every epoch. Horovod's Spark
+    estimator offers the same (`inmemory_cache_all`).
     """
     caching = cache and endless
     reader = make_reader(uri, rank, size, reader_threads, endless and not caching, shuffle, seed)
     groups = _row_groups(reader, (user_dim, news_dim))
     if caching or not endless:
         groups = _whole_pass(groups, shard_rows(uri, rank, size), f"shard {rank}/{size} of {uri}")
+    block = shuffle_buffer if shuffle else 0
     if caching:
-        groups = _stop_after(groups, reader)
-    if caching:
-        batches = cached_passes(groups, batch_size, shuffle_buffer if shuffle else 0, seed)
+        batches = cached_passes(_stop_after(groups, reader), batch_size, block, seed)
     else:
-        batches = shuffled_batches(groups, batch_size, shuffle_buffer if shuffle else 0, seed)
+        batches = shuffled_batches(groups, batch_size, block, seed)
     prefetcher = _Prefetcher(batches)
     try:
         yield prefetcher
