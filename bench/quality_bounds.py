@@ -3,14 +3,14 @@
     .venv/bin/python bench/quality_bounds.py [--data data/sample-small] [--scale small]
                                              [--seed 0] [--work work/demo-small]
 
-The oracle of dcn.evaluate ranks each dev impression by the planted click probability, which
+The oracle of jobs.evaluate ranks each dev impression by the planted click probability, which
 depends on the user's latent topic interest theta_u and the news' latent popularity (see
 jobs/generate_mind.py). A model only sees the news the user clicked before (on the dev day,
 the history string of behaviors.tsv: about 30 clicks drawn from theta_u) and title vectors,
 which carry the topic but not the popularity. This script ranks the same dev impressions with
 reference scorers that know more than any model can learn from those inputs:
 
-- `oracle`: the planted probability (ground_truth/dev.tsv), as in dcn.evaluate.
+- `oracle`: the planted probability (ground_truth/dev.tsv), as in jobs.evaluate.
 - `oracle_without_popularity`: AFFINITY_WEIGHT * theta_u[topic(n)], the planted interest term
   alone (needs the latent theta_u).
 - `history_topic_counts`: log(0.5 + the number of the user's history clicks in the candidate's
@@ -22,7 +22,7 @@ reference scorers that know more than any model can learn from those inputs:
 
 and prints their per-impression AUC, MRR, nDCG@5, nDCG@10 (dcn.metrics, MIND's definitions)
 beside the current evaluation run's scorers (`--work`: the paths.work of a run of
-dcn.evaluate on the same sample), with the share of the best-baseline-to-oracle gap each
+jobs.evaluate on the same sample), with the share of the best-baseline-to-oracle gap each
 closes. The latent state is rebuilt from the generator's seeded streams (the sample must come
 from `python -m jobs.generate_mind --scale SCALE --seed SEED`); the script checks that the
 rebuilt topics match news.tsv. Results: bench/results/quality_bounds.json.
@@ -114,7 +114,7 @@ def reference_metrics(folder: Path, scale: str, seed: int) -> dict[str, dict[str
 
 def evaluation_metrics(work: str) -> dict[str, dict[str, float]]:
     from common.config import load_config
-    from dcn.evaluate import current_evaluation
+    from jobs.evaluate import current_evaluation
 
     summary = current_evaluation(load_config(overrides=[f"paths.work={work}"]))["summary"]
     return {name: {metric: values[metric] for metric in METRICS}
@@ -126,7 +126,7 @@ def main() -> None:
     parser.add_argument("--data", default=str(ROOT / "data" / "sample-small"))
     parser.add_argument("--scale", default="small", choices=sorted(G.SCALES))
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--work", help="paths.work of a dcn.evaluate run on this sample")
+    parser.add_argument("--work", help="paths.work of a jobs.evaluate run on this sample")
     args = parser.parse_args()
 
     table = reference_metrics(Path(args.data), args.scale, args.seed)

@@ -6,7 +6,7 @@ columns, order and types are defined here and nowhere else.
 from __future__ import annotations
 
 from pyspark.sql import DataFrame, functions as F
-from pyspark.sql.types import (ArrayType, FloatType, IntegerType, LongType,
+from pyspark.sql.types import (ArrayType, DoubleType, FloatType, IntegerType, LongType,
                                StringType, StructField, StructType, TimestampType)
 
 from common import columns as C
@@ -29,12 +29,16 @@ FEATURE_ROWS = StructType([
     StructField(C.HISTORY_LEN, IntegerType(), False),
 ])
 
-# Each user's latest vector, for scoring.
-USER_PROFILES = StructType([
+# A user's state as of a moment (jobs/user_state.py): every news the user clicked before it
+# (sorted ids; scoring excludes them), and the exact sum (float64) and count of the vectors of
+# those that have one; `user_vec` is their mean, what the model and scoring see. It is the
+# scoring profile, and the previous day's state from which the next day's is computed.
+USER_STATE = StructType([
     StructField(C.USER_ID, StringType(), False),
-    StructField(C.USER_VEC, VECTOR_TYPE, False),
-    StructField(C.HISTORY_LEN, IntegerType(), False),
     StructField(C.CLICKED_NEWS, ArrayType(StringType()), False),
+    StructField(C.VECTOR_SUM, ArrayType(DoubleType()), False),
+    StructField(C.HISTORY_LEN, IntegerType(), False),
+    StructField(C.USER_VEC, VECTOR_TYPE, False),
 ])
 
 # News eligible for scoring, with their popularity in the window.
@@ -43,6 +47,12 @@ CANDIDATE_POOL = StructType([
     StructField(C.NEWS_VEC, VECTOR_TYPE, False),
     StructField(C.IMPRESSIONS, LongType(), False),
     StructField(C.CLICKS, LongType(), False),
+])
+
+# Each dev impression's candidates in the order it lists them (the evaluation ranks in it).
+DEV_IMPRESSIONS = StructType([
+    StructField(C.IMPRESSION_ID, LongType(), False),
+    StructField(C.CANDIDATES, ArrayType(StringType()), False),
 ])
 
 # Rows of the input files that could not be parsed.
@@ -81,5 +91,5 @@ def conform(df: DataFrame, schema: StructType) -> DataFrame:
     return df.select([F.col(f.name).cast(f.dataType).alias(f.name) for f in schema.fields])
 
 
-__all__ = ["NEWS_VECTORS", "FEATURE_ROWS", "USER_PROFILES", "CANDIDATE_POOL", "REJECTED_ROWS",
+__all__ = ["NEWS_VECTORS", "FEATURE_ROWS", "USER_STATE", "CANDIDATE_POOL", "DEV_IMPRESSIONS", "REJECTED_ROWS",
            "NEWS_POPULARITY", "RECOMMENDATIONS", "VECTOR_TYPE", "conform"]

@@ -52,7 +52,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from common import columns as C
-from common import storage
+from common import outputs, storage
 from common.cli import UserInputError
 from common.config import Config
 
@@ -80,6 +80,7 @@ class Features:
     path: str
     train: Table
     dev: Table
+    lineage: dict = dataclasses.field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- Parquet metadata
@@ -150,9 +151,7 @@ def current_features(cfg: Config) -> Features:
 
     The widths come from the Parquet itself; the summary's `dim` must agree with them.
     """
-    from jobs.build_features import current_features as pointer_of
-
-    pointer = pointer_of(cfg)
+    pointer = outputs.latest_rows(cfg)
     summary = pointer.get("summary", {})
     counts = summary.get("rows", {})
     tables = {}
@@ -167,7 +166,9 @@ def current_features(cfg: Config) -> Features:
     if dim is not None and dim != train.news_dim:
         raise UserInputError(f"{pointer['path']}: the build_features summary says dim {dim} but "
                              f"news_vec is {train.news_dim} wide in the Parquet")
-    return Features(run_id=pointer["run_id"], path=pointer["path"], train=train, dev=dev)
+    lineage = {key: summary.get(key) for key in ("as_of", "data_end", "user_clicks", "news_vectors")}
+    return Features(run_id=pointer["run_id"], path=pointer["path"], train=train, dev=dev,
+                    lineage=lineage)
 
 
 def check_shardable(table: Table, shard_count: int) -> None:

@@ -16,16 +16,33 @@ import json
 import os
 import tempfile
 
-from common import storage
+from common import outputs, storage
 from common.config import Config
 
-MODELS_NAME = "models"
 MODEL_FILE = "model.keras"
 METADATA_FILE = "metadata.json"
 
 
 def models_root(cfg: Config) -> str:
-    return storage.join(cfg["paths.work"], MODELS_NAME)
+    return outputs.models_root(cfg)
+
+
+def check_lineage(metadata: dict, news_vectors: dict | None, features_where: str) -> None:
+    """Refuse a model trained on other news vectors (encoder, projection or width) than the
+    features it is about to read: its scores would be meaningless, silently."""
+    trained = metadata.get("news_vectors") or {}
+    if not trained or not news_vectors:
+        raise ValueError(f"model {metadata.get('version')} or the features at {features_where} "
+                         "record no news-vector identity (built before lineage was recorded): "
+                         "rebuild the features and retrain")
+    if trained.get("id") != news_vectors.get("id"):
+        differs = sorted(k for k in set(trained) | set(news_vectors)
+                         if k != "id" and trained.get(k) != news_vectors.get(k))
+        detail = ", ".join(f"{k}: model {trained.get(k)!r}, features {news_vectors.get(k)!r}"
+                           for k in differs)
+        raise ValueError(f"model {metadata.get('version')} was trained on other news vectors than "
+                         f"the features at {features_where} ({detail}): retrain on these "
+                         "features, or rebuild the features with the model's embedding settings")
 
 
 def export_model(cfg: Config, model, metadata: dict, version: str | None = None) -> str:

@@ -53,15 +53,13 @@ from typing import Any, Callable
 import numpy as np
 import pyarrow.fs as pafs
 
-from common import storage
+from common import outputs, storage
 from common.cli import UserInputError, run_main
 from common.config import Config
 from dcn import data as D
 
 log = logging.getLogger("dcn.train")
 
-CHECKPOINTS_NAME = "checkpoints"
-TENSORBOARD_NAME = "tensorboard"
 FINISHED_NAME = "FINISHED.json"
 RUN_NAME = "RUN.json"
 CHECKPOINT_PATTERN = re.compile(r"^ckpt-(\d{10})\.npz$")
@@ -155,12 +153,8 @@ def run_identity(cfg: Config, features_run_id: str, size: int) -> tuple[str, dic
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16], identity
 
 
-def checkpoints_dir(cfg: Config, run_key: str) -> str:
-    return storage.join(cfg["paths.work"], CHECKPOINTS_NAME, run_key)
-
-
-def tensorboard_dir(cfg: Config, run_key: str) -> str:
-    return storage.join(cfg["paths.work"], TENSORBOARD_NAME, run_key)
+checkpoints_dir = outputs.checkpoints_dir
+tensorboard_dir = outputs.tensorboard_dir
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -620,7 +614,9 @@ def export(cfg: Config, plan: Plan, trainer: Trainer, metrics: dict, size: int,
         "model_spec": model_spec(trainer.model), "config": cfg.to_dict(),
         "features": {"run_id": features.run_id, "path": features.path,
                      "train_uri": features.train.uri, "train_rows": features.train.rows,
-                     "dev_uri": features.dev.uri, "dev_rows": features.dev.rows},
+                     "dev_uri": features.dev.uri, "dev_rows": features.dev.rows,
+                     **features.lineage},
+        "news_vectors": features.lineage.get("news_vectors"),
         "metrics": metrics, "horovod_size": size, "seconds": round(seconds, 3),
         "run_key": plan.run_key, "global_step": global_step, "epochs": cfg["train.epochs"],
     }

@@ -1,29 +1,29 @@
-"""build_features: MIND behaviors + news vectors -> the trainer's, evaluator's and scorer's inputs.
+"""build_features: the log as of a moment -> the trainer's, evaluator's and scorer's inputs.
 
-    ./spark-submit.sh build_features [--config FILE] [--set key=value ...]
+    ./spark-submit.sh build_features [--as-of YYYY-MM-DD[THH:MM:SS]] [--config FILE] [--set ...]
 
-Outputs, in one run folder under `paths.work/features/runs/<run_id>/` published atomically
-through `paths.work/features/CURRENT.json` (see common/storage.py):
+Uses only impressions strictly before the as-of moment T (default: just after the last
+impression of the log), read from MIND folders or a daily log (jobs/behavior_log.py). The
+user vector of every impression and every user's state come from the one definition of a
+user's state (jobs/user_state.py). Outputs, each published atomically under
+`paths.work/features/as_of=<T>/` (common/outputs.py):
 
-- `train/`: one row per kept candidate of each train impression (schemas.FEATURE_ROWS): the
-  user vector is the mean of the vectors of the impression's history news, i.e. only clicks
-  made before the impression; `features.npratio` non-clicked candidates are kept per clicked
-  one, chosen by a seeded hash so a rerun keeps the same ones.
-- `dev/`: the same for dev impressions with every candidate kept.
-- `user_profiles/`: each user's latest vector: the history of the user's latest impression plus
-  every news the user clicked in the impressions of both splits (distinct ids), and the ids of
-  all those clicked news (the scorer excludes them).
-- `candidate_pool/`: news shown within `features.candidate_window_hours` before the data's end.
-- `news_popularity/`: impressions and clicks per news in the train split (a baseline).
-- `rejected/`: malformed input rows with file, line, column and reason.
-- `summary.json`: counts and seconds per stage.
+- `rows/`: `train/` and `dev/` feature rows (schemas.FEATURE_ROWS): one row per kept candidate
+  with a vector; `features.npratio` non-clicked candidates per clicked one in train, chosen by
+  a seeded hash so a rerun keeps the same ones, every candidate in dev. With MIND folders an
+  impression keeps its folder's split; with a daily log the last `features.dev_days` days
+  before T are dev. Also `news_popularity/` (train impressions and clicks per news, a
+  baseline), `dev_impressions/` (each dev impression's candidates in listed order, for the
+  evaluation), `rejected/` (malformed input rows with file, line, column and reason).
+- `state/`: every user's state as of T (schemas.USER_STATE): the scoring profiles.
+- `pool/`: `candidate_pool/`, the news shown within `features.candidate_window_hours` before T
+  with their impressions and clicks there.
 
-Everything is DataFrame expressions: no Python UDF touches the rows, no per-user data goes to
-the driver, and each distinct history string is averaged once however many impressions share it.
-Parquet is written for Petastorm: vectors as array<float>, at least `features.min_row_groups`
-row groups per table (row groups sized from the table's estimated bytes, at most
-`features.row_group_mb`), so every shard of up to 16 ranks gets several; impressions are spread
-over the `features.files` files by a seeded hash, so no shard holds one time range.
+Set logic is DataFrame expressions and the vector means a vectorized Arrow kernel; no per-user
+data goes to the driver. Parquet is written for Petastorm: vectors as array<float>, at least
+`features.min_row_groups` row groups per table (sized from the table's estimated bytes, at most
+`features.row_group_mb`), impressions spread over `features.files` files by a seeded hash, so
+no shard holds one time range.
 """
 from __future__ import annotations
 
@@ -31,58 +31,28 @@ import datetime as dt
 import json
 import sys
 
-from pyspark.ml.functions import array_to_vector, vector_to_array
-from pyspark.ml.stat import Summarizer
 from pyspark.sql import Column, DataFrame, SparkSession, functions as F
 
 from common import columns as C
-from common import schemas, storage
+from common import outputs, schemas, storage
 from common.cli import StageTimer, UserInputError, run_main
 from common.config import Config
 from common.spark import get_spark
-from jobs.embed_news import current_vectors_uri
-from jobs.mind import check_rejected_share, parse_behaviors
+from jobs import behavior_log as log
+from jobs import user_state
+from jobs.embed_news import load_vectors
 
-OUTPUT_NAME = "features"
-TABLES = ("train", "dev", "user_profiles", "candidate_pool", "news_popularity")
-
-
-def output_root(cfg: Config) -> str:
-    return storage.join(cfg["paths.work"], OUTPUT_NAME)
+TRAIN, DEV = "train", "dev"
+DEV_IMPRESSIONS = "dev_impressions"
+BUILD_COMMAND = "./spark-submit.sh build_features --as-of {as_of}"
 
 
-def current_features(cfg: Config) -> dict:
-    """The pointer of the latest finished run: {'path': ..., 'summary': {...}, ...}."""
-    return storage.current_run(output_root(cfg), "build_features")
-
-
-def zero_vector(dim: int) -> Column:
-    return F.array_repeat(F.lit(0.0).cast("float"), dim)
-
-
-def mean_vectors(pairs: DataFrame, key: str, vectors: DataFrame, dim: int) -> DataFrame:
-    """(key, user_vec, history_len) for each key of `pairs` (key, news_id): the element-wise mean
-    of the vectors of its news that have one. Spark ML's Summarizer averages natively in the JVM
-    (no per-element lambdas), in double precision; a key with no known news is absent."""
-    known = pairs.join(F.broadcast(vectors), C.NEWS_ID, "inner")
-    return (known.groupBy(key)
-            .agg(Summarizer.mean(array_to_vector(C.VECTOR)).alias("mean"),
-                 F.count("*").cast("int").alias(C.HISTORY_LEN))
-            .select(key, vector_to_array("mean", "float32").alias(C.USER_VEC), C.HISTORY_LEN))
-
-
-def history_vectors(behaviors: DataFrame, vectors: DataFrame, dim: int) -> DataFrame:
-    """(history_key, history_ids, user_vec, history_len) for each distinct history: its number
-    of ids and the mean of the vectors of its news, skipping ids without a vector (zeros and
-    history_len 0 when none is known)."""
-    histories = behaviors.select("history_key", "history").dropDuplicates(["history_key"])
-    tokens = histories.select("history_key", F.explode("history").alias(C.NEWS_ID))
-    means = mean_vectors(tokens, "history_key", vectors, dim)
-    return (histories.select("history_key", F.size("history").alias("history_ids"))
-            .join(means, "history_key", "left")
-            .select("history_key", "history_ids",
-                    F.coalesce(C.USER_VEC, zero_vector(dim)).alias(C.USER_VEC),
-                    F.coalesce(C.HISTORY_LEN, F.lit(0)).alias(C.HISTORY_LEN)))
+def current_rows(cfg: Config, as_of: dt.datetime | None = None) -> dict:
+    """The rows run as of `as_of`, or of the newest as-of when None."""
+    if as_of is None:
+        return outputs.latest_rows(cfg)
+    return outputs.current_as_of(cfg, as_of, outputs.ROWS,
+                                 BUILD_COMMAND.format(as_of=outputs.as_of_key(as_of)))
 
 
 def sample_candidates(candidates: Column, impression_id: Column, npratio: int, seed: int) -> Column:
@@ -98,7 +68,7 @@ def sample_candidates(candidates: Column, impression_id: Column, npratio: int, s
     return F.concat(positives, F.transform(chosen, lambda k: k["c"]))
 
 
-def feature_rows(behaviors: DataFrame, histories: DataFrame, vectors: DataFrame,
+def feature_rows(behaviors: DataFrame, impression_vectors: DataFrame, vectors: DataFrame,
                  npratio: int, seed: int, partitions: int) -> DataFrame:
     """One row per kept candidate with a vector (candidates without one are dropped).
 
@@ -106,38 +76,15 @@ def feature_rows(behaviors: DataFrame, histories: DataFrame, vectors: DataFrame,
     `partitions` by a seeded hash before the candidates are exploded, so the only shuffle
     moves impressions, not candidate rows; the news vectors join map-side (broadcast)."""
     impressions = (behaviors.select(
-        C.IMPRESSION_ID, C.USER_ID, "history_key",
+        "src", C.IMPRESSION_ID, C.USER_ID,
         sample_candidates(F.col("candidates"), F.col(C.IMPRESSION_ID), npratio, seed).alias("kept"))
-        .join(histories, "history_key")
-        .repartition(partitions, F.xxhash64(F.lit(seed), F.col(C.IMPRESSION_ID))))
+        .join(impression_vectors, ["src", C.IMPRESSION_ID])
+        .repartition(partitions, F.xxhash64(F.lit(seed), F.col("src"), F.col(C.IMPRESSION_ID))))
     rows = impressions.select(C.IMPRESSION_ID, C.USER_ID, C.USER_VEC, C.HISTORY_LEN,
                               F.explode("kept").alias("c")).select(
         "*", F.col("c")[C.NEWS_ID].alias(C.NEWS_ID), F.col("c")[C.LABEL].alias(C.LABEL))
     news = vectors.withColumnRenamed(C.VECTOR, C.NEWS_VEC)
     return schemas.conform(rows.join(F.broadcast(news), C.NEWS_ID, "inner"), schemas.FEATURE_ROWS)
-
-
-def user_profiles(behaviors: DataFrame, vectors: DataFrame, dim: int) -> DataFrame:
-    """Each user's latest profile: the latest impression's history plus all clicked news."""
-    latest = (behaviors.groupBy(C.USER_ID)
-              .agg(F.max_by("history", F.struct(C.TIME, "split_order", C.IMPRESSION_ID))
-                   .alias("history")))
-    from_history = latest.select(C.USER_ID, F.explode("history").alias(C.NEWS_ID))
-    from_clicks = behaviors.select(C.USER_ID, F.explode("candidates").alias("c")).where(
-        F.col("c")[C.LABEL] == 1).select(C.USER_ID, F.col("c")[C.NEWS_ID].alias(C.NEWS_ID))
-    # one row per user with its distinct clicked ids: the vector means below then need no
-    # shuffle of vectors (the rows stay partitioned by user through the broadcast join)
-    clicked_ids = (from_history.unionByName(from_clicks).groupBy(C.USER_ID)
-                   .agg(F.array_sort(F.collect_set(C.NEWS_ID)).alias(C.CLICKED_NEWS)))
-    clicked = clicked_ids.select(C.USER_ID, F.explode(C.CLICKED_NEWS).alias(C.NEWS_ID))
-    means = mean_vectors(clicked, C.USER_ID, vectors, dim)
-    profiles = (latest.select(C.USER_ID).join(clicked_ids, C.USER_ID, "left")
-                .join(means, C.USER_ID, "left")
-                .select(C.USER_ID,
-                        F.coalesce(C.CLICKED_NEWS, F.array().cast("array<string>")).alias(C.CLICKED_NEWS),
-                        F.coalesce(C.HISTORY_LEN, F.lit(0)).alias(C.HISTORY_LEN),
-                        F.coalesce(C.USER_VEC, zero_vector(dim)).alias(C.USER_VEC)))
-    return schemas.conform(profiles, schemas.USER_PROFILES)
 
 
 def impression_counts(behaviors: DataFrame) -> DataFrame:
@@ -147,10 +94,13 @@ def impression_counts(behaviors: DataFrame) -> DataFrame:
             .agg(F.count("*").alias(C.IMPRESSIONS), F.sum(F.col("c")[C.LABEL]).alias(C.CLICKS)))
 
 
-def candidate_pool(behaviors: DataFrame, vectors: DataFrame, data_end: dt.datetime,
-                   window_hours: int) -> DataFrame:
-    start = data_end - dt.timedelta(hours=window_hours)
-    recent = behaviors.where(F.col(C.TIME) > F.lit(start))
+def pool_window_start(as_of: dt.datetime, cfg: Config) -> dt.datetime:
+    return as_of - dt.timedelta(hours=cfg["features.candidate_window_hours"])
+
+
+def candidate_pool(recent: DataFrame, vectors: DataFrame) -> DataFrame:
+    """The news shown in `recent` (the window's impressions) that have a vector, with their
+    impressions and clicks there."""
     pool = impression_counts(recent).join(
         vectors.withColumnRenamed(C.VECTOR, C.NEWS_VEC), C.NEWS_ID, "inner")
     return schemas.conform(pool, schemas.CANDIDATE_POOL)
@@ -167,10 +117,6 @@ def row_group_bytes(rows: int, dim: int, cfg: Config) -> int:
     return int(max(MIN_ROW_GROUP_BYTES, min(wanted, cfg["features.row_group_mb"] * 1024 * 1024)))
 
 
-def output_files(spark: SparkSession, cfg: Config) -> int:
-    return cfg["features.files"] or 2 * spark.sparkContext.defaultParallelism
-
-
 def write_parquet(df: DataFrame, uri: str, block_bytes: int, dictionary: bool = False) -> None:
     """Write Parquet (one file per partition) with row groups of about `block_bytes`.
 
@@ -181,95 +127,110 @@ def write_parquet(df: DataFrame, uri: str, block_bytes: int, dictionary: bool = 
      .option("parquet.enable.dictionary", str(dictionary).lower()).parquet(uri))
 
 
-def read_behaviors(spark: SparkSession, cfg: Config) -> tuple[DataFrame, DataFrame, list]:
-    frames, rejected, checks = [], [], []
-    for order, split in enumerate(("train", "dev")):
-        folder = storage.to_uri(cfg[f"paths.{split}"])
-        good, bad = parse_behaviors(spark, folder)
-        good = good.withColumn("split_order", F.lit(order)).withColumn("split", F.lit(split))
-        good = good.cache()
-        checks.append(check_rejected_share(good, bad, f"{folder}/behaviors.tsv",
-                                           cfg["mind.max_rejected_share"]))
-        frames.append(good)
-        rejected.append(bad)
-    behaviors = frames[0].unionByName(frames[1]).withColumn(
-        "history_key", F.array_join("history", " "))
-    return behaviors, rejected[0].unionByName(rejected[1]), checks
+def write_state(state: DataFrame, uri: str, cfg: Config) -> int:
+    """Write a user state table (partitioned by user) and return its row count."""
+    write_parquet(state.repartition(cfg["features.files"], C.USER_ID), uri,
+                  cfg["features.row_group_mb"] * 1024 * 1024)
+    return state.sparkSession.read.parquet(uri).count()
+
+
+def with_split(behaviors: DataFrame, cfg: Config, as_of: dt.datetime) -> DataFrame:
+    """`split`: the folder's for MIND folders; for a daily log, dev for the last
+    `features.dev_days` days before the as-of moment and train before them."""
+    if not log.is_daily(cfg):
+        return behaviors.withColumn("split", F.col("source"))
+    dev_start = log.epoch_seconds(as_of - dt.timedelta(days=cfg["features.dev_days"]))
+    return behaviors.withColumn("split", F.when(F.col("t") >= dev_start, F.lit(DEV))
+                                .otherwise(F.lit(TRAIN)))
 
 
 def reference_counts(spark: SparkSession, cfg: Config, behaviors: DataFrame,
                      vectors: DataFrame) -> tuple[dict, int]:
-    """One pass over every history and candidate id of both splits: per split and kind, the
-    ids not in that split's news.tsv (its first field; embed_news validated the rest), and
-    the candidates without a vector. News ids are a catalogue, small beside the behaviors:
-    both lookups are broadcast."""
+    """One pass over every history and candidate id: per source and kind, the ids not in that
+    source's news.tsv (its first field; embed_news validated the rest), and the candidates
+    without a vector. News ids are a catalogue, small beside the behaviors: both lookups are
+    broadcast."""
+    if log.is_daily(cfg):
+        catalogues = [("log", log.news_folders(cfg)[0])]
+    else:
+        catalogues = [(source, storage.to_uri(cfg[f"paths.{source}"]))
+                      for source, _ in log.FOLDER_SOURCES]
     news_ids = None
-    for split in ("train", "dev"):
-        ids = (spark.read.text(f"{storage.to_uri(cfg[f'paths.{split}'])}/news.tsv")
-               .select(F.lit(split).alias("split"),
+    for source, folder in catalogues:
+        ids = (spark.read.text(f"{folder}/news.tsv")
+               .select(F.lit(source).alias("source"),
                        F.substring_index("value", "\t", 1).alias(C.NEWS_ID)))
         news_ids = ids if news_ids is None else news_ids.unionByName(ids)
     listed = news_ids.distinct().withColumn("listed", F.lit(True))
     with_vector = vectors.select(C.NEWS_ID, F.lit(True).alias("has_vector"))
-    refs = (behaviors.select("split", F.explode("history").alias(C.NEWS_ID),
+    refs = (behaviors.select("source", F.explode("history").alias(C.NEWS_ID),
                              F.lit("history").alias("kind"))
-            .unionByName(behaviors.select("split", F.explode("candidates").alias("c"))
-                         .select("split", F.col("c")[C.NEWS_ID].alias(C.NEWS_ID),
+            .unionByName(behaviors.select("source", F.explode("candidates").alias("c"))
+                         .select("source", F.col("c")[C.NEWS_ID].alias(C.NEWS_ID),
                                  F.lit("candidates").alias("kind"))))
-    counts = (refs.join(F.broadcast(listed), ["split", C.NEWS_ID], "left")
+    counts = (refs.join(F.broadcast(listed), ["source", C.NEWS_ID], "left")
               .join(F.broadcast(with_vector), C.NEWS_ID, "left")
-              .groupBy("split", "kind")
+              .groupBy("source", "kind")
               .agg(F.count(F.when(F.col("listed").isNull(), 1)).alias("unlisted"),
                    F.count(F.when(F.col("has_vector").isNull(), 1)).alias("no_vector"))
               .collect())   # at most 4 rows
-    missing = {split: {"history": 0, "candidates": 0} for split in ("train", "dev")}
+    missing = {source: {"history": 0, "candidates": 0} for source, _ in catalogues}
     without_vector = 0
     for row in counts:
-        missing[row["split"]][row["kind"]] = row["unlisted"]
+        missing[row["source"]][row["kind"]] = row["unlisted"]
         if row["kind"] == "candidates":
             without_vector += row["no_vector"]
     return missing, without_vector
 
 
-def load_vectors(spark: SparkSession, cfg: Config) -> tuple[DataFrame, int, str]:
-    uri, _summary = current_vectors_uri(cfg)
-    vectors = spark.read.parquet(uri).select(C.NEWS_ID, C.VECTOR)
-    widths = vectors.agg(F.min(F.size(C.VECTOR)).alias("lo"), F.max(F.size(C.VECTOR)).alias("hi")).first()
-    if widths["lo"] is None:
-        raise UserInputError(f"{uri}: no news vectors")
-    if widths["lo"] != widths["hi"]:
-        raise UserInputError(f"{uri}: news vectors have different widths "
-                             f"({widths['lo']} to {widths['hi']})")
-    return vectors, int(widths["hi"]), uri
+def resolve_as_of(spark: SparkSession, cfg: Config,
+                  as_of: dt.datetime | None) -> tuple[dt.datetime, dt.date]:
+    """(as-of moment, the log's first day); the default as-of is just after the last
+    impression."""
+    first_day, last = log.log_span(cfg, spark)
+    if as_of is None:
+        return last + dt.timedelta(seconds=1), first_day
+    if as_of <= log.day_start(first_day):
+        raise UserInputError(f"--as-of {outputs.as_of_key(as_of)} is not after the log's first "
+                             f"impression (on {first_day}): there is nothing before it")
+    return as_of, first_day
 
 
-def run(cfg: Config, spark: SparkSession | None = None) -> dict:
+def run(cfg: Config, spark: SparkSession | None = None, as_of: dt.datetime | None = None) -> dict:
+    mode = user_state.check_mode(cfg["features.user_clicks"])
     spark = spark or get_spark(cfg, "build_features")
     timer = StageTimer()
-    root = output_root(cfg)
+    seed, npratio, files = cfg["features.seed"], cfg["features.npratio"], cfg["features.files"]
     run_id = storage.new_run_id()
-    out = storage.run_dir(root, run_id)
-    seed, npratio = cfg["features.seed"], cfg["features.npratio"]
 
     with timer.stage("read_inputs"):
-        vectors, dim, vectors_uri = load_vectors(spark, cfg)
+        as_of, first_day = resolve_as_of(spark, cfg, as_of)
+        vectors, dim, vectors_summary = load_vectors(spark, cfg)
         vectors = vectors.cache()
-        behaviors, rejected, checks = read_behaviors(spark, cfg)
+        news = user_state.NewsIndex.build(spark, vectors)
+        read = log.read_impressions(spark, cfg, end=as_of)
+        behaviors = with_split(read.behaviors, cfg, as_of)
+        data_end = log.from_epoch(behaviors.agg(F.max("t")).first()[0])
         missing, dropped = reference_counts(spark, cfg, behaviors, vectors)
-        data_end = behaviors.agg(F.max(C.TIME)).first()[0]
-    with timer.stage("history_vectors"):
-        histories = history_vectors(behaviors, vectors, dim).cache()
-        tokens = histories.agg(F.sum(C.HISTORY_LEN).alias("known"),
-                               F.sum("history_ids").alias("all")).first()
-        unknown_history_ids = (tokens["all"] or 0) - (tokens["known"] or 0)
+    lineage = {"as_of": outputs.as_of_key(as_of), "data_end": data_end.isoformat(),
+               "user_clicks": mode, "news_vectors": vectors_summary["identity"],
+               "news_vectors_run": vectors_summary["run_id"], "dim": dim}
+    with timer.stage("user_state"):
+        impression_vectors, state = user_state.advance(
+            user_state.empty_state(spark), behaviors, news, mode, files)
+        impression_vectors = impression_vectors.cache()
+        state_root = outputs.as_of_root(cfg, as_of, outputs.STATE)
+        state_out = storage.run_dir(state_root, run_id)
+        users = write_state(state, f"{state_out}/{outputs.STATE}", cfg)
     counts = {}
-    files = output_files(spark, cfg)
-    for split, split_npratio in (("train", npratio), ("dev", 0)):
+    rows_root = outputs.as_of_root(cfg, as_of, outputs.ROWS)
+    out = storage.run_dir(rows_root, run_id)
+    for split, split_npratio in ((TRAIN, npratio), (DEV, 0)):
         with timer.stage(f"{split}_rows"):
             split_rows = behaviors.where(F.col("split") == split)
             expected = split_rows.agg(F.sum(F.size(sample_candidates(
                 F.col("candidates"), F.col(C.IMPRESSION_ID), split_npratio, seed)))).first()[0] or 0
-            rows = feature_rows(split_rows, histories, vectors, split_npratio, seed, files)
+            rows = feature_rows(split_rows, impression_vectors, vectors, split_npratio, seed, files)
             write_parquet(rows, f"{out}/{split}", row_group_bytes(expected, dim, cfg))
             written = spark.read.parquet(f"{out}/{split}")
             stats = written.agg(F.count("*").alias("rows"), F.sum(C.LABEL).alias("positives"),
@@ -277,40 +238,64 @@ def run(cfg: Config, spark: SparkSession | None = None) -> dict:
             counts[split] = {"rows": stats["rows"], "impressions": stats["impressions"],
                              "positive_share": round((stats["positives"] or 0) / max(stats["rows"], 1), 5),
                              "files": len(written.inputFiles())}
-    with timer.stage("user_profiles"):
-        profiles = user_profiles(behaviors, vectors, dim)
-        write_parquet(profiles.repartition(files, C.USER_ID), f"{out}/user_profiles",
-                      cfg["features.row_group_mb"] * 1024 * 1024)
-        counts["user_profiles"] = spark.read.parquet(f"{out}/user_profiles").count()
+        listing = behaviors.where(F.col("split") == DEV).select(
+            C.IMPRESSION_ID, F.transform("candidates", lambda c: c[C.NEWS_ID]).alias(C.CANDIDATES))
+        schemas.conform(listing, schemas.DEV_IMPRESSIONS).coalesce(1).write.parquet(
+            f"{out}/{DEV_IMPRESSIONS}")
     with timer.stage("candidate_pool"):
-        pool = candidate_pool(behaviors, vectors, data_end, cfg["features.candidate_window_hours"])
-        pool.coalesce(1).write.parquet(f"{out}/candidate_pool")
-        counts["candidate_pool"] = spark.read.parquet(f"{out}/candidate_pool").count()
-        popularity = impression_counts(behaviors.where(F.col("split") == "train"))
+        pool_root = outputs.as_of_root(cfg, as_of, outputs.POOL)
+        pool_out = storage.run_dir(pool_root, run_id)
+        recent = behaviors.where(F.col("t") >= log.epoch_seconds(pool_window_start(as_of, cfg)))
+        pool_size = write_pool(candidate_pool(recent, vectors), pool_out)
+        popularity = impression_counts(behaviors.where(F.col("split") == TRAIN))
         schemas.conform(popularity, schemas.NEWS_POPULARITY).coalesce(1).write.parquet(
             f"{out}/news_popularity")
     with timer.stage("rejected_rows"):
-        rejected.coalesce(1).write.parquet(f"{out}/rejected")
+        read.rejected.coalesce(1).write.parquet(f"{out}/rejected")
 
     summary = {
-        "run_id": run_id, "output": out, "news_vectors": vectors_uri, "dim": dim,
-        "data_end": data_end.isoformat(), "npratio": npratio, "seed": seed,
-        "rows": counts,
-        "rejected_rows": {c.file: c.rejected for c in checks},
-        "input_rows": {c.file: c.lines for c in checks},
+        "run_id": run_id, "output": out, **lineage, "npratio": npratio, "seed": seed,
+        "rows": counts, "users": users, "candidate_pool": pool_size,
+        "sources": {"layout": "daily" if log.is_daily(cfg) else "folders",
+                    "dev": storage.to_uri(cfg["paths.log"] or cfg["paths.dev"])},
+        "rejected_rows": {c.file: c.rejected for c in read.checks},
+        "input_rows": {c.file: c.lines for c in read.checks},
         "ids_missing_from_news_tsv": missing,
-        "history_ids_without_vector": int(unknown_history_ids),
         "candidates_without_vector": dropped,
         "seconds": timer.seconds,
     }
     storage.write_text_atomic(f"{out}/summary.json", json.dumps(summary, indent=2, sort_keys=True))
-    storage.publish_run(root, run_id, summary, keep_runs=cfg["paths.keep_runs"])
+    keep = cfg["paths.keep_runs"]
+    state_summary = dict(lineage, users=users, kind="full")
+    if as_of == log.day_start(as_of.date()):   # a midnight: a valid base for the daily chain
+        state_summary["chain"] = log.chain_fingerprint(
+            cfg, first_day, as_of.date(), user_state.state_salt(mode, vectors_summary["identity"]))
+    storage.publish_run(state_root, run_id, state_summary, keep)
+    storage.publish_run(pool_root, run_id, dict(lineage, candidates=pool_size), keep)
+    storage.publish_run(rows_root, run_id, summary, keep)
     return summary
 
 
+def write_pool(pool: DataFrame, out: str) -> int:
+    pool.coalesce(1).write.parquet(f"{out}/candidate_pool")
+    return pool.sparkSession.read.parquet(f"{out}/candidate_pool").count()
+
+
+def parse_as_of_argument(text: str | None) -> dt.datetime | None:
+    if not text:
+        return None
+    try:
+        return outputs.parse_as_of(text)
+    except outputs.AsOfError as err:
+        raise UserInputError(f"--as-of: {err}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
-    return run_main("Build the train/dev feature rows, user profiles and candidate pool.",
-                    lambda cfg, _args: run(cfg), argv)
+    return run_main("Build the train/dev feature rows, user state and candidate pool as of a moment.",
+                    lambda cfg, args: run(cfg, as_of=parse_as_of_argument(args.as_of)), argv,
+                    extra_arguments=lambda p: p.add_argument(
+                        "--as-of", help="use only impressions before this moment, "
+                                        "YYYY-MM-DD[THH:MM:SS] UTC (default: the end of the data)"))
 
 
 if __name__ == "__main__":

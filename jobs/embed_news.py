@@ -1,4 +1,6 @@
-"""embed_news: every news of both splits -> a fixed-width vector, as Parquet (news_id, vector).
+"""embed_news: every news of the log -> a fixed-width vector, as Parquet (news_id, vector).
+
+The news are those of both MIND folders' news.tsv, or of a daily log's catalogue.
 
     ./spark-submit.sh embed_news [--config FILE] [--set key=value ...]
 
@@ -9,6 +11,8 @@ published atomically (see common/storage.py).
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import sys
 from typing import Iterator
 
@@ -16,37 +20,54 @@ import pandas as pd
 from pyspark.sql import DataFrame, SparkSession, functions as F
 
 from common import columns as C
-from common import schemas, storage
+from common import outputs, schemas, storage
 from common.cli import StageTimer, UserInputError, run_main
 from common.config import Config
 from common.spark import get_spark
 from jobs import encoders
-from jobs.mind import check_rejected_share, parse_news
-
-OUTPUT_NAME = "news_vectors"
-
+from jobs.behavior_log import news_folders
+from jobs.mind import NEWS_FILE, check_rejected_share, parse_news
 
 def output_root(cfg: Config) -> str:
-    return storage.join(cfg["paths.work"], OUTPUT_NAME)
+    return outputs.vectors_root(cfg)
+
+
+def vectors_identity(cfg: Config, dim: int) -> dict:
+    """What makes two vector sets interchangeable for a model: the encoder and everything
+    that shapes its output. Features and models record it; scoring and evaluation refuse a
+    model whose identity differs from their features'."""
+    identity = {"encoder": cfg["embed.encoder"], "dim": dim,
+                "projection_dim": cfg["embed.projection_dim"],
+                "projection_seed": cfg["embed.projection_seed"],
+                "normalize": cfg["embed.normalize"]}
+    if cfg["embed.encoder"] == "hashing":
+        identity["hashing_dim"] = cfg["embed.hashing_dim"]
+    if cfg["embed.encoder"] == "precomputed":
+        identity["precomputed_path"] = storage.to_uri(cfg["embed.precomputed_path"])
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
+    return dict(identity, id=digest)
 
 
 def read_all_news(spark: SparkSession, cfg: Config) -> tuple[DataFrame, DataFrame, list]:
-    """Distinct news of both splits (the train split's row wins), their rejected rows, and
-    each file's line counts."""
+    """Distinct news of every news.tsv of the log (the first folder's row wins), their
+    rejected rows, and each file's line counts."""
     frames, rejected, checks = [], [], []
-    for order, split in enumerate(("train", "dev")):
-        folder = storage.to_uri(cfg[f"paths.{split}"])
+    for order, folder in enumerate(news_folders(cfg)):
+        if not storage.exists(f"{folder}/{NEWS_FILE}"):
+            raise UserInputError(f"{folder}/{NEWS_FILE} does not exist")
         good, bad = parse_news(spark, folder)
         checks.append(check_rejected_share(good, bad, f"{folder}/news.tsv",
                                            cfg["mind.max_rejected_share"]))
         frames.append(good.withColumn("split_order", F.lit(order)))
         rejected.append(bad)
-    union = frames[0].unionByName(frames[1])
+    union, bad_rows = frames[0], rejected[0]
+    for frame, bad in zip(frames[1:], rejected[1:]):
+        union, bad_rows = union.unionByName(frame), bad_rows.unionByName(bad)
     news = (union.groupBy(C.NEWS_ID)
             .agg(F.min_by(F.struct("title", "category"), F.struct("split_order", "title"))
                  .alias("first"))
             .select(C.NEWS_ID, "first.title", "first.category"))
-    return news, rejected[0].unionByName(rejected[1]), checks
+    return news, bad_rows, checks
 
 
 def _encode_partitions(encoder_name: str, hashing_dim: int, batch_size: int,
@@ -147,7 +168,7 @@ def run(cfg: Config, spark: SparkSession | None = None) -> dict:
         schemas.conform(rejected, schemas.REJECTED_ROWS).write.parquet(f"{out}/rejected")
     summary = {
         "run_id": run_id, "output": f"{out}/vectors", "encoder": cfg["embed.encoder"],
-        "dim": dim, "news": n_news, "vectors": n_vectors, "news_without_vector": n_news - n_vectors,
+        "dim": dim, "identity": vectors_identity(cfg, dim), "news": n_news, "vectors": n_vectors, "news_without_vector": n_news - n_vectors,
         "rejected_rows": {c.file: c.rejected for c in checks},
         "seconds": timer.seconds,
     }
@@ -156,12 +177,29 @@ def run(cfg: Config, spark: SparkSession | None = None) -> dict:
 
 
 def current_vectors_uri(cfg: Config) -> tuple[str, dict]:
-    pointer = storage.current_run(output_root(cfg), "embed_news")
+    pointer = outputs.current_vectors(cfg)
     return f"{pointer['path']}/vectors", pointer["summary"]
 
 
+def load_vectors(spark: SparkSession, cfg: Config) -> tuple[DataFrame, int, dict]:
+    """(news_id, vector) of the current embed_news run, its width, and its summary (with
+    `identity` and `run_id`); a clear error when widths differ."""
+    try:
+        uri, summary = current_vectors_uri(cfg)
+    except storage.RunNotFound as err:
+        raise UserInputError(str(err)) from None
+    vectors = spark.read.parquet(uri).select(C.NEWS_ID, C.VECTOR)
+    widths = vectors.agg(F.min(F.size(C.VECTOR)).alias("lo"), F.max(F.size(C.VECTOR)).alias("hi")).first()
+    if widths["lo"] is None:
+        raise UserInputError(f"{uri}: no news vectors")
+    if widths["lo"] != widths["hi"]:
+        raise UserInputError(f"{uri}: news vectors have different widths "
+                             f"({widths['lo']} to {widths['hi']})")
+    return vectors, int(widths["hi"]), summary
+
+
 def main(argv: list[str] | None = None) -> int:
-    return run_main("Encode every news title of both splits into a vector.",
+    return run_main("Encode every news title of the log into a vector.",
                     lambda cfg, _args: run(cfg), argv)
 
 

@@ -111,11 +111,14 @@ def _split_rows(lines: DataFrame, checks, parsed_columns: list[F.Column]):
     return good, schemas.conform(rejected, schemas.REJECTED_ROWS)
 
 
-def parse_behaviors(spark: SparkSession, folder: str) -> tuple[DataFrame, DataFrame]:
+def parse_behaviors(spark: SparkSession, folder: str,
+                    day: str | None = None) -> tuple[DataFrame, DataFrame]:
     """Parse `folder/behaviors.tsv` into (good rows, rejected rows).
 
     Good rows: impression_id, user_id, time (timestamp, UTC), history (news ids, oldest first;
     empty for an empty history), candidates (array of struct(news_id, label)) in listed order.
+    With `day` (YYYY-MM-DD, the file is one day's partition of a log), a row whose time falls
+    on another day is rejected.
     """
     lines = read_lines(spark, f"{folder.rstrip('/')}/{BEHAVIORS_FILE}")
     field = lambda i: F.col("fields")[i]  # noqa: E731
@@ -133,6 +136,9 @@ def parse_behaviors(spark: SparkSession, folder: str) -> tuple[DataFrame, DataFr
         (F.exists(history, lambda t: ~t.rlike(NEWS_ID_PATTERN)), 4,
          F.format_string("history token '%s' is not a news id",
                          _first_bad(history, NEWS_ID_PATTERN))),
+        *([] if day is None else [
+            (F.to_date(parsed_time) != F.lit(day).cast("date"), 3,
+             F.format_string(f"time '%s' is not on the partition's day {day}", field(2)))]),
         (F.size(impressions) == 0, 5, F.lit("impressions field is empty")),
         (F.exists(impressions, lambda t: ~t.rlike(CANDIDATE_PATTERN)), 5,
          F.format_string("impression token '%s' is not NEWSID-1 or NEWSID-0",

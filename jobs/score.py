@@ -1,8 +1,13 @@
-"""score: every user's top-k news from the candidate pool, into a table partitioned by run_date.
+"""score: every user's top-k news for day D, into a table partitioned by run_date.
 
     ./spark-submit.sh score [--run-date YYYY-MM-DD] [--config FILE] [--set key=value ...]
 
-Reads the current build_features run (user profiles, candidate pool) and an exported model.
+Recommends for day D (default: today, UTC) from the user state and candidate pool as of D
+00:00 UTC (common/outputs.py), built by `./spark-submit.sh daily --date D` or
+`./spark-submit.sh build_features --as-of D`; without them, or when D is more than
+`score.max_staleness_hours` after the log's last impression, it fails and writes nothing.
+The model must have been trained on the same news vectors as that state (its metadata
+records their identity).
 Users are spread over Spark tasks; each task scores batches of users against the whole pool
 matrix with vectorized numpy (dcn/scoring.py: factorized where the model allows, else the
 plain model call), removes the news each user already clicked and keeps the exact top k by
@@ -33,8 +38,8 @@ from common import schemas, storage
 from common.cli import StageTimer, UserInputError, run_main
 from common.config import Config
 from common.spark import get_spark
+from common import outputs
 from dcn import export
-from jobs.build_features import current_features
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 MODEL_VERSION, SCORED_AT, RUN_DATE = C.MODEL_VERSION, C.SCORED_AT, C.RUN_DATE
@@ -203,27 +208,69 @@ def remove_stale_attempts(date_folder: str, keep_run_id: str) -> None:
             fs.delete_dir(info.path)
 
 
-def run(cfg: Config, run_date: str | None = None, spark: SparkSession | None = None) -> dict:
-    run_date = parse_run_date(run_date)
+SCORE_MODES = ("auto", "factorized", "plain")
+
+
+def check_settings(cfg: Config) -> None:
+    """Every setting a task would reject, rejected on the driver before any task runs."""
     if cfg["score.cold_users"] not in ("popularity", "skip"):
         raise UserInputError(f"score.cold_users must be 'popularity' or 'skip', got {cfg['score.cold_users']!r}")
-    if cfg["score.k"] <= 0:
-        raise UserInputError(f"score.k must be positive, got {cfg['score.k']}")
+    if cfg["score.mode"] not in SCORE_MODES:
+        raise UserInputError(f"score.mode must be one of {list(SCORE_MODES)}, got {cfg['score.mode']!r}")
+    for key in ("score.k", "score.user_batch_size", "score.partitions"):
+        if cfg[key] <= 0:
+            raise UserInputError(f"{key} must be positive, got {cfg[key]}")
+    if cfg["score.threads_per_task"] < 0:
+        raise UserInputError(f"score.threads_per_task must be 0 or more, got {cfg['score.threads_per_task']}")
     for key in ("score.database", "score.table"):
         validated_identifier(cfg[key], key)
+
+
+def serving_inputs(cfg: Config, run_date: str) -> tuple[dict, dict]:
+    """(state pointer, pool pointer) as of the run date's 00:00 UTC, checked for staleness."""
+    as_of = outputs.day_start(dt.date.fromisoformat(run_date))
+    how = (f"./spark-submit.sh daily --date {run_date} (or ./spark-submit.sh build_features "
+           f"--as-of {run_date})")
+    try:
+        state = outputs.current_as_of(cfg, as_of, outputs.STATE, how)
+        pool = outputs.current_as_of(cfg, as_of, outputs.POOL, how)
+    except storage.RunNotFound as err:
+        raise UserInputError(f"cannot score {run_date}: {err}") from None
+    data_end = state["summary"].get("data_end")
+    if not data_end:
+        raise UserInputError(f"cannot score {run_date}: the log holds no impression before it")
+    hours = (as_of - dt.datetime.fromisoformat(data_end)).total_seconds() / 3600
+    if hours > cfg["score.max_staleness_hours"]:
+        raise UserInputError(
+            f"cannot score {run_date}: the log's last impression before it is at {data_end}, "
+            f"{hours:.1f} hours earlier (score.max_staleness_hours is "
+            f"{cfg['score.max_staleness_hours']}): the log is missing days")
+    return state, pool
+
+
+def run(cfg: Config, run_date: str | None = None, spark: SparkSession | None = None) -> dict:
+    run_date = parse_run_date(run_date)
+    check_settings(cfg)
+    state, pool_pointer = serving_inputs(cfg, run_date)
     spark = spark or get_spark(cfg, "score", hive=True)
     timer = StageTimer()
     with timer.stage("load_inputs"):
-        features = current_features(cfg)
-        model_dir = export.model_folder(cfg, cfg["score.model_version"])
+        try:
+            model_dir = export.model_folder(cfg, cfg["score.model_version"])
+        except storage.RunNotFound as err:
+            raise UserInputError(str(err)) from None
         metadata = export.load_metadata(model_dir)
-        dim = features["summary"]["dim"]
+        dim = state["summary"]["dim"]
         if (metadata["user_dim"], metadata["news_dim"]) != (dim, dim):
             raise UserInputError(
                 f"model {metadata.get('version')} expects user_vec width {metadata['user_dim']} and "
-                f"news_vec width {metadata['news_dim']}, but the features ({features['path']}) have "
+                f"news_vec width {metadata['news_dim']}, but the state ({state['path']}) has "
                 f"width {dim}: retrain, or score with a model trained on these features")
-        pool = load_pool(f"{features['path']}/candidate_pool")
+        try:
+            export.check_lineage(metadata, state["summary"].get("news_vectors"), state["path"])
+        except ValueError as err:
+            raise UserInputError(str(err)) from None
+        pool = load_pool(f"{pool_pointer['path']}/candidate_pool")
         writer = TableWriter(spark, cfg)
         table_location = writer.ensure_table()
     run_id = storage.new_run_id()
@@ -233,8 +280,8 @@ def run(cfg: Config, run_date: str | None = None, spark: SparkSession | None = N
     settings = {key: cfg[f"score.{key}"] for key in
                 ("k", "user_batch_size", "mode", "cold_users", "threads_per_task")}
     with timer.stage("score_and_write"):
-        profiles = spark.read.parquet(f"{features['path']}/user_profiles")
-        partitions = cfg["score.partitions"] or spark.sparkContext.defaultParallelism
+        profiles = spark.read.parquet(f"{state['path']}/{outputs.STATE}")
+        partitions = cfg["score.partitions"]
         recs = profiles.repartition(partitions, C.USER_ID).mapInPandas(
             score_partitions(spark.sparkContext.broadcast(pool), model_dir, metadata["version"],
                              settings, scored_at), schema=RECOMMENDATIONS)
@@ -256,7 +303,8 @@ def run(cfg: Config, run_date: str | None = None, spark: SparkSession | None = N
     summary = {
         "run_id": run_id, "run_date": run_date, "table": f"{writer.database}.{writer.table}",
         "partition_location": folder, "replaced_location": previous,
-        "model_version": metadata["version"], "features_run": features["run_id"],
+        "model_version": metadata["version"], "state_run": state["run_id"],
+        "pool_run": pool_pointer["run_id"], "as_of": state["summary"]["as_of"],
         "users": int(profile_stats["users"]), "users_scored_by_model": warm_users,
         "cold_users": cold, "cold_policy": cfg["score.cold_users"],
         "users_written": int(stats["users"]), "rows_written": int(stats["rows"]),
@@ -265,7 +313,7 @@ def run(cfg: Config, run_date: str | None = None, spark: SparkSession | None = N
         "seconds": timer.seconds,
     }
     storage.write_text_atomic(
-        storage.join(cfg["paths.work"], "score_runs", f"{RUN_DATE}={run_date}", f"{run_id}.json"),
+        outputs.score_summary_uri(cfg, run_date, run_id),
         json.dumps(summary, indent=2, sort_keys=True))
     return summary
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sys
 
-from common import storage
+from common import outputs, storage
 from common.config import Config
 from common.cli import run_main
 from jobs import build_features, embed_news
@@ -29,23 +29,27 @@ def news_vectors_lines(cfg: Config) -> list[str]:
 
 
 def features_lines(cfg: Config) -> list[str]:
-    pointer = _pointer(build_features.output_root(cfg), "build_features")
-    if not pointer:
+    try:
+        s = build_features.current_rows(cfg)["summary"]
+    except storage.RunNotFound:
         return ["features: none yet"]
-    s = pointer["summary"]
     rows = s["rows"]
-    lines = [f"features run   {s['run_id']}   ({s['output']})"]
+    lines = [f"features run   {s['run_id']}   as of {s['as_of']} (user clicks: {s['user_clicks']})"
+             f"   ({s['output']})"]
     for split in ("train", "dev"):
         r = rows[split]
         lines.append(f"  {split:<5} rows {r['rows']:>10,}  impressions {r['impressions']:>8,}  "
                      f"positive share {r['positive_share']:.2%}  files {r['files']}")
-    lines.append(f"  user profiles {rows['user_profiles']:,}   candidate pool {rows['candidate_pool']:,} news")
+    lines.append(f"  user states {s['users']:,}   candidate pool {s['candidate_pool']:,} news")
     lines.append("  rejected rows " + ", ".join(f"{k.rsplit('/', 2)[-2]}/{k.rsplit('/', 1)[-1]}: {v}"
                                                 for k, v in s["rejected_rows"].items()))
-    lines.append(f"  ids missing from news.tsv {s['ids_missing_from_news_tsv']}; history ids without "
-                 f"vector {s['history_ids_without_vector']}; candidates without vector "
-                 f"{s['candidates_without_vector']}")
+    lines.append(f"  ids missing from news.tsv {s['ids_missing_from_news_tsv']}; candidates "
+                 f"without vector {s['candidates_without_vector']}")
     lines.append("  seconds per stage: " + ", ".join(f"{k} {v:.1f}" for k, v in s["seconds"].items()))
+    states = outputs.as_of_moments(cfg, outputs.STATE)
+    if states:
+        lines.append(f"  user states as of {len(states)} moments, "
+                     f"{outputs.as_of_key(states[0])} to {outputs.as_of_key(states[-1])}")
     return lines
 
 
@@ -62,7 +66,7 @@ def model_lines(cfg: Config) -> list[str]:
 
 def evaluation_lines(cfg: Config) -> list[str]:
     import json
-    from dcn import evaluate
+    from jobs import evaluate
     pointer = _pointer(evaluate.output_root(cfg), "evaluate")
     if not pointer:
         return ["evaluation: none yet"]

@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from common import storage
+from common import outputs, storage
 from common.config import ConfigError, load_config
 from jobs import build_features, embed_news
 from jobs.mind import RejectedShareExceeded
@@ -82,8 +82,24 @@ def built(spark, tmp_path_factory):
     return root, cfg, embed_summary, summary
 
 
-def features(cfg, table):
-    return read_table(f"{build_features.current_features(cfg)['path']}/{table}")
+def features(cfg, table, as_of=None):
+    """A table of the newest build (or the one as of `as_of`): train, dev, news_popularity,
+    dev_impressions, rejected, or the state and candidate pool of the same as-of."""
+    rows = build_features.current_rows(cfg, as_of)
+    moment = outputs.parse_as_of(rows["summary"]["as_of"])
+    if table in ("state", "user_profiles"):
+        return read_table(f"{outputs.current_as_of(cfg, moment, outputs.STATE, '')['path']}/state")
+    if table == "candidate_pool":
+        pool = outputs.current_as_of(cfg, moment, outputs.POOL, "")
+        return read_table(f"{pool['path']}/candidate_pool")
+    return read_table(f"{rows['path']}/{table}")
+
+
+def model_metadata(cfg, user_dim, news_dim=None):
+    """Export metadata for a test model trained on the current news vectors."""
+    _, summary = embed_news.current_vectors_uri(cfg)
+    return {"user_dim": user_dim, "news_dim": news_dim or user_dim,
+            "news_vectors": summary["identity"]}
 
 
 def test_embed_news_covers_both_splits(built):
@@ -94,8 +110,12 @@ def test_embed_news_covers_both_splits(built):
     assert all(abs(np.linalg.norm(v) - 1) < 1e-5 for v in vectors.values())
 
 
-def test_user_vectors_equal_numpy_mean_of_history(built):
-    _, cfg, _, _ = built
+def test_history_mode_user_vectors_equal_numpy_mean_of_history(spark, built, tmp_path):
+    """features.user_clicks=history: MIND's convention, the history column alone."""
+    root = built[0]
+    cfg = make_cfg(root, f"paths.work={tmp_path / 'work'}", "features.user_clicks=history")
+    shutil.copytree(str(root / "work" / "news_vectors"), str(tmp_path / "work" / "news_vectors"))
+    build_features.run(cfg, spark)
     vectors = vectors_by_id(cfg)
     histories = {int(r[0]): r[3].split() for r in TRAIN + DEV}
     for table in ("train", "dev"):
@@ -137,7 +157,6 @@ def test_unknown_ids_counted(built):
     # candidate, is only in the dev news.tsv, so it is missing from train's but has a vector
     assert summary["ids_missing_from_news_tsv"]["train"] == {"history": 1, "candidates": 2}
     assert summary["ids_missing_from_news_tsv"]["dev"] == {"history": 0, "candidates": 0}
-    assert summary["history_ids_without_vector"] == 1
     assert summary["candidates_without_vector"] == 1
     assert "N77" not in set(features(built[1], "train")["news_id"])
 
@@ -219,18 +238,19 @@ def test_point_in_time_later_clicks_do_not_leak(spark, built, tmp_path):
 
 def test_rerun_gives_same_rows_and_keeps_one_current(spark, built):
     _, cfg, _, first = built
+    first_tables = {t: features(cfg, t) for t in ("train", "dev", "state", "candidate_pool")}
     second = build_features.run(cfg, spark)
     assert second["run_id"] != first["run_id"]
-    for table in ("train", "dev", "user_profiles", "candidate_pool"):
-        a = read_table(f"{first['output']}/{table}")
-        b = read_table(f"{second['output']}/{table}")
+    for table in ("train", "dev", "state", "candidate_pool"):
+        a = first_tables[table]
+        b = features(cfg, table)
         key = [c for c in ("impression_id", "user_id", "news_id") if c in a.columns]
         a, b = a.sort_values(key).reset_index(drop=True), b.sort_values(key).reset_index(drop=True)
-        assert a.drop(columns=[c for c in a.columns if c.endswith(("vec", "news"))]).equals(
-            b.drop(columns=[c for c in b.columns if c.endswith(("vec", "news"))]))
-        for column in (c for c in a.columns if c.endswith("vec")):
+        assert a.drop(columns=[c for c in a.columns if c.endswith(("vec", "news", "sum"))]).equals(
+            b.drop(columns=[c for c in b.columns if c.endswith(("vec", "news", "sum"))]))
+        for column in (c for c in a.columns if c.endswith(("vec", "sum"))):
             np.testing.assert_array_equal(np.stack(a[column]), np.stack(b[column]))
-    assert build_features.current_features(cfg)["run_id"] == second["run_id"]
+    assert build_features.current_rows(cfg)["run_id"] == second["run_id"]
 
 
 def test_other_seed_samples_other_negatives(spark, built, tmp_path):
@@ -246,17 +266,17 @@ def test_other_seed_samples_other_negatives(spark, built, tmp_path):
 
 def test_crash_mid_run_keeps_previous_output(spark, built, monkeypatch):
     _, cfg, _, _ = built
-    before = build_features.current_features(cfg)
+    before = build_features.current_rows(cfg)
 
     def crash(*args, **kwargs):
-        raise RuntimeError("simulated crash while writing user profiles")
+        raise RuntimeError("simulated crash while writing the candidate pool")
 
-    monkeypatch.setattr(build_features, "user_profiles", crash)
+    monkeypatch.setattr(build_features, "write_pool", crash)
     with pytest.raises(RuntimeError, match="simulated crash"):
         build_features.run(cfg, spark)
-    after = build_features.current_features(cfg)
+    after = build_features.current_rows(cfg)
     assert after["run_id"] == before["run_id"]
-    assert storage.exists(f"{after['path']}/user_profiles")
+    assert storage.exists(f"{after['path']}/train")
 
 
 def test_rejected_share_threshold(spark, tmp_path):
@@ -266,10 +286,11 @@ def test_rejected_share_threshold(spark, tmp_path):
     embed_news.run(cfg, spark)
     with pytest.raises(RejectedShareExceeded, match=r"behaviors.tsv: 1 of 6 rows rejected"):
         build_features.run(cfg, spark)
-    assert not storage.exists(str(tmp_path / "work" / "features" / "CURRENT.json"))
+    assert outputs.as_of_moments(cfg, outputs.ROWS) == []
     summary = build_features.run(make_cfg(tmp_path, "mind.max_rejected_share=0.5"), spark)
     rejected = read_table(f"{summary['output']}/rejected")
     assert list(rejected["line"]) == [6] and list(rejected["column"]) == [3]
+    assert rejected["file"][0].endswith("train/behaviors.tsv")
     assert list(summary["rejected_rows"].values()) == [1, 0]
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from dcn import data
-from tests.test_train import publish_features
+from tests.test_train import publish_features, train_uri_of
 
 
 def numbered_groups(sizes):
@@ -78,7 +78,7 @@ def test_petastorm_shard_rows_with_and_without_cache(tmp_path, cache):
     each as often as the others (within one), whether cached or streamed every pass."""
     work = tmp_path / "work"
     publish_features(work, [120, 90, 150], [40], dim=4)
-    uri = json.loads((work / "features" / "CURRENT.json").read_text())["path"] + "/train"
+    uri = train_uri_of(work)
     user, _, label = data.load_rows(uri, rank=0, size=2)
     expected = {row.tobytes(): lab for row, lab in zip(user, label)}
     assert len(expected) == 270
@@ -175,7 +175,7 @@ def test_a_pass_short_of_the_shards_rows_is_an_error():
 def test_shard_rows_counts_each_shard_from_the_footers(tmp_path):
     work = tmp_path / "work"
     publish_features(work, [120, 90, 150], [40], dim=4)
-    uri = json.loads((work / "features" / "CURRENT.json").read_text())["path"] + "/train"
+    uri = train_uri_of(work)
     assert [data.shard_rows(uri, rank, 2) for rank in (0, 1)] == [270, 90]
     assert data.shard_rows(uri, 0, 1) == len(data.load_rows(uri)[2])
 
@@ -191,7 +191,7 @@ def test_a_cached_shard_stops_its_reader_after_the_first_pass(tmp_path):
 
     work = tmp_path / "work"
     publish_features(work, [120, 90, 150], [40], dim=4)
-    uri = json.loads((work / "features" / "CURRENT.json").read_text())["path"] + "/train"
+    uri = train_uri_of(work)
     before = workers()
     with data.petastorm_batches(uri, 4, 4, rank=0, size=1, batch_size=30, reader_threads=2,
                                 seed=5, cache=True) as batches:

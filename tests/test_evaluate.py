@@ -1,4 +1,4 @@
-"""dcn.evaluate on a hand-made MIND sample (metrics checked against dcn.metrics on the driver,
+"""jobs.evaluate on a hand-made MIND sample (metrics checked against dcn.metrics on the driver,
 prediction.txt checked by hand) and on the synthetic generator's planted sample."""
 from __future__ import annotations
 
@@ -12,13 +12,13 @@ import pytest
 from common import storage
 from common.cli import UserInputError
 from common.config import load_config
-from dcn import evaluate as ev
+from jobs import evaluate as ev
 from dcn import metrics as M
 from dcn.export import export_model, load_model
 from dcn.model import build_dcn
 from jobs import build_features, embed_news
 from tests.conftest import write_tsv
-from tests.test_build_features import TRAIN, read_table, write_sample
+from tests.test_build_features import TRAIN, features, model_metadata, read_table, write_sample
 
 pytestmark = pytest.mark.spark
 
@@ -76,7 +76,7 @@ def evaluated(spark, tmp_path_factory):
     embed_news.run(cfg, spark)
     build_features.run(cfg, spark)
     model = build_dcn(DIM, DIM, cross_layers=2, deep_units=[8], seed=3)
-    export_model(cfg, model, {"user_dim": DIM, "news_dim": DIM})
+    export_model(cfg, model, model_metadata(cfg, DIM))
     doc = ev.evaluate(cfg, spark)
     return root, cfg, doc
 
@@ -90,7 +90,7 @@ def run_files(output):
 
 
 def dev_rows(cfg):
-    return read_table(f"{build_features.current_features(cfg)['path']}/dev")
+    return features(cfg, "dev")
 
 
 def listed_position():
@@ -281,8 +281,7 @@ def test_width_mismatch_is_a_clear_error_before_any_work(spark, evaluated, tmp_p
     root = evaluated[0]
     shutil.copytree(root / "work" / "features", tmp_path / "work" / "features")
     cfg = load_config(overrides=overrides(root, f"paths.work={tmp_path / 'work'}"))
-    export_model(cfg, build_dcn(DIM, 8, cross_layers=1, deep_units=[]), {"user_dim": DIM, "news_dim": 8},
-                 version="narrow")
+    export_model(cfg, build_dcn(DIM, 8, cross_layers=1, deep_units=[]), model_metadata(evaluated[1], DIM, 8), version="narrow")
     with pytest.raises(UserInputError, match=r"narrow does not fit .* model expects user_vec width 16 "
                                              r"and news_vec width 8, but the data has .* news_vec width 16"):
         ev.evaluate(cfg, spark)
@@ -307,7 +306,7 @@ def test_oracle_beats_random_on_the_planted_sample(spark, tmp_path):
         "features.min_row_groups=2", "spark.shuffle_partitions=4"])
     embed_news.run(cfg, spark)
     build_features.run(cfg, spark)
-    export_model(cfg, build_dcn(32, 32, cross_layers=1, deep_units=[8]), {"user_dim": 32, "news_dim": 32})
+    export_model(cfg, build_dcn(32, 32, cross_layers=1, deep_units=[8]), model_metadata(cfg, 32))
     doc = ev.evaluate(cfg, spark)
     scores = doc["scorers"]
     assert doc["impressions"]["counted"] > 200

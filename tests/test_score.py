@@ -1,6 +1,7 @@
 """The scoring job: exact top-k into a partitioned table, safe reruns, clear errors."""
 from __future__ import annotations
 
+import datetime as dt
 import os
 import signal
 import subprocess
@@ -15,7 +16,9 @@ from common.cli import UserInputError
 from dcn.export import export_model
 from dcn.model import build_dcn
 from jobs import build_features, embed_news, score
-from tests.test_build_features import make_cfg, read_table, write_sample
+from tests.test_build_features import features, make_cfg, model_metadata, read_table, write_sample
+
+SCORE_DAY = dt.datetime(2019, 11, 16)
 
 pytestmark = pytest.mark.spark
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,9 +38,9 @@ def scored(spark, tmp_path_factory):
     cfg = make_cfg(root, "features.candidate_window_hours=200", "score.k=3",
                    f"score.table_location={root / 'table'}", "score.table=recs_test")
     embed_news.run(cfg, spark)
-    build_features.run(cfg, spark)
+    build_features.run(cfg, spark, as_of=SCORE_DAY)
     model = random_model(16)
-    version = export_model(cfg, model, {"user_dim": 16, "news_dim": 16})
+    version = export_model(cfg, model, model_metadata(cfg, 16))
     summary = score.run(cfg, "2019-11-16", spark)
     return root, cfg, model, version, summary
 
@@ -45,8 +48,7 @@ def scored(spark, tmp_path_factory):
 def brute_force(cfg, model):
     """Expected top 3 per user: the model on every (user, pool news) pair, clicked excluded,
     ordered by logit then news id; users without history get the most clicked pool news."""
-    path = build_features.current_features(cfg)["path"]
-    profiles, pool = read_table(f"{path}/user_profiles"), read_table(f"{path}/candidate_pool")
+    profiles, pool = features(cfg, "state", SCORE_DAY), features(cfg, "candidate_pool", SCORE_DAY)
     pool = pool.sort_values("news_id").reset_index(drop=True)
     news = np.stack(pool["news_vec"]).astype(np.float32)
     expected = {}
@@ -85,6 +87,7 @@ def test_top_k_equals_brute_force(spark, scored):
 
 def test_rerun_replaces_only_its_date(spark, scored):
     _, cfg, _, _, first = scored
+    build_features.run(cfg, spark, as_of=dt.datetime(2019, 11, 17))
     other = score.run(cfg, "2019-11-17", spark)
     again = score.run(cfg, "2019-11-16", spark)
     assert again["replaced_location"] == first["partition_location"]
@@ -98,12 +101,14 @@ def test_rerun_replaces_only_its_date(spark, scored):
 
 def test_width_mismatch_is_a_clear_error_before_work(spark, scored):
     root, cfg, _, _, _ = scored
-    export_model(cfg, random_model(8), {"user_dim": 8, "news_dim": 8}, version="narrow")
+    export_model(cfg, random_model(8), model_metadata(cfg, 8), version="narrow")
     bad = make_cfg(root, "score.model_version=narrow", f"score.table_location={root / 'table'}",
                    "score.table=recs_test")
-    with pytest.raises(UserInputError, match="expects user_vec width 8 .* have width 16"):
-        score.run(bad, "2019-11-20", spark)
-    assert spark.sql("SELECT count(*) FROM newsrec.recs_test WHERE run_date='2019-11-20'").first()[0] == 0
+    count = "SELECT count(*) FROM newsrec.recs_test WHERE run_date='2019-11-16'"
+    before = spark.sql(count).first()[0]
+    with pytest.raises(UserInputError, match="expects user_vec width 8 .* has width 16"):
+        score.run(bad, "2019-11-16", spark)
+    assert spark.sql(count).first()[0] == before
 
 
 def test_empty_pool_and_bad_identifiers(spark, scored):
@@ -116,8 +121,8 @@ def test_empty_pool_and_bad_identifiers(spark, scored):
     write_sample(root / "empty")
     empty = make_cfg(root / "empty", "features.candidate_window_hours=0")
     embed_news.run(empty, spark)
-    build_features.run(empty, spark)
-    export_model(empty, random_model(16), {"user_dim": 16, "news_dim": 16})
+    build_features.run(empty, spark, as_of=SCORE_DAY)
+    export_model(empty, random_model(16), model_metadata(empty, 16))
     with pytest.raises(UserInputError, match="candidate pool .* is empty"):
         score.run(empty, "2019-11-16", spark)
 
@@ -152,10 +157,11 @@ def test_kill_mid_run_leaves_partition_as_it_was(tmp_path):
                 "spark.driver_memory=1g"]
     cfg = load_config(overrides=settings)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    for job in ("embed_news", "build_features"):
-        subprocess.run([str(ROOT / "spark-submit.sh"), job, *sum([["--set", s] for s in settings], [])],
+    for job, extra in (("embed_news", []), ("build_features", ["--as-of", "2019-11-16"])):
+        subprocess.run([str(ROOT / "spark-submit.sh"), job, *extra,
+                        *sum([["--set", s] for s in settings], [])],
                        cwd=ROOT, env=env, check=True, capture_output=True, timeout=300)
-    export_model(cfg, random_model(16), {"user_dim": 16, "news_dim": 16})
+    export_model(cfg, random_model(16), model_metadata(cfg, 16))
     args = ["--run-date", "2019-11-16", *sum([["--set", s] for s in settings], [])]
     first = _launch(args, ROOT, env)
     assert first.wait(timeout=300) == 0, first.stdout.read()[-2000:]

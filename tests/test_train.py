@@ -116,14 +116,27 @@ def write_feature_rows(path: Path, group_sizes, dim: int, seed: int) -> int:
     return start
 
 
+TEST_AS_OF = "2019-11-16T00:00:00"
+
+
+def rows_pointer_file(work) -> Path:
+    """The pointer of the rows that publish_features writes."""
+    return Path(work) / "features" / f"as_of={TEST_AS_OF}" / "rows" / "CURRENT.json"
+
+
+def train_uri_of(work) -> str:
+    return json.loads(rows_pointer_file(work).read_text())["path"] + "/train"
+
+
 def publish_features(work: Path, train_groups, dev_groups, dim: int, seed: int = 0) -> str:
-    """Write train/ and dev/ and make them the current build_features run; returns its id."""
-    root = storage.join(str(work), "features")
+    """Write train/ and dev/ and make them the newest build_features rows; returns its id."""
+    root = storage.join(str(work), "features", f"as_of={TEST_AS_OF}", "rows")
     run_id = storage.new_run_id()
     folder = Path(storage.run_dir(root, run_id).replace("file://", ""))
     rows = {name: {"rows": write_feature_rows(folder / name, groups, dim, seed + i)}
             for i, (name, groups) in enumerate((("train", train_groups), ("dev", dev_groups)))}
-    storage.publish_run(root, run_id, {"run_id": run_id, "dim": dim, "rows": rows}, keep_runs=3)
+    storage.publish_run(root, run_id, {"run_id": run_id, "dim": dim, "rows": rows,
+                                       "as_of": TEST_AS_OF}, keep_runs=3)
     return run_id
 
 
@@ -177,9 +190,10 @@ def fresh_work(tiny_features, tmp_path) -> Path:
     """A work folder holding only a copy of the tiny features (each test its own runs)."""
     work = tmp_path / "work"
     shutil.copytree(tiny_features / "features", work / "features")
-    pointer = json.loads((work / "features" / "CURRENT.json").read_text())
-    pointer["path"] = pointer["path"].replace(str(tiny_features), str(work))
-    (work / "features" / "CURRENT.json").write_text(json.dumps(pointer))
+    for pointer_file in (work / "features").rglob("CURRENT.json"):
+        pointer = json.loads(pointer_file.read_text())
+        pointer["path"] = pointer["path"].replace(str(tiny_features), str(work))
+        pointer_file.write_text(json.dumps(pointer))
     return work
 
 
@@ -213,7 +227,7 @@ def test_single_rank_learns_and_exports(tmp_path):
     assert metadata["model_spec"]["deep_units"] == [64, 32]
     assert metadata["features"]["run_id"] == run_id == summary["features_run_id"]
     assert metadata["features"]["train_rows"] == 3200
-    assert metadata["features"]["train_uri"].endswith(f"/features/runs/{run_id}/train")
+    assert metadata["features"]["train_uri"].endswith(f"/rows/runs/{run_id}/train")
     assert metadata["horovod_size"] == 1 and metadata["seconds"] > 0
     assert metadata["config"]["train"]["epochs"] == 10
     assert metadata["metrics"]["val_auc"] == pytest.approx(summary["metrics"]["val_auc"])
@@ -221,7 +235,9 @@ def test_single_rank_learns_and_exports(tmp_path):
 
 
 def summary_rows(work, table) -> int:
-    pointer = json.loads((Path(work) / "features" / "CURRENT.json").read_text())
+    from common import outputs
+    from common.config import load_config as _load
+    pointer = outputs.latest_rows(_load(overrides=[f"paths.work={work}"]))
     return pointer["summary"]["rows"][table]["rows"]
 
 
@@ -261,7 +277,7 @@ def test_uneven_shards_do_not_hang(tmp_path):
     work = tmp_path / "work"
     # row group i goes to rank i % 2: rank 0 gets 4 x 1500 rows, rank 1 gets 4 x 40
     publish_features(work, [1500, 40] * 4, [600, 30] * 2, dim=8)
-    train_uri = json.loads((work / "features" / "CURRENT.json").read_text())["path"] + "/train"
+    train_uri = train_uri_of(work)
     shard_rows = [len(data.load_rows(train_uri, rank, 2)[2]) for rank in (0, 1)]
     assert shard_rows == [6000, 160]
     dump = tmp_path / "weights"
@@ -384,7 +400,7 @@ def test_summary_dim_must_match_the_parquet(tmp_path):
 
     work = tmp_path / "work"
     publish_features(work, [50, 50], [20, 20], dim=4)
-    pointer_file = work / "features" / "CURRENT.json"
+    pointer_file = rows_pointer_file(work)
     pointer = json.loads(pointer_file.read_text())
     pointer["summary"]["dim"] = 128
     pointer_file.write_text(json.dumps(pointer))

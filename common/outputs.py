@@ -1,0 +1,142 @@
+"""Where every output lives, and which run of it is current (as of which moment).
+
+Every job and the model code resolve their inputs and outputs here, and nowhere else:
+
+    paths.work/
+      news_vectors/                      embed_news            (one current run)
+      features/as_of=<T>/state/          user state as of T    (build_features, daily)
+      features/as_of=<T>/pool/           candidate pool and news popularity as of T
+      features/as_of=<T>/rows/           train and dev rows of impressions before T
+                                                                (build_features)
+      models/                            exported model versions (train)
+      evaluation/                        evaluation runs
+      checkpoints/<run key>/             training checkpoints
+      score_runs/run_date=<D>/           one summary per scoring run
+
+Each leaf is a run root (common/storage.py): `runs/<run_id>/` plus a `CURRENT.json` pointer
+to the finished run. `<T>` is an as-of moment in UTC, `YYYY-MM-DDTHH:MM:SS`: an output
+"as of T" uses only impressions strictly before T. Scoring day D reads the state and pool as
+of D 00:00:00; training reads the rows of the newest as-of that has them.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import posixpath
+
+import pyarrow.fs as pafs
+
+from common import storage
+from common.config import Config
+
+VECTORS = "news_vectors"
+FEATURES = "features"
+MODELS = "models"
+EVALUATION = "evaluation"
+CHECKPOINTS = "checkpoints"
+TENSORBOARD = "tensorboard"
+SCORE_RUNS = "score_runs"
+
+STATE, POOL, ROWS = "state", "pool", "rows"
+AS_OF_PREFIX = "as_of="
+AS_OF_FORMAT = "%Y-%m-%dT%H:%M:%S"
+
+
+class AsOfError(ValueError):
+    """An as-of moment or date that cannot be parsed."""
+
+
+def parse_as_of(text: str) -> dt.datetime:
+    """`YYYY-MM-DD` (midnight) or `YYYY-MM-DDTHH:MM:SS`, in UTC, as a naive datetime."""
+    for fmt in ("%Y-%m-%d", AS_OF_FORMAT):
+        try:
+            return dt.datetime.strptime(text, fmt)
+        except ValueError:
+            continue
+    raise AsOfError(f"{text!r} is not a date YYYY-MM-DD or a moment YYYY-MM-DDTHH:MM:SS (UTC)")
+
+
+def as_of_key(moment: dt.datetime) -> str:
+    return moment.strftime(AS_OF_FORMAT)
+
+
+def day_start(date: dt.date) -> dt.datetime:
+    return dt.datetime(date.year, date.month, date.day)
+
+
+def work(cfg: Config, *parts: str) -> str:
+    return storage.join(cfg["paths.work"], *parts)
+
+
+def vectors_root(cfg: Config) -> str:
+    return work(cfg, VECTORS)
+
+
+def models_root(cfg: Config) -> str:
+    return work(cfg, MODELS)
+
+
+def evaluation_root(cfg: Config) -> str:
+    return work(cfg, EVALUATION)
+
+
+def checkpoints_dir(cfg: Config, run_key: str) -> str:
+    return work(cfg, CHECKPOINTS, run_key)
+
+
+def tensorboard_dir(cfg: Config, run_key: str) -> str:
+    return work(cfg, TENSORBOARD, run_key)
+
+
+def score_summary_uri(cfg: Config, run_date: str, run_id: str) -> str:
+    return work(cfg, SCORE_RUNS, f"run_date={run_date}", f"{run_id}.json")
+
+
+def features_root(cfg: Config) -> str:
+    return work(cfg, FEATURES)
+
+
+def as_of_root(cfg: Config, as_of: dt.datetime, kind: str) -> str:
+    """The run root of one kind of as-of output (STATE, POOL or ROWS)."""
+    if kind not in (STATE, POOL, ROWS):
+        raise ValueError(f"unknown as-of output {kind!r}")
+    return work(cfg, FEATURES, AS_OF_PREFIX + as_of_key(as_of), kind)
+
+
+def as_of_moments(cfg: Config, kind: str) -> list[dt.datetime]:
+    """Every as-of moment with a finished run of `kind`, oldest first."""
+    fs, path = storage.filesystem(features_root(cfg))
+    moments = []
+    for info in fs.get_file_info(pafs.FileSelector(path, allow_not_found=True)):
+        name = info.base_name
+        if info.type != pafs.FileType.Directory or not name.startswith(AS_OF_PREFIX):
+            continue
+        try:
+            moment = dt.datetime.strptime(name[len(AS_OF_PREFIX):], AS_OF_FORMAT)
+        except ValueError:
+            continue
+        if storage.exists(posixpath.join(info.path, kind, storage.POINTER_NAME)):
+            moments.append(moment)
+    return sorted(moments)
+
+
+def current_as_of(cfg: Config, as_of: dt.datetime, kind: str, how_to_build: str) -> dict:
+    """The current run of `kind` as of `as_of`; a clear error naming the command otherwise."""
+    root = as_of_root(cfg, as_of, kind)
+    if not storage.exists(posixpath.join(root, storage.POINTER_NAME)):
+        raise storage.RunNotFound(
+            f"no {kind} as of {as_of_key(as_of)} under {features_root(cfg)}: build it with "
+            f"{how_to_build}")
+    return storage.current_run(root, kind)
+
+
+def latest_rows(cfg: Config) -> dict:
+    """The current rows run of the newest as-of that has one (what training reads)."""
+    moments = as_of_moments(cfg, ROWS)
+    if not moments:
+        raise storage.RunNotFound(f"no training rows under {features_root(cfg)}: run "
+                                  "./spark-submit.sh build_features first")
+    return storage.current_run(as_of_root(cfg, moments[-1], ROWS), "build_features")
+
+
+def current_vectors(cfg: Config) -> dict:
+    return storage.current_run(vectors_root(cfg), "embed_news")

@@ -1,0 +1,182 @@
+"""daily: one day of the scheduled pipeline. Brings the user state up to date, builds the
+candidate pool as of the day, and scores the day.
+
+    ./spark-submit.sh daily --date YYYY-MM-DD [--no-score] [--config FILE] [--set key=value ...]
+
+`--date D` is the recommendation day: the lists written to `run_date=D` are for users reading
+on day D, from everything logged before D 00:00 UTC. (Under Airflow, a daily run whose data
+interval is day D-1 has `ds` = D-1 and `data_interval_end` = D 00:00: pass
+`{{ data_interval_end | ds }}`. See airflow/newsrec_daily.py.)
+
+The user state as of D (schemas.USER_STATE, the one definition in jobs/user_state.py) is
+computed from the state as of D-1 plus the impressions of day D-1, so a day costs that day's
+impressions plus one pass over the state, not the whole log. A missing or outdated state of an
+earlier day is computed first, from the newest valid state before it (or from the log's first
+day, whose state is empty). A state records the fingerprint chain of the days before it
+(behavior_log.chain_fingerprint): when a day's file changes (a late or corrected day), every
+later state no longer matches and is recomputed on the next run that needs it, so rerunning
+the late day's date and the dates after it brings everything up to date, in any order.
+Each output is published atomically; a killed run leaves the previous ones current.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import sys
+
+from pyspark.sql import SparkSession
+
+from common import outputs, storage
+from common.cli import StageTimer, UserInputError, run_main
+from common.config import Config
+from common.spark import get_spark
+from jobs import behavior_log as log
+from jobs import build_features, user_state
+from jobs.embed_news import load_vectors
+
+DAY = dt.timedelta(days=1)
+
+
+def stored_state(cfg: Config, day: dt.date) -> dict | None:
+    root = outputs.as_of_root(cfg, outputs.day_start(day), outputs.STATE)
+    try:
+        return storage.current_run(root, "state")
+    except storage.RunNotFound:
+        return None
+
+
+class StateChain:
+    """The daily states of one log under one configuration."""
+
+    def __init__(self, spark: SparkSession, cfg: Config, timer: StageTimer):
+        self.spark, self.cfg, self.timer = spark, cfg, timer
+        self.mode = user_state.check_mode(cfg["features.user_clicks"])
+        self.vectors, self.dim, self.vectors_summary = load_vectors(spark, cfg)
+        self.first_day, self.log_end = log.log_span(cfg, spark)
+        self.salt = user_state.state_salt(self.mode, self.vectors_summary["identity"])
+        self._news = None
+        self.computed: list[str] = []
+
+    @property
+    def news(self) -> user_state.NewsIndex:
+        if self._news is None:
+            self._news = user_state.NewsIndex.build(self.spark, self.vectors)
+        return self._news
+
+    def chain(self, day: dt.date) -> str:
+        return log.chain_fingerprint(self.cfg, self.first_day, day, self.salt)
+
+    def valid(self, day: dt.date) -> dict | None:
+        pointer = stored_state(self.cfg, day)
+        if pointer and pointer.get("summary", {}).get("chain") == self.chain(day):
+            return pointer
+        return None
+
+    def ensure(self, day: dt.date) -> dict:
+        """The state as of `day` 00:00, computing it (and any missing earlier day) if needed."""
+        base = day
+        while base > self.first_day and self.valid(base) is None:
+            base -= DAY
+        pointer = self.valid(base)
+        if pointer is None:   # the first day or before: nothing happened before it
+            pointer = self._publish(base, user_state.empty_state(self.spark), None, 0, "empty")
+        while base < day:
+            pointer = self._advance(base, pointer)
+            base += DAY
+        return pointer
+
+    def _advance(self, day: dt.date, prior_pointer: dict) -> dict:
+        """State as of day+1 from the state as of `day` and the impressions of `day`."""
+        with self.timer.stage("state"):
+            start = outputs.day_start(day)
+            read = (log.read_impressions(self.spark, self.cfg, start=start, end=start + DAY)
+                    if not log.is_daily(self.cfg) or day in set(log.log_days(self.cfg)) else None)
+            prior = self.spark.read.parquet(f"{prior_pointer['path']}/{outputs.STATE}")
+            previous_end = prior_pointer["summary"].get("data_end")
+            if read is None:
+                return self._publish(day + DAY, prior, previous_end, 0, "incremental")
+            behaviors = read.behaviors.cache()
+            stats = behaviors.agg({"t": "max", "*": "count"}).first()
+            impressions, last = stats["count(1)"], stats["max(t)"]
+            _, state = user_state.advance(prior, behaviors, self.news, self.mode,
+                                          self.cfg["features.files"])
+            data_end = previous_end
+            if last is not None:
+                data_end = max(filter(None, [previous_end, log.from_epoch(last).isoformat()]))
+            pointer = self._publish(day + DAY, state, data_end, impressions, "incremental",
+                                    rejected=read.rejected)
+            behaviors.unpersist()
+            return pointer
+
+    def _publish(self, day: dt.date, state, data_end: str | None, impressions: int, kind: str,
+                 rejected=None) -> dict:
+        as_of = outputs.day_start(day)
+        root = outputs.as_of_root(self.cfg, as_of, outputs.STATE)
+        run_id = storage.new_run_id()
+        out = storage.run_dir(root, run_id)
+        users = build_features.write_state(state, f"{out}/{outputs.STATE}", self.cfg)
+        if rejected is not None:
+            rejected.coalesce(1).write.parquet(f"{out}/rejected")
+        summary = {"as_of": outputs.as_of_key(as_of), "chain": self.chain(day), "kind": kind,
+                   "data_end": data_end, "users": users, "day_impressions": impressions,
+                   "user_clicks": self.mode, "news_vectors": self.vectors_summary["identity"],
+                   "news_vectors_run": self.vectors_summary["run_id"], "dim": self.dim}
+        storage.publish_run(root, run_id, summary, self.cfg["paths.keep_runs"])
+        self.computed.append(outputs.as_of_key(as_of))
+        return storage.current_run(root, "state")
+
+    def pool(self, day: dt.date) -> dict:
+        """Publish the candidate pool as of `day` 00:00."""
+        with self.timer.stage("pool"):
+            as_of = outputs.day_start(day)
+            start = build_features.pool_window_start(as_of, self.cfg)
+            read = log.read_impressions(self.spark, self.cfg, start=start, end=as_of)
+            root = outputs.as_of_root(self.cfg, as_of, outputs.POOL)
+            run_id = storage.new_run_id()
+            size = build_features.write_pool(
+                build_features.candidate_pool(read.behaviors, self.vectors),
+                storage.run_dir(root, run_id))
+            storage.publish_run(root, run_id, {
+                "as_of": outputs.as_of_key(as_of), "candidates": size,
+                "news_vectors": self.vectors_summary["identity"], "dim": self.dim},
+                self.cfg["paths.keep_runs"])
+            return storage.current_run(root, "pool")
+
+
+def parse_date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise UserInputError(f"--date {text!r} is not a date YYYY-MM-DD") from None
+
+
+def run(cfg: Config, date: dt.date, score: bool = True, spark: SparkSession | None = None) -> dict:
+    spark = spark or get_spark(cfg, "daily", hive=score)
+    timer = StageTimer()
+    chain = StateChain(spark, cfg, timer)
+    state = chain.ensure(date)
+    pool = chain.pool(date)
+    summary = {"date": date.isoformat(), "state": state["path"], "states_computed": chain.computed,
+               "users": state["summary"]["users"], "data_end": state["summary"]["data_end"],
+               "pool": pool["path"], "candidates": pool["summary"]["candidates"]}
+    if score:
+        from jobs import score as score_job
+        with timer.stage("score"):
+            summary["score"] = score_job.run(cfg, date.isoformat(), spark)
+    summary["seconds"] = timer.seconds
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    def arguments(parser):
+        parser.add_argument("--date", required=True,
+                            help="recommendation day YYYY-MM-DD (uses the log before its 00:00 UTC)")
+        parser.add_argument("--no-score", action="store_true",
+                            help="only bring the state and pool up to date")
+
+    return run_main("One day of the pipeline: user state, candidate pool and scoring as of a day.",
+                    lambda cfg, args: run(cfg, parse_date(args.date), not args.no_score), argv,
+                    extra_arguments=arguments)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
