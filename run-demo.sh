@@ -4,9 +4,11 @@
 #   ./run-demo.sh [--scale tiny|small|mind-small] [--encoder use|hashing]
 #
 # sets up the environment (./setup.sh), generates the sample into data/sample-SCALE, then runs
-# embed_news and build_features through ./spark-submit.sh, trains the DCN with a 2-rank
-# horovodrun, evaluates it against the baselines, scores every user into the recommendations
-# table, and prints the run summary, the metrics table and a few users' top k from the table.
+# embed_news and build_features (as of 2019-11-16, the day after the sample) through
+# ./spark-submit.sh, trains the DCN with a 2-rank horovodrun, evaluates it against the
+# baselines, runs the daily job for 2019-11-16 (user state, candidate pool, every user's top k
+# into the recommendations table), and prints the run summary, the metrics table and a few
+# users' top k from the table.
 # Outputs go under work/ (README.md, "Where outputs go").
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -42,16 +44,16 @@ run_job() {  # JOB [job options]: run it through the launcher, its output to the
   ./spark-submit.sh "$job" "${settings[@]}" "$@" > "$logs/$job.out" 2> "$logs/$job.log" \
     || { tail -30 "$logs/$job.out" "$logs/$job.log"; echo "run-demo.sh: $job failed" >&2; exit 1; }
 }
+run_date="2019-11-16"   # the day after the sample's last impressions
 run_job embed_news
-run_job build_features
+run_job build_features --as-of "$run_date"
 step "train (horovodrun -np 2, log: $logs/train.log)"
 PYTHONPATH="$here" "$venv/bin/horovodrun" -np 2 -H localhost:2 --gloo \
   "$venv/bin/python" -m dcn.train "${settings[@]}" > "$logs/train.log" 2>&1 \
   || { tail -30 "$logs/train.log"; echo "run-demo.sh: train failed" >&2; exit 1; }
 grep -E "epoch .*(loss|auc)" "$logs/train.log" | sed 's/^\[[0-9]*\]<stdout>://' | tail -8 || true
 run_job evaluate
-run_date="2019-11-16"   # the day after the sample's last impressions
-run_job score --run-date "$run_date"
+run_job daily --date "$run_date"
 step "run summary"
 "$venv/bin/python" -m jobs.show_runs "${settings[@]}"
 step "recommendations read back from the table"

@@ -3,8 +3,10 @@ the baseline of bench/build_features_bench.py.
 
     python bench/pandas_train_rows.py BEHAVIORS_TSV VECTORS_PARQUET OUT_PARQUET NPRATIO
 
-Same rows as the Spark job (user vector = mean of the history's vectors, npratio negatives per
-positive, candidates without a vector dropped); negatives are drawn with numpy's generator
+Same rows as the Spark job: the point-in-time user vector of jobs/user_state.py (the mean of
+the vectors of the impression's own history plus every news in the histories and clicks of the
+user's earlier impressions, same-second impressions not seeing each other), npratio negatives
+per positive, candidates without a vector dropped. Negatives are drawn with numpy's generator
 instead of Spark's hash, so the same number of rows but not the same ones. Prints a JSON line
 with rows, seconds and peak RSS.
 """
@@ -37,20 +39,43 @@ def main(behaviors_path: str, vectors_path: str, out_path: str, npratio: int) ->
                             names=["impression_id", "user_id", "time", "history", "impressions"],
                             dtype=str, keep_default_na=False)
 
-    # each distinct history averaged once
-    history_codes, histories = pd.factorize(behaviors["history"])
-    history_vecs = np.zeros((len(histories), dim), dtype=np.float32)
-    history_lens = np.zeros(len(histories), dtype=np.int32)
-    for h, text in enumerate(histories):
-        ids = [index[n] for n in text.split() if n in index]
-        if ids:
-            history_vecs[h] = matrix[ids].mean(axis=0)
-            history_lens[h] = len(ids)
+    # point-in-time user vectors: each user's impressions in time order, a running set and sum
+    times = pd.to_datetime(behaviors["time"], format="%m/%d/%Y %I:%M:%S %p").to_numpy()
+    order = np.lexsort((behaviors["impression_id"].astype(np.int64).to_numpy(), times,
+                        behaviors["user_id"].to_numpy()))
+    users, histories = behaviors["user_id"].to_numpy(), behaviors["history"].to_numpy()
+    fields = behaviors["impressions"].to_numpy()
+    user_vecs = np.zeros((len(behaviors), dim), dtype=np.float32)
+    user_lens = np.zeros(len(behaviors), dtype=np.int32)
+    position = 0
+    while position < len(order):
+        user = users[order[position]]
+        seen, total = set(), np.zeros(dim, dtype=np.float64)
+        while position < len(order) and users[order[position]] == user:
+            moment, group = times[order[position]], []
+            while (position < len(order) and users[order[position]] == user
+                   and times[order[position]] == moment):
+                group.append(order[position])
+                position += 1
+            added = set()
+            for row in group:
+                own = {index[n] for n in histories[row].split() if n in index} - seen
+                vector = total + (matrix[list(own)].sum(axis=0, dtype=np.float64) if own else 0)
+                count = len(seen) + len(own)
+                if count:
+                    user_vecs[row] = (vector / count).astype(np.float32)
+                user_lens[row] = count
+                clicked = [t[:-2] for t in fields[row].split() if t.endswith("-1")]
+                added |= own | {index[n] for n in clicked if n in index}
+            added -= seen
+            if added:
+                total = total + matrix[list(added)].sum(axis=0, dtype=np.float64)
+                seen |= added
 
     rng = np.random.default_rng(42)
     rows_impression, rows_user, rows_news, rows_label, rows_history = [], [], [], [], []
-    for impression_id, user_id, code, field in zip(behaviors["impression_id"], behaviors["user_id"],
-                                                   history_codes, behaviors["impressions"]):
+    for code, (impression_id, user_id, field) in enumerate(zip(
+            behaviors["impression_id"], behaviors["user_id"], behaviors["impressions"])):
         tokens = [t.rsplit("-", 1) for t in field.split()]
         known = [(index[n], int(l)) for n, l in tokens if n in index]
         positives = [c for c in known if c[1] == 1]
@@ -70,9 +95,9 @@ def main(behaviors_path: str, vectors_path: str, out_path: str, npratio: int) ->
         "user_id": pa.array(rows_user),
         "news_id": pa.array(vectors["news_id"].to_numpy()[news_idx]),
         "label": pa.array(rows_label, pa.int32()),
-        "user_vec": vector_column(history_vecs[hist_idx]),
+        "user_vec": vector_column(user_vecs[hist_idx]),
         "news_vec": vector_column(matrix[news_idx]),
-        "history_len": pa.array(history_lens[hist_idx]),
+        "history_len": pa.array(user_lens[hist_idx]),
     })
     pq.write_table(table, out_path)
     seconds = time.perf_counter() - start

@@ -238,6 +238,7 @@ def run(cfg: Config, spark: SparkSession | None = None, as_of: dt.datetime | Non
             counts[split] = {"rows": stats["rows"], "impressions": stats["impressions"],
                              "positive_share": round((stats["positives"] or 0) / max(stats["rows"], 1), 5),
                              "files": len(written.inputFiles())}
+    with timer.stage("dev_impressions"):
         listing = behaviors.where(F.col("split") == DEV).select(
             C.IMPRESSION_ID, F.transform("candidates", lambda c: c[C.NEWS_ID]).alias(C.CANDIDATES))
         schemas.conform(listing, schemas.DEV_IMPRESSIONS).coalesce(1).write.parquet(

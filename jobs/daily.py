@@ -6,7 +6,7 @@ candidate pool as of the day, and scores the day.
 `--date D` is the recommendation day: the lists written to `run_date=D` are for users reading
 on day D, from everything logged before D 00:00 UTC. (Under Airflow, a daily run whose data
 interval is day D-1 has `ds` = D-1 and `data_interval_end` = D 00:00: pass
-`{{ data_interval_end | ds }}`. See airflow/newsrec_daily.py.)
+`{{ data_interval_end | ds }}`. See deploy/airflow_newsrec.py.)
 
 The user state as of D (schemas.USER_STATE, the one definition in jobs/user_state.py) is
 computed from the state as of D-1 plus the impressions of day D-1, so a day costs that day's

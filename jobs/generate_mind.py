@@ -1,6 +1,6 @@
 """Generate a synthetic sample in MIND's exact file format, with a planted click model.
 
-    python -m jobs.generate_mind --scale {tiny,small,mind-small} --out DIR [--seed N]
+    python -m jobs.generate_mind --scale {tiny,small,mind-small} --out DIR [--seed N] [--daily-log]
 
 writes
 
@@ -8,7 +8,8 @@ writes
     DIR/MINDsmall_dev/{behaviors.tsv,news.tsv}
     DIR/ground_truth/{train.tsv,dev.tsv}     header: impression_id, news_id, click_prob
 
-and prints a JSON summary. The format follows /work/shared/MIND.md (no header in the MIND
+(with `--daily-log`, also the same impressions as a log partitioned by day, DIR/log/, see
+`write_daily_log`) and prints a JSON summary. The format follows /work/shared/MIND.md (no header in the MIND
 files, tab separated, UTF-8, '\\n' line ends). The same seed gives byte-identical files.
 
 The planted model
@@ -820,6 +821,45 @@ def write_split(folder: str, truth_path: str, split: Split, users: Users, news: 
     return referenced
 
 
+def write_daily_log(mind_dir: str, log_dir: str) -> dict:
+    """Rewrite a sample's two MIND folders as a log partitioned by day, the production layout:
+    `log_dir/date=YYYY-MM-DD/behaviors.tsv` and one catalogue `log_dir/news.tsv`. Dev
+    impression ids are moved past the train ones (MIND numbers each split from 1; a log's ids
+    are unique). Written to a temporary folder and renamed into place."""
+    parent, name = os.path.split(os.path.abspath(log_dir))
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=parent)
+    try:
+        by_day: dict[str, list[str]] = {}
+        offset = 0
+        for folder in ("MINDsmall_train", "MINDsmall_dev"):
+            largest = 0
+            with open(os.path.join(mind_dir, folder, "behaviors.tsv"), encoding="utf-8") as handle:
+                for line in handle:
+                    fields = line.rstrip("\n").split("\t")
+                    largest = max(largest, int(fields[0]))
+                    fields[0] = str(int(fields[0]) + offset)
+                    day = datetime.strptime(fields[2], "%m/%d/%Y %I:%M:%S %p").date().isoformat()
+                    by_day.setdefault(day, []).append("\t".join(fields))
+            offset += largest
+        for day, lines in by_day.items():
+            os.makedirs(os.path.join(staging, f"date={day}"))
+            _write_lines(os.path.join(staging, f"date={day}", "behaviors.tsv"), lines)
+        news: dict[str, str] = {}
+        for folder in ("MINDsmall_train", "MINDsmall_dev"):
+            with open(os.path.join(mind_dir, folder, "news.tsv"), encoding="utf-8") as handle:
+                for line in handle:
+                    news.setdefault(line.split("\t", 1)[0], line.rstrip("\n"))
+        _write_lines(os.path.join(staging, "news.tsv"), news.values())
+        if os.path.exists(log_dir):
+            shutil.rmtree(log_dir)
+        os.rename(staging, log_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return {"log": log_dir, "days": sorted(by_day), "impressions": sum(map(len, by_day.values()))}
+
+
 def _check_target(out_dir: str) -> None:
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise FileExistsError(f"{out_dir} exists and is not a folder")
@@ -937,8 +977,12 @@ def main(argv=None) -> int:
     parser.add_argument("--scale", required=True, choices=sorted(SCALES))
     parser.add_argument("--out", required=True, help="output folder (a sample there is replaced)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--daily-log", action="store_true",
+                        help="also write the sample as a log partitioned by day, in OUT/log")
     args = parser.parse_args(argv)
     summary = generate(args.scale, args.out, args.seed)
+    if args.daily_log:
+        summary["daily_log"] = write_daily_log(args.out, os.path.join(args.out, "log"))
     print(json.dumps(summary, indent=2))
     return 0
 
