@@ -28,7 +28,7 @@ warm-up steps (tracing, reader start); the two sides of each ratio alternate `--
 times and the medians are compared. Data: the synthetic sample of `--scale` through
 embed_news (hashing encoder, 128-d) and build_features, generated once under
 bench/data/train-<scale>/, or an existing work folder (`--features`, holding
-features/CURRENT.json). Results: a table on stdout, JSON in bench/results/train.json.
+features/as_of=*/rows/CURRENT.json). Results: a table on stdout, JSON in bench/results/train.json.
 """
 from __future__ import annotations
 
@@ -67,8 +67,10 @@ def prepare_data(scale: str) -> Path:
         print(f"generating the {scale} sample into {mind}", file=sys.stderr)
         subprocess.run([PYTHON, "-m", "jobs.generate_mind", "--scale", scale, "--out", str(mind)],
                        cwd=ROOT, env=ENV, check=True, stdout=subprocess.DEVNULL)
-    for job, marker in (("embed_news", "news_vectors"), ("build_features", "features")):
-        if not (work / marker / "CURRENT.json").exists():
+    have = {"embed_news": (work / "news_vectors" / "CURRENT.json").exists(),
+            "build_features": any((work / "features").glob("as_of=*/rows/CURRENT.json"))}
+    for job in ("embed_news", "build_features"):
+        if not have[job]:
             print(f"running {job} on it", file=sys.stderr)
             subprocess.run([str(ROOT / "spark-submit.sh"), job, *settings], cwd=ROOT, env=ENV,
                            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -282,7 +284,7 @@ def median(results: list, key: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", default="mind-small", choices=["tiny", "small", "mind-small"])
-    parser.add_argument("--features", help="work folder with features/CURRENT.json (skips "
+    parser.add_argument("--features", help="work folder with built features (skips "
                                            "generating data)")
     parser.add_argument("--steps", type=int, default=400, help="timed steps per measurement")
     parser.add_argument("--warmup", type=int, default=30)

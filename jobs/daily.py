@@ -54,6 +54,7 @@ class StateChain:
         self.first_day, self.log_end = log.log_span(cfg, spark)
         self.salt = user_state.state_salt(self.mode, self.vectors_summary["identity"])
         self._news = None
+        self._chains: dict[dt.date, str] = {}
         self.computed: list[str] = []
 
     @property
@@ -63,7 +64,9 @@ class StateChain:
         return self._news
 
     def chain(self, day: dt.date) -> str:
-        return log.chain_fingerprint(self.cfg, self.first_day, day, self.salt)
+        if day not in self._chains:
+            self._chains[day] = log.chain_fingerprint(self.cfg, self.first_day, day, self.salt)
+        return self._chains[day]
 
     def valid(self, day: dt.date) -> dict | None:
         pointer = stored_state(self.cfg, day)
