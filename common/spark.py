@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+from contextlib import contextmanager
 
 from common.config import Config
 
@@ -79,3 +80,15 @@ def get_spark(cfg: Config, app_name: str, hive: bool = False):
             spark.conf.set(key, value)
     spark.sparkContext.setLogLevel("WARN")
     return spark
+
+
+@contextmanager
+def cached_for_job(spark):
+    """Drop every cached table when the block ends, however it ends. A job caches what it
+    reads more than once (parsed files, intermediate tables); a long process that runs job
+    after job in one session (a backfill of many days, the tests) would otherwise fill the
+    driver's and executors' memory with tables no one reads again."""
+    try:
+        yield spark
+    finally:
+        spark.catalog.clearCache()

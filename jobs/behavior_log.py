@@ -163,20 +163,14 @@ def from_epoch(seconds: int) -> dt.datetime:
     return dt.datetime(1970, 1, 1) + dt.timedelta(seconds=int(seconds))
 
 
-def log_span(cfg: Config, spark: SparkSession) -> tuple[dt.date, dt.datetime]:
-    """(first day with impressions, time of the last impression) of the whole log."""
+def first_day(cfg: Config, spark: SparkSession) -> dt.date:
+    """The log's first day: its first partition, or the day of the folders' first impression."""
     if is_daily(cfg):
-        days = log_days(cfg)
-        last = read_impressions(spark, cfg, start=day_start(days[-1])).behaviors
-        end = last.agg(F.max("t")).first()[0]
-        if end is None:
-            raise UserInputError(f"the log's last partition date={days[-1]} holds no impressions")
-        return days[0], from_epoch(end)
-    behaviors = read_impressions(spark, cfg).behaviors
-    row = behaviors.agg(F.min("t").alias("lo"), F.max("t").alias("hi")).first()
-    if row["lo"] is None:
+        return log_days(cfg)[0]
+    first = read_impressions(spark, cfg).behaviors.agg(F.min("t")).first()[0]
+    if first is None:
         raise UserInputError("the behaviors files hold no impressions")
-    return from_epoch(row["lo"]).date(), from_epoch(row["hi"])
+    return from_epoch(first).date()
 
 
 def chain_fingerprint(cfg: Config, first_day: dt.date, day: dt.date, salt: str) -> str:

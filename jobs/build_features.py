@@ -37,7 +37,7 @@ from common import columns as C
 from common import outputs, schemas, storage
 from common.cli import StageTimer, UserInputError, run_main
 from common.config import Config
-from common.spark import get_spark
+from common.spark import cached_for_job, get_spark
 from jobs import behavior_log as log
 from jobs import user_state
 from jobs.embed_news import load_vectors
@@ -183,34 +183,37 @@ def reference_counts(spark: SparkSession, cfg: Config, behaviors: DataFrame,
     return missing, without_vector
 
 
-def resolve_as_of(spark: SparkSession, cfg: Config,
-                  as_of: dt.datetime | None) -> tuple[dt.datetime, dt.date]:
-    """(as-of moment, the log's first day); the default as-of is just after the last
-    impression."""
-    first_day, last = log.log_span(cfg, spark)
-    if as_of is None:
-        return last + dt.timedelta(seconds=1), first_day
-    if as_of <= log.day_start(first_day):
-        raise UserInputError(f"--as-of {outputs.as_of_key(as_of)} is not after the log's first "
-                             f"impression (on {first_day}): there is nothing before it")
-    return as_of, first_day
+def read_as_of(spark: SparkSession, cfg: Config, as_of: dt.datetime | None):
+    """(as-of moment, the log read before it, time of its last impression, the log's first
+    day). The default as-of is just after the log's last impression. The log is parsed once."""
+    read = log.read_impressions(spark, cfg, end=as_of)
+    span = read.behaviors.agg(F.min("t").alias("lo"), F.max("t").alias("hi")).first()
+    if span["lo"] is None:
+        where = f"before --as-of {outputs.as_of_key(as_of)}" if as_of else "in the log"
+        raise UserInputError(f"no impressions {where}: there is nothing to build")
+    first, last = log.from_epoch(span["lo"]), log.from_epoch(span["hi"])
+    first_day = log.log_days(cfg)[0] if log.is_daily(cfg) else first.date()
+    return as_of or last + dt.timedelta(seconds=1), read, last, first_day
 
 
 def run(cfg: Config, spark: SparkSession | None = None, as_of: dt.datetime | None = None) -> dict:
-    mode = user_state.check_mode(cfg["features.user_clicks"])
     spark = spark or get_spark(cfg, "build_features")
+    with cached_for_job(spark):
+        return _run(cfg, spark, as_of)
+
+
+def _run(cfg: Config, spark: SparkSession, as_of: dt.datetime | None) -> dict:
+    mode = user_state.check_mode(cfg["features.user_clicks"])
     timer = StageTimer()
     seed, npratio, files = cfg["features.seed"], cfg["features.npratio"], cfg["features.files"]
     run_id = storage.new_run_id()
 
     with timer.stage("read_inputs"):
-        as_of, first_day = resolve_as_of(spark, cfg, as_of)
         vectors, dim, vectors_summary = load_vectors(spark, cfg)
         vectors = vectors.cache()
+        as_of, read, data_end, first_day = read_as_of(spark, cfg, as_of)
         news = user_state.NewsIndex.build(spark, vectors)
-        read = log.read_impressions(spark, cfg, end=as_of)
         behaviors = with_split(read.behaviors, cfg, as_of)
-        data_end = log.from_epoch(behaviors.agg(F.max("t")).first()[0])
         missing, dropped = reference_counts(spark, cfg, behaviors, vectors)
     lineage = {"as_of": outputs.as_of_key(as_of), "data_end": data_end.isoformat(),
                "user_clicks": mode, "news_vectors": vectors_summary["identity"],
@@ -274,6 +277,7 @@ def run(cfg: Config, spark: SparkSession | None = None, as_of: dt.datetime | Non
     storage.publish_run(state_root, run_id, state_summary, keep)
     storage.publish_run(pool_root, run_id, dict(lineage, candidates=pool_size), keep)
     storage.publish_run(rows_root, run_id, summary, keep)
+    news.release()
     return summary
 
 

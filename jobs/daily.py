@@ -28,7 +28,7 @@ from pyspark.sql import SparkSession
 from common import outputs, storage
 from common.cli import StageTimer, UserInputError, run_main
 from common.config import Config
-from common.spark import get_spark
+from common.spark import cached_for_job, get_spark
 from jobs import behavior_log as log
 from jobs import build_features, user_state
 from jobs.embed_news import load_vectors
@@ -51,11 +51,16 @@ class StateChain:
         self.spark, self.cfg, self.timer = spark, cfg, timer
         self.mode = user_state.check_mode(cfg["features.user_clicks"])
         self.vectors, self.dim, self.vectors_summary = load_vectors(spark, cfg)
-        self.first_day, self.log_end = log.log_span(cfg, spark)
+        self.first_day = log.first_day(cfg, spark)
         self.salt = user_state.state_salt(self.mode, self.vectors_summary["identity"])
         self._news = None
         self._chains: dict[dt.date, str] = {}
         self.computed: list[str] = []
+
+    def release(self) -> None:
+        if self._news is not None:
+            self._news.release()
+            self._news = None
 
     @property
     def news(self) -> user_state.NewsIndex:
@@ -107,7 +112,7 @@ class StateChain:
                 data_end = max(filter(None, [previous_end, log.from_epoch(last).isoformat()]))
             pointer = self._publish(day + DAY, state, data_end, impressions, "incremental",
                                     rejected=read.rejected)
-            behaviors.unpersist()
+            self.spark.catalog.clearCache()   # nothing of this day is read again
             return pointer
 
     def _publish(self, day: dt.date, state, data_end: str | None, impressions: int, kind: str,
@@ -155,9 +160,11 @@ def parse_date(text: str) -> dt.date:
 def run(cfg: Config, date: dt.date, score: bool = True, spark: SparkSession | None = None) -> dict:
     spark = spark or get_spark(cfg, "daily", hive=score)
     timer = StageTimer()
-    chain = StateChain(spark, cfg, timer)
-    state = chain.ensure(date)
-    pool = chain.pool(date)
+    with cached_for_job(spark):
+        chain = StateChain(spark, cfg, timer)
+        state = chain.ensure(date)
+        pool = chain.pool(date)
+        chain.release()
     summary = {"date": date.isoformat(), "state": state["path"], "states_computed": chain.computed,
                "users": state["summary"]["users"], "data_end": state["summary"]["data_end"],
                "pool": pool["path"], "candidates": pool["summary"]["candidates"]}

@@ -23,7 +23,7 @@ from common import columns as C
 from common import outputs, schemas, storage
 from common.cli import StageTimer, UserInputError, run_main
 from common.config import Config
-from common.spark import get_spark
+from common.spark import cached_for_job, get_spark
 from jobs import encoders
 from jobs.behavior_log import news_folders
 from jobs.mind import NEWS_FILE, check_rejected_share, parse_news
@@ -143,6 +143,11 @@ def project_vectors(vectors: DataFrame, cfg: Config) -> DataFrame:
 
 def run(cfg: Config, spark: SparkSession | None = None) -> dict:
     spark = spark or get_spark(cfg, "embed_news")
+    with cached_for_job(spark):
+        return _run(cfg, spark)
+
+
+def _run(cfg: Config, spark: SparkSession) -> dict:
     timer = StageTimer()
     root = output_root(cfg)
     run_id = storage.new_run_id()

@@ -94,6 +94,10 @@ class NewsIndex:
         return cls(ids=id_frame, matrix=spark.sparkContext.broadcast(matrix),
                    dim=int(matrix.shape[1]))
 
+    def release(self) -> None:
+        """Free the broadcast matrix on the driver and the executors."""
+        self.matrix.destroy()
+
 
 def state_salt(mode: str, vectors_identity: dict) -> str:
     """What shapes a state besides the log: the chain fingerprint of every state includes it."""

@@ -15,8 +15,13 @@ def spark(tmp_path_factory):
     from common.spark import get_spark
 
     work = tmp_path_factory.mktemp("spark-session")
+    # One session runs hundreds of jobs: keep the UI's per-query history small, or its plan
+    # metrics fill the driver's heap long before the tests end.
+    retained = ("{spark.sql.ui.retainedExecutions: 20, spark.ui.retainedJobs: 50, "
+                "spark.ui.retainedStages: 50, spark.ui.retainedTasks: 2000}")
     cfg = load_config(overrides=["spark.master=local[2]", "spark.shuffle_partitions=4",
-                                 "spark.driver_memory=2g", f"paths.work={work}"])
+                                 "spark.driver_memory=2g", f"paths.work={work}",
+                                 f"spark.extra={retained}"])
     session = get_spark(cfg, "newsrec-tests", hive=True)
     yield session
     session.stop()

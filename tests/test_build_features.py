@@ -1,7 +1,6 @@
 """embed_news + build_features on a hand-made MIND sample, checked against numpy."""
 from __future__ import annotations
 
-import json
 import shutil
 
 import numpy as np

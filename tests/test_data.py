@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import collections
-import json
 
 import numpy as np
 import pytest

@@ -18,7 +18,7 @@ from dcn.export import export_model, load_model
 from dcn.model import build_dcn
 from jobs import build_features, embed_news
 from tests.conftest import write_tsv
-from tests.test_build_features import TRAIN, features, model_metadata, read_table, write_sample
+from tests.test_build_features import TRAIN, features, model_metadata, write_sample
 
 pytestmark = pytest.mark.spark
 

@@ -16,7 +16,7 @@ from common.cli import UserInputError
 from dcn.export import export_model
 from dcn.model import build_dcn
 from jobs import build_features, embed_news, score
-from tests.test_build_features import features, make_cfg, model_metadata, read_table, write_sample
+from tests.test_build_features import features, make_cfg, model_metadata, write_sample
 
 SCORE_DAY = dt.datetime(2019, 11, 16)
 

@@ -332,3 +332,28 @@ def test_daily_scoring_by_date(spark, daily_log, tmp_path):
         lists[day] = {u: sorted(g["news_id"]) for u, g in got.groupby("user_id")}
     common = set(lists["2019-11-12"]) & set(lists["2019-11-14"])
     assert common and any(lists["2019-11-12"][u] != lists["2019-11-14"][u] for u in common)
+
+
+def test_the_benchmark_reference_computes_the_same_user_vectors(spark, tiny, tmp_path):
+    """bench/pandas_train_rows.py (single process) and build_features agree on every train
+    impression's user vector, so the benchmark compares the same work."""
+    import subprocess
+    import sys
+
+    root, base, _ = tiny
+    cfg = base.with_overrides([f"paths.work={tmp_path}"])
+    shutil.copytree(root / "work" / "news_vectors", tmp_path / "news_vectors")
+    build_features.run(cfg, spark)
+    vectors_uri = outputs.current_vectors(cfg)["path"].replace("file://", "") + "/vectors"
+    out = tmp_path / "reference.parquet"
+    bench = Path(__file__).resolve().parent.parent / "bench" / "pandas_train_rows.py"
+    subprocess.run([sys.executable, str(bench),
+                    str(root / "mind" / "MINDsmall_train" / "behaviors.tsv"), vectors_uri,
+                    str(out), "4"], check=True, capture_output=True, timeout=300)
+    reference = pd.read_parquet(out).drop_duplicates("impression_id").set_index("impression_id")
+    spark_rows = features(cfg, "train").drop_duplicates("impression_id").set_index("impression_id")
+    assert set(reference.index) == set(spark_rows.index)
+    joined = spark_rows.join(reference, rsuffix="_ref")
+    assert (joined["history_len"] == joined["history_len_ref"]).all()
+    np.testing.assert_allclose(np.stack(joined["user_vec"]), np.stack(joined["user_vec_ref"]),
+                               atol=1e-6)
