@@ -75,8 +75,9 @@ def get_spark(cfg: Config, app_name: str, hive: bool = False):
             builder = builder.config(key, value)
     spark = builder.getOrCreate()
     for key, value in session_settings(cfg).items():
-        # getOrCreate may return an existing session (tests): make the SQL settings hold.
-        if key.startswith("spark.sql."):
+        # getOrCreate may return an existing session (tests): make the SQL settings hold
+        # (static ones, fixed when the session started, cannot change and are left alone).
+        if key.startswith("spark.sql.") and spark.conf.isModifiable(key):
             spark.conf.set(key, value)
     spark.sparkContext.setLogLevel("WARN")
     return spark
