@@ -20,22 +20,24 @@ The two give identical rows, to the bit: a state keeps its vector sum in float64
 sums are always accumulated in the same order (time, then impression, then news index), one
 group of same-second impressions after another.
 
-How it is computed. The set logic is DataFrame operations: the first time each (user, news)
-appears in the span (min over the histories and clicks that hold it), minus what the prior
-state already holds, gives the news each same-second group adds; an impression also sees the
-news of its own history first seen in its own second ("extra"). The vector arithmetic is a
-vectorized numpy kernel in `mapInArrow` over one row per user (their prior sum and the time-
-ordered list of their impressions with the indices of those news): per-group sums by
-`np.add.at`, then a running sum over each user's groups. The news vectors reach the kernel
-as a broadcast matrix (a catalogue, bounded by the news, not by users).
+How it is computed. One shuffle brings together each user's impressions of the span (sorted
+by time, then impression) and the user's prior state; a vectorized kernel in `mapInArrow`
+does the rest per Arrow batch of users, with numpy: sorting every (user, news id) occurrence
+gives each id its first appearance, so the news each same-second group adds, and the news of
+an impression's own history first seen in its own second (which count for it); the vector
+sums are `np.add.at` over those news' rows of the broadcast vector matrix, in a fixed order,
+then a running sum over each user's groups.
 """
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.sql import DataFrame, SparkSession, functions as F
 from pyspark.sql.types import (ArrayType, DoubleType, FloatType, IntegerType, LongType,
                                StringType, StructField, StructType)
@@ -48,13 +50,12 @@ HISTORY_AND_CLICKS = "history_and_clicks"
 HISTORY_ONLY = "history"
 USER_CLICKS_MODES = (HISTORY_AND_CLICKS, HISTORY_ONLY)
 
-IDX = "idx"
 EVENTS = "events"
-IMPRESSION_KEY = ["src", C.IMPRESSION_ID]
 
 # What the kernel returns per user: the state's vector part and every impression's vector.
 KERNEL_OUTPUT = StructType([
     StructField(C.USER_ID, StringType(), False),
+    StructField(C.CLICKED_NEWS, ArrayType(StringType(), False), False),
     StructField(C.VECTOR_SUM, ArrayType(DoubleType(), False), False),
     StructField(C.HISTORY_LEN, IntegerType(), False),
     StructField(C.USER_VEC, ArrayType(FloatType(), False), False),
@@ -77,11 +78,11 @@ def check_mode(mode: str) -> str:
 
 @dataclass
 class NewsIndex:
-    """The news vectors as a matrix (row = index) broadcast to the Python workers, and the
-    (news_id, idx) table the DataFrame side joins on."""
-    ids: DataFrame
-    matrix: object   # a Spark broadcast of a float32 [news, dim] array
+    """The news vectors broadcast to the Python workers: (news ids, float32 matrix whose row
+    i is the vector of news i). A catalogue: bounded by the news, not by the users."""
+    broadcast: object
     dim: int
+    key: str = ""    # names the broadcast in the workers' cache
 
     @classmethod
     def build(cls, spark: SparkSession, vectors: DataFrame) -> "NewsIndex":
@@ -89,14 +90,13 @@ class NewsIndex:
         if table.empty:
             raise UserInputError("no news vectors")
         matrix = np.stack(table[C.VECTOR].to_numpy()).astype(np.float32)
-        ids = table[[C.NEWS_ID]].assign(**{IDX: np.arange(len(table), dtype=np.int32)})
-        id_frame = spark.createDataFrame(ids, schema=f"{C.NEWS_ID} string, {IDX} int")
-        return cls(ids=id_frame, matrix=spark.sparkContext.broadcast(matrix),
-                   dim=int(matrix.shape[1]))
+        ids = table[C.NEWS_ID].to_numpy(dtype=object)
+        return cls(broadcast=spark.sparkContext.broadcast((ids, matrix)),
+                   dim=int(matrix.shape[1]), key=uuid.uuid4().hex)
 
     def release(self) -> None:
-        """Free the broadcast matrix on the driver and the executors."""
-        self.matrix.destroy()
+        """Free the broadcast on the driver and the executors."""
+        self.broadcast.destroy()
 
 
 def state_salt(mode: str, vectors_identity: dict) -> str:
@@ -111,14 +111,20 @@ def empty_state(spark: SparkSession) -> DataFrame:
 # --------------------------------------------------------------------------- the kernel
 
 def _offsets(array: pa.ListArray) -> np.ndarray:
-    offsets = array.offsets.to_numpy()
-    return offsets - offsets[0]
+    """0-based offsets of a list array (a null list counts as empty)."""
+    lengths = pc.fill_null(pc.list_value_length(array), 0).to_numpy().astype(np.int64)
+    return np.concatenate([[0], np.cumsum(lengths)])
+
+
+def _values(array: pa.ListArray) -> np.ndarray:
+    return array.flatten().to_numpy(zero_copy_only=False)
 
 
 def _sum_rows(matrix: np.ndarray, segment_of: np.ndarray, rows: np.ndarray,
               segments: int) -> np.ndarray:
-    """Per segment, the float64 sum of `matrix[rows]` in the order given (np.add.at adds
-    one element after the other, so a segment's sum depends on its own rows only)."""
+    """Per segment, the float64 sum of `matrix[rows]`, each segment's rows added one after
+    the other in the order given (np.add.at is unbuffered): a segment's sum depends on its own
+    rows only, never on what else the batch holds."""
     out = np.zeros((segments, matrix.shape[1]), dtype=np.float64)
     if len(rows):
         np.add.at(out, segment_of, matrix[rows].astype(np.float64))
@@ -137,14 +143,30 @@ def _list_array(offsets: np.ndarray, values: pa.Array) -> pa.ListArray:
     return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), values)
 
 
-def advance_batch(batch: pa.RecordBatch, matrix: np.ndarray, accumulate: bool) -> pa.RecordBatch:
+def _segment_sums(matrix, segment, vector_row, segments):
+    """Sums (and counts) of the vectors of (segment, vector row) pairs, in segment then
+    vector-row order; pairs whose news has no vector (row -1) are skipped."""
+    keep = vector_row >= 0
+    segment, vector_row = segment[keep], vector_row[keep]
+    order = np.lexsort((vector_row, segment))
+    segment, vector_row = segment[order], vector_row[order]
+    return (_sum_rows(matrix, segment, vector_row, segments),
+            np.bincount(segment, minlength=segments).astype(np.int64))
+
+
+def advance_batch(batch: pa.RecordBatch, news_index: pd.Index, matrix: np.ndarray,
+                  accumulate: bool) -> pa.RecordBatch:
     """The kernel on one Arrow batch of users (see the module docstring).
 
-    Input columns: user_id; prior_sum (list<double>, null for a new user) and prior_len;
-    events: list of struct(t, src, impression_id, new_idx, extra_idx) sorted by (t, src, id),
-    where new_idx are the news a user's same-second group adds to the state (attributed to the
-    group's first impression) and extra_idx the news of the impression's own history first
-    seen in that second."""
+    Input columns: user_id; prior_clicked, prior_sum, prior_len (the state before the span,
+    null for a new user); events: list of struct(t, src, impression_id, history, clicks)
+    sorted by (t, src, impression_id), history and clicks being news ids.
+
+    The set logic is vectorized: every id occurrence (prior ids first, then each event's
+    history and clicks in event order) is sorted by (user, id, position), which gives each
+    (user, id) its first occurrence; an id is new in the same-second group of that first
+    occurrence, and an impression's own history id counts for the impression itself when it
+    was first seen in the impression's own second."""
     dim = matrix.shape[1]
     users = batch.column(C.USER_ID)
     n_users = len(users)
@@ -156,6 +178,7 @@ def advance_batch(batch: pa.RecordBatch, matrix: np.ndarray, accumulate: bool) -
         if valid.any():
             prior_sum[valid] = sums.drop_null().flatten().to_numpy().reshape(-1, dim)
         prior_len = batch.column("prior_len").fill_null(0).to_numpy().astype(np.int64)
+    prior_clicked = batch.column("prior_clicked")
 
     events = batch.column(EVENTS)
     ev_offsets = _offsets(events)
@@ -165,29 +188,55 @@ def advance_batch(batch: pa.RecordBatch, matrix: np.ndarray, accumulate: bool) -
     t = fields["t"].to_numpy()
     ev_user = np.repeat(np.arange(n_users), np.diff(ev_offsets))
 
-    # groups: a user's impressions in the same second
+    # same-second groups of a user's impressions
     starts_group = np.ones(n_ev, dtype=bool)
     starts_group[1:] = (ev_user[1:] != ev_user[:-1]) | (t[1:] != t[:-1])
     ev_group = np.cumsum(starts_group) - 1
     n_groups = int(ev_group[-1]) + 1 if n_ev else 0
     group_user = ev_user[starts_group]
 
-    new = fields["new_idx"]
-    new_rows = new.flatten().to_numpy()
-    new_group = np.repeat(ev_group, np.diff(_offsets(new)))
-    group_delta = _sum_rows(matrix, new_group, new_rows, n_groups)
-    group_delta_len = np.bincount(new_group, minlength=n_groups).astype(np.int64)
+    # every id occurrence: prior ids (position -1), then histories and clicks by event
+    p_off, h_off, c_off = (_offsets(prior_clicked), _offsets(fields["history"]),
+                           _offsets(fields["clicks"]))
+    ids = np.concatenate([_values(prior_clicked), _values(fields["history"]),
+                          _values(fields["clicks"])]).astype(object)
+    codes, uniques = pd.factorize(ids, sort=True)   # sorted: codes order like the ids
+    h_ev = np.repeat(np.arange(n_ev), np.diff(h_off))
+    c_ev = np.repeat(np.arange(n_ev), np.diff(c_off))
+    n_prior, n_hist = int(p_off[-1]), len(h_ev)
+    position = np.concatenate([np.full(n_prior, -1), h_ev, c_ev]).astype(np.int64)
+    owner = np.concatenate([np.repeat(np.arange(n_users), np.diff(p_off)), ev_user[h_ev],
+                            ev_user[c_ev]]).astype(np.int64)
+    vector_row = news_index.get_indexer(uniques)[codes] if len(codes) else codes
 
-    extra = fields["extra_idx"]
-    extra_rows = extra.flatten().to_numpy()
-    extra_len = np.diff(_offsets(extra)).astype(np.int64)
-    extra_sum = _sum_rows(matrix, np.repeat(np.arange(n_ev), extra_len), extra_rows, n_ev)
+    order = np.lexsort((position, codes, owner))
+    first_in_run = np.ones(len(order), dtype=bool)
+    first_in_run[1:] = ((owner[order][1:] != owner[order][:-1])
+                        | (codes[order][1:] != codes[order][:-1]))
+    runs = order[first_in_run]                      # first occurrence of each (user, id)
+    run_of = np.empty(len(order), dtype=np.int64)
+    run_of[order] = np.cumsum(first_in_run) - 1
+    first_position = position[runs]
 
-    # the state before each group: the prior, then each earlier group of the user, in order
+    if accumulate:
+        new = runs[first_position >= 0]             # ids the span adds, at their first group
+        group_delta, group_delta_len = _segment_sums(
+            matrix, ev_group[position[new]], vector_row[new], n_groups)
+        # an impression's own history ids first seen in its own second
+        hist = np.arange(n_prior, n_prior + n_hist)
+        seen_at = first_position[run_of[hist]]
+        own = hist[(seen_at >= 0) & (t[np.maximum(seen_at, 0)] == t[position[hist]])]
+    else:
+        own = np.arange(n_prior, n_prior + n_hist)  # MIND's convention: the history alone
+    own_key = position[own] * (len(uniques) + 1) + codes[own]
+    own = own[np.unique(own_key, return_index=True)[1]]     # distinct ids per impression
+    extra_sum, extra_len = _segment_sums(matrix, position[own], vector_row[own], n_ev)
+
     before_sum = np.zeros((n_groups, dim), dtype=np.float64)
     before_len = np.zeros(n_groups, dtype=np.int64)
     after_sum, after_len = before_sum.copy(), before_len.copy()
     if accumulate and n_groups:
+        # the state before each group: the prior, then each earlier group of the user in order
         first_group = np.ones(n_groups, dtype=bool)
         first_group[1:] = group_user[1:] != group_user[:-1]
         group_start = np.flatnonzero(first_group)
@@ -212,6 +261,9 @@ def advance_batch(batch: pa.RecordBatch, matrix: np.ndarray, accumulate: bool) -
     else:   # MIND's convention: the latest impression's own history
         state_sum, state_len = extra_sum[last_event], extra_len[last_event]
     state_vec = mean_vectors(state_sum, state_len)
+    # every id of the user, sorted (runs are in user, then id order)
+    clicked_offsets = np.concatenate([[0], np.cumsum(np.bincount(owner[runs], minlength=n_users))])
+    clicked = pa.array(uniques[codes[runs]].tolist() if len(runs) else [], type=pa.string())
 
     def vectors(values: np.ndarray, typ) -> pa.ListArray:
         flat = pa.array(values.ravel(), type=typ)
@@ -219,6 +271,7 @@ def advance_batch(batch: pa.RecordBatch, matrix: np.ndarray, accumulate: bool) -
 
     return pa.RecordBatch.from_arrays([
         users,
+        _list_array(clicked_offsets, clicked),
         vectors(state_sum, pa.float64()),
         pa.array(state_len.astype(np.int32)),
         vectors(state_vec, pa.float32()),
@@ -238,91 +291,50 @@ def _arrow_type(spark_type) -> pa.DataType:
             IntegerType: pa.int32(), LongType: pa.int64()}[type(spark_type)]
 
 
-def _kernel(matrix_broadcast, accumulate: bool):
+_INDEXES: dict = {}
+
+
+def _kernel(news_broadcast, key: str, accumulate: bool):
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        matrix = matrix_broadcast.value
+        if key not in _INDEXES:      # once per Python worker and vector set
+            ids, matrix = news_broadcast.value
+            _INDEXES.clear()
+            _INDEXES[key] = (pd.Index(ids), matrix)
+        index, matrix = _INDEXES[key]
         for batch in batches:
             if batch.num_rows:
-                yield advance_batch(batch, matrix, accumulate)
+                yield advance_batch(batch, index, matrix, accumulate)
     return run
 
 
 # ------------------------------------------------------------------- the DataFrame side
-
-def _sorted_indices(pairs: DataFrame, keys: list[str], news: NewsIndex, name: str) -> DataFrame:
-    """keys + `name`: the sorted vector indices of each key's news (news without one dropped)."""
-    return (pairs.join(F.broadcast(news.ids), C.NEWS_ID, "inner").groupBy(*keys)
-            .agg(F.array_sort(F.collect_list(IDX)).alias(name)))
-
 
 def advance(prior: DataFrame, impressions: DataFrame, news: NewsIndex, mode: str,
             partitions: int) -> tuple[DataFrame, DataFrame]:
     """(impression vectors, state after): the user vector of every impression in
     `impressions` (columns IMPRESSION_VECTORS), and the state (schemas.USER_STATE) of every
     user of `prior` or `impressions` after them. `prior` is the state as of the start of the
-    span (schemas.USER_STATE); `impressions` are behavior_log rows of the span."""
-    accumulate = check_mode(mode) == HISTORY_AND_CLICKS
-    imp = impressions.select(C.USER_ID, "t", "src", C.IMPRESSION_ID, "history", "history_key",
-                             "candidates")
-    active = imp.select(C.USER_ID).distinct()
-    # the first (t, src, id) at which each distinct history of a user appears
-    history_first = (imp.groupBy(C.USER_ID, "history_key")
-                     .agg(F.min(F.struct("t", "src", C.IMPRESSION_ID)).alias("first"),
-                          F.first("history").alias("history")))
-    history_ids = history_first.select(C.USER_ID, "history_key", "first",
-                                       F.explode("history").alias(C.NEWS_ID))
-    clicks = imp.select(C.USER_ID, F.struct("t", "src", C.IMPRESSION_ID).alias("first"),
-                        F.explode("candidates").alias("c")).where(F.col("c")[C.LABEL] == 1) \
-        .select(C.USER_ID, "first", F.col("c")[C.NEWS_ID].alias(C.NEWS_ID))
-    span_ids = (history_ids.select(C.USER_ID, C.NEWS_ID, "first").unionByName(clicks)
-                .groupBy(C.USER_ID, C.NEWS_ID).agg(F.min("first").alias("first")))
-    prior_active = prior.join(active, C.USER_ID, "left_semi")
-    prior_ids = prior_active.select(C.USER_ID, F.explode(C.CLICKED_NEWS).alias(C.NEWS_ID))
+    span (schemas.USER_STATE); `impressions` are behavior_log rows of the span.
 
-    if accumulate:
-        new_ids = span_ids.join(prior_ids, [C.USER_ID, C.NEWS_ID], "left_anti").cache()
-        new_idx = _sorted_indices(
-            new_ids.select(C.USER_ID, "first.src", "first." + C.IMPRESSION_ID, C.NEWS_ID),
-            [C.USER_ID, "src", C.IMPRESSION_ID], news, "new_idx")
-        # an impression's own history news first seen in its own second
-        extra_pairs = (history_ids.join(new_ids.select(C.USER_ID, C.NEWS_ID,
-                                                       F.col("first.t").alias("seen_t")),
-                                        [C.USER_ID, C.NEWS_ID])
-                       .where(F.col("seen_t") == F.col("first.t"))
-                       .select(C.USER_ID, "history_key", F.col("first.t").alias("t"), C.NEWS_ID))
-        extra_idx = _sorted_indices(extra_pairs, [C.USER_ID, "history_key", "t"], news,
-                                    "extra_idx")
-        events = (imp.join(new_idx, [C.USER_ID, "src", C.IMPRESSION_ID], "left")
-                  .join(extra_idx, [C.USER_ID, "history_key", "t"], "left"))
-    else:
-        distinct = imp.select("history_key", "history").dropDuplicates(["history_key"])
-        extra_idx = _sorted_indices(
-            distinct.select("history_key", F.explode("history").alias(C.NEWS_ID)),
-            ["history_key"], news, "extra_idx")
-        events = imp.join(extra_idx, "history_key", "left").withColumn(
-            "new_idx", F.lit(None).cast("array<int>"))
-    empty = F.array().cast("array<int>")
-    events = events.select(C.USER_ID, F.struct(
-        "t", "src", C.IMPRESSION_ID,
-        F.coalesce("new_idx", empty).alias("new_idx"),
-        F.coalesce("extra_idx", empty).alias("extra_idx")).alias("e"))
+    One shuffle brings each user's impressions of the span together with the user's prior
+    state; the kernel does the rest."""
+    accumulate = check_mode(mode) == HISTORY_AND_CLICKS
+    clicks = F.transform(F.filter("candidates", lambda c: c[C.LABEL] == 1), lambda c: c[C.NEWS_ID])
+    events = impressions.select(C.USER_ID, F.struct(
+        "t", "src", C.IMPRESSION_ID, "history", clicks.alias("clicks")).alias("e"))
     per_user = (events.groupBy(C.USER_ID).agg(F.array_sort(F.collect_list("e")).alias(EVENTS))
-                .join(prior_active.select(C.USER_ID, F.col(C.VECTOR_SUM).alias("prior_sum"),
-                                          F.col(C.HISTORY_LEN).alias("prior_len")),
+                .join(prior.select(C.USER_ID, F.col(C.CLICKED_NEWS).alias("prior_clicked"),
+                                   F.col(C.VECTOR_SUM).alias("prior_sum"),
+                                   F.col(C.HISTORY_LEN).alias("prior_len")),
                       C.USER_ID, "left")
                 .repartition(partitions, C.USER_ID))
-    computed = per_user.mapInArrow(_kernel(news.matrix, accumulate), KERNEL_OUTPUT).cache()
+    computed = per_user.mapInArrow(_kernel(news.broadcast, news.key, accumulate), KERNEL_OUTPUT).cache()
 
     vectors = computed.select(F.explode(F.arrays_zip("ev_src", "ev_imp", "ev_vec", "ev_len"))
                               .alias("e")).select(
         F.col("e.ev_src").alias("src"), F.col("e.ev_imp").alias(C.IMPRESSION_ID),
         F.col("e.ev_vec").alias(C.USER_VEC), F.col("e.ev_len").alias(C.HISTORY_LEN))
-
-    clicked = (prior_ids.unionByName(span_ids.select(C.USER_ID, C.NEWS_ID))
-               .groupBy(C.USER_ID).agg(F.array_sort(F.collect_set(C.NEWS_ID)).alias(C.CLICKED_NEWS)))
-    updated = computed.join(clicked, C.USER_ID, "left").withColumn(
-        C.CLICKED_NEWS, F.coalesce(C.CLICKED_NEWS, F.array().cast("array<string>")))
-    unchanged = prior.join(active, C.USER_ID, "left_anti")
-    state = schemas.conform(updated, schemas.USER_STATE).unionByName(
+    unchanged = prior.join(computed.select(C.USER_ID), C.USER_ID, "left_anti")
+    state = schemas.conform(computed, schemas.USER_STATE).unionByName(
         schemas.conform(unchanged, schemas.USER_STATE))
     return vectors, state
