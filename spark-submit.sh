@@ -51,7 +51,14 @@ PY
 
 export PYSPARK_PYTHON="${PYSPARK_PYTHON:-$python}"
 export PYSPARK_DRIVER_PYTHON="${PYSPARK_DRIVER_PYTHON:-$python}"
-export SPARK_LOCAL_IP="${SPARK_LOCAL_IP:-127.0.0.1}"
+# The master that wins: the last --master of the config's options and the ones after `--`.
+master=""; all_args=("${config_args[@]}" ${submit_args[@]+"${submit_args[@]}"})
+for ((i = 0; i < ${#all_args[@]}; i++)); do
+  if [[ "${all_args[$i]}" == "--master" ]]; then master="${all_args[$((i + 1))]:-}"; fi
+done
+# Only a local master binds to the loopback: on a cluster driver SPARK_LOCAL_IP=127.0.0.1
+# would make the driver advertise localhost to the executors.
+if [[ "$master" == local* ]]; then export SPARK_LOCAL_IP="${SPARK_LOCAL_IP:-127.0.0.1}"; fi
 export TF_ENABLE_ONEDNN_OPTS="${TF_ENABLE_ONEDNN_OPTS:-0}" TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
 export PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}"
 

@@ -47,9 +47,10 @@ def run_main(description: str, job: Callable[[Config, argparse.Namespace], dict 
     except ConfigError as err:
         print(f"configuration error: {err}", file=sys.stderr)
         return 2
+    from common.storage import RunNotFound
     try:
         summary = job(cfg, args)
-    except (UserInputError, ConfigError) as err:
+    except (UserInputError, ConfigError, RunNotFound) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     if summary is not None:

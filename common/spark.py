@@ -19,14 +19,22 @@ def _under_spark_submit() -> bool:
     return "PYSPARK_GATEWAY_PORT" in os.environ
 
 
-def session_settings(cfg: Config) -> dict[str, str]:
-    """Spark SQL settings every job runs with."""
+LOCAL_SHUFFLE_PARTITIONS = 8
+
+
+def is_local(master: str) -> bool:
+    return master.startswith("local")
+
+
+def session_settings(cfg: Config, local: bool = True) -> dict[str, str]:
+    """Spark SQL settings every job runs with. `spark.shuffle_partitions` 0 leaves the
+    cluster's own setting alone (spark-defaults.conf or --conf); a local run then gets
+    LOCAL_SHUFFLE_PARTITIONS instead of Spark's 200, which only suit a cluster."""
     settings = {
         "spark.sql.session.timeZone": "UTC",
         # A malformed time is a rejected row (null), never an exception from the parser.
         "spark.sql.legacy.timeParserPolicy": "CORRECTED",
         "spark.sql.ansi.enabled": "false",
-        "spark.sql.shuffle.partitions": str(cfg["spark.shuffle_partitions"]),
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.sql.sources.partitionOverwriteMode": "dynamic",
         "spark.ui.showConsoleProgress": "false",
@@ -34,6 +42,9 @@ def session_settings(cfg: Config) -> dict[str, str]:
         # falls back to sorting every row after 128 keys per task, which dominates their cost.
         "spark.sql.objectHashAggregate.sortBased.fallbackThreshold": "65536",
     }
+    partitions = cfg["spark.shuffle_partitions"] or (LOCAL_SHUFFLE_PARTITIONS if local else 0)
+    if partitions:
+        settings["spark.sql.shuffle.partitions"] = str(partitions)
     settings.update({str(k): str(v) for k, v in cfg["spark.extra"].items()})
     return settings
 
@@ -57,24 +68,28 @@ def hive_settings(cfg: Config) -> dict[str, str]:
 
 def get_spark(cfg: Config, app_name: str, hive: bool = False):
     """Return the active SparkSession, creating it from `cfg` when there is none."""
-    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    submitted = _under_spark_submit()
+    if not submitted and is_local(cfg["spark.master"]):
+        # quiets the loopback warning; on a cluster driver it would advertise localhost
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    if not _under_spark_submit():
+    if not submitted:
         os.environ.setdefault("PYSPARK_SUBMIT_ARGS",
                               f"--driver-memory {cfg['spark.driver_memory']} pyspark-shell")
     from pyspark.sql import SparkSession
 
     builder = SparkSession.builder.appName(app_name)
-    if not _under_spark_submit():
+    if not submitted:
         builder = builder.master(cfg["spark.master"])
     for key, value in session_settings(cfg).items():
-        builder = builder.config(key, value)
+        if key != "spark.sql.shuffle.partitions":   # set below, once the master is known
+            builder = builder.config(key, value)
     if hive:
         builder = builder.enableHiveSupport()
         for key, value in hive_settings(cfg).items():
             builder = builder.config(key, value)
     spark = builder.getOrCreate()
-    for key, value in session_settings(cfg).items():
+    for key, value in session_settings(cfg, is_local(spark.sparkContext.master)).items():
         # getOrCreate may return an existing session (tests): make the SQL settings hold
         # (static ones, fixed when the session started, cannot change and are left alone).
         if key.startswith("spark.sql.") and spark.conf.isModifiable(key):
@@ -93,3 +108,29 @@ def cached_for_job(spark):
         yield spark
     finally:
         spark.catalog.clearCache()
+
+
+DERBY_LOCKED = ("XSDB6", "Another instance of Derby may have already booted")
+
+
+@contextmanager
+def metastore_errors(cfg: Config):
+    """Turn the embedded Derby metastore's lock failure (a Hive stack trace from the first
+    table operation) into one line that says which process holds what."""
+    try:
+        yield
+    except Exception as err:  # noqa: BLE001  (py4j and Spark raise many kinds)
+        text = f"{err!r} {getattr(err, 'desc', '')} {getattr(err, 'java_exception', '')}"
+        cause = getattr(err, "__cause__", None) or getattr(err, "__context__", None)
+        text += f" {cause!r}" if cause is not None else ""
+        if cfg["spark.metastore"] == "embedded" and (
+                any(marker in text for marker in DERBY_LOCKED) or "metastore_db" in text
+                or "Unable to instantiate org.apache.hadoop.hive" in text):
+            from common import storage
+            from common.cli import UserInputError
+            path = storage.join(cfg["paths.work"], "metastore_db")
+            raise UserInputError(
+                f"another process holds the embedded metastore at {path} (Derby admits one "
+                "process at a time): wait for it to finish, or set spark.metastore: external "
+                "to use a shared metastore") from None
+        raise

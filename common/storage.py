@@ -1,10 +1,11 @@
 """Paths and atomic publishing of outputs, for local folders and cluster file systems alike.
 
 A job writes a run into a fresh folder `ROOT/runs/<run_id>/` and, only when every part of
-the run is written, points `ROOT/CURRENT.json` at it by writing the pointer to a temporary
-name and renaming it (an atomic replace on local disks and HDFS). Readers resolve outputs
-through the pointer, so a run that crashed half-way is never read: its folder is garbage
-that the next successful run deletes.
+the run is written, marks it finished (`_COMMITTED`) and points `ROOT/CURRENT.json` at it by
+writing the pointer to a temporary name and renaming it (an atomic replace on local disks).
+Readers resolve outputs through the pointer, so a run that crashed half-way is never read:
+its folder is garbage that a later successful run deletes once it is a day old (younger, it
+may belong to a run still in progress).
 
 Paths are URIs (`file:///...`, `hdfs://...`, `s3a://...`) or local paths; a relative local
 path is taken relative to the working directory.
@@ -78,17 +79,44 @@ def run_dir(root: str, run_id: str) -> str:
     return join(root, "runs", run_id)
 
 
+COMMITTED_NAME = "_COMMITTED"
+# An unfinished run folder younger than this may still be being written by another process:
+# cleanup leaves it alone. Older ones are the remains of killed runs.
+UNFINISHED_RUN_GRACE = dt.timedelta(hours=24)
+
+
+def run_started(run_id: str) -> dt.datetime | None:
+    try:
+        return dt.datetime.strptime(run_id.split("-", 1)[0], "%Y%m%dT%H%M%SZ").replace(
+            tzinfo=dt.timezone.utc)
+    except ValueError:
+        return None
+
+
 def publish_run(root: str, run_id: str, summary: dict, keep_runs: int) -> None:
-    """Make `run_id` the current run of `root`, then delete all but the newest `keep_runs`."""
+    """Mark `run_id` finished, make it the current run of `root`, then delete all but the
+    newest `keep_runs` finished runs. Only finished runs count: a run folder left by a killed
+    run never pushes out a finished one, and one still being written is never deleted."""
     pointer = {"run_id": run_id, "path": run_dir(root, run_id),
                "published_at": dt.datetime.now(dt.timezone.utc).isoformat(), "summary": summary}
-    write_text_atomic(join(root, POINTER_NAME), json.dumps(pointer, indent=2, sort_keys=True))
+    text = json.dumps(pointer, indent=2, sort_keys=True)
+    write_text_atomic(join(run_dir(root, run_id), COMMITTED_NAME), text)
+    write_text_atomic(join(root, POINTER_NAME), text)
     fs, runs_path = filesystem(join(root, "runs"))
-    runs = sorted(info.base_name for info in fs.get_file_info(pafs.FileSelector(runs_path))
-                  if info.type == pafs.FileType.Directory)
-    older = [r for r in runs if r != run_id]
-    for stale in older[:max(0, len(older) - (keep_runs - 1))]:
+    finished, unfinished = [], []
+    for info in fs.get_file_info(pafs.FileSelector(runs_path)):
+        if info.type != pafs.FileType.Directory or info.base_name == run_id:
+            continue
+        marker = fs.get_file_info(f"{info.path}/{COMMITTED_NAME}")
+        (finished if marker.type == pafs.FileType.File else unfinished).append(info.base_name)
+    finished.sort()
+    for stale in finished[:max(0, len(finished) - (keep_runs - 1))]:
         fs.delete_dir(f"{runs_path}/{stale}")
+    now = dt.datetime.now(dt.timezone.utc)
+    for name in unfinished:
+        started = run_started(name)
+        if started is not None and now - started > UNFINISHED_RUN_GRACE:
+            fs.delete_dir(f"{runs_path}/{name}")
 
 
 def current_run(root: str, what: str) -> dict:

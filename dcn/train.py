@@ -638,11 +638,45 @@ def _dump_weights(trainer: Trainer, hvd, global_step: int) -> None:
                    "sha256": trainer.weights_checksum()}, out)
 
 
+POSITIVE_TRAIN_KEYS = ("batch_size", "epochs", "learning_rate", "reader_threads",
+                       "checkpoint_every_steps", "keep_checkpoints", "keep_versions")
+NON_NEGATIVE_TRAIN_KEYS = ("warmup_steps", "shuffle_buffer", "cache_in_memory_mb",
+                           "steps_per_epoch", "threads_per_rank", "validation_rows")
+
+
+def check_settings(cfg: Config) -> None:
+    """Reject the settings that would only fail deep inside training (a division by zero, a
+    Keras error), before any rank starts work."""
+    for key in POSITIVE_TRAIN_KEYS:
+        if cfg[f"train.{key}"] <= 0:
+            raise UserInputError(f"train.{key} must be positive, got {cfg[f'train.{key}']}")
+    for key in NON_NEGATIVE_TRAIN_KEYS:
+        if cfg[f"train.{key}"] < 0:
+            raise UserInputError(f"train.{key} must be 0 or more, got {cfg[f'train.{key}']}")
+    model = model_arguments(cfg)
+    if model["cross_layers"] < 0:
+        raise UserInputError(f"model.cross_layers must be 0 or more, got {model['cross_layers']}")
+    if model["cross_kind"] not in ("vector", "matrix"):
+        raise UserInputError(f"model.cross_kind must be 'vector' or 'matrix', got {model['cross_kind']!r}")
+    if model["structure"] not in ("stacked", "parallel"):
+        raise UserInputError(f"model.structure must be 'stacked' or 'parallel', got {model['structure']!r}")
+    if model["cross_rank"] < 0:
+        raise UserInputError(f"model.cross_rank must be 0 or more, got {model['cross_rank']}")
+    if not 0 <= model["dropout"] < 1:
+        raise UserInputError(f"model.dropout must be in [0, 1), got {model['dropout']}")
+    if any(not isinstance(u, int) or u <= 0 for u in model["deep_units"]):
+        raise UserInputError(f"model.deep_units must be positive integers, got {model['deep_units']}")
+    if model["cross_layers"] == 0 and not model["deep_units"]:
+        raise UserInputError("model.cross_layers is 0 and model.deep_units is empty: the model "
+                             "would have no layer")
+
+
 def train(cfg: Config, force: bool = False) -> dict:
     """Train (or resume, or find the finished run) on every rank; returns the run summary.
 
     Call it in every Horovod process: horovodrun, horovod.spark.run, or plain Python (one rank).
     """
+    check_settings(cfg)
     _setup_logging()
     configure_threads(cfg["train.threads_per_rank"])
     hvd = init_horovod()

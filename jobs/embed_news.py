@@ -85,7 +85,9 @@ def _encode_partitions(encoder_name: str, hashing_dim: int, batch_size: int,
 
 
 def encode_titles(news: DataFrame, cfg: Config) -> DataFrame:
-    partitions = cfg["embed.partitions"] or news.sparkSession.sparkContext.defaultParallelism
+    partitions = cfg["embed.partitions"]
+    if partitions <= 0:
+        raise UserInputError(f"embed.partitions must be positive, got {partitions}")
     encode = _encode_partitions(cfg["embed.encoder"], cfg["embed.hashing_dim"],
                                 cfg["embed.batch_size"], cfg["embed.projection_dim"],
                                 cfg["embed.projection_seed"], cfg["embed.normalize"])
@@ -114,14 +116,23 @@ def read_precomputed(spark: SparkSession, cfg: Config) -> DataFrame:
         vectors = (spark.read.parquet(uri)
                    .select(F.lit(uri).alias("file"), F.lit(None).cast("long").alias("line"),
                            C.NEWS_ID, F.col(C.VECTOR).cast("array<float>").alias(C.VECTOR)))
-    bad = vectors.where((F.size(C.VECTOR) != dim)
-                        | F.exists(C.VECTOR, lambda v: v.isNull() | F.isnan(v))).limit(1).collect()
+    checked = vectors.select("*", F.when(F.size(C.VECTOR) != dim, F.format_string(
+        f"has width %d, but embed.precomputed_dim is {dim}", F.size(C.VECTOR))).when(
+        F.exists(C.VECTOR, lambda v: v.isNull()), F.format_string(
+            "has a value that is not a number at position %d",
+            F.array_position(F.transform(C.VECTOR, lambda v: v.isNull()), True))).when(
+        F.exists(C.VECTOR, lambda v: F.isnan(v)), F.format_string(
+            "has NaN at position %d",
+            F.array_position(F.transform(C.VECTOR, lambda v: F.isnan(v)), True))).when(
+        F.exists(C.VECTOR, lambda v: F.abs(v) == float("inf")), F.format_string(
+            "has an infinite value at position %d",
+            F.array_position(F.transform(C.VECTOR, lambda v: F.abs(v) == float("inf")), True)))
+        .alias("problem"))
+    bad = checked.where(F.col("problem").isNotNull()).orderBy("line").limit(1).collect()
     if bad:
         row = bad[0]
         where = f"{row['file']}:{row['line']}" if row["line"] is not None else row["file"]
-        raise UserInputError(
-            f"{where}: vector of news {row[C.NEWS_ID]!r} has width {len(row[C.VECTOR] or [])} "
-            f"or a non-number, but embed.precomputed_dim is {dim}")
+        raise UserInputError(f"{where}: vector of news {row[C.NEWS_ID]!r} {row['problem']}")
     return vectors.select(C.NEWS_ID, C.VECTOR)
 
 

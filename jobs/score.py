@@ -37,7 +37,7 @@ from common import columns as C
 from common import schemas, storage
 from common.cli import StageTimer, UserInputError, run_main
 from common.config import Config
-from common.spark import get_spark
+from common.spark import get_spark, metastore_errors
 from common import outputs
 from dcn import export
 
@@ -272,7 +272,8 @@ def run(cfg: Config, run_date: str | None = None, spark: SparkSession | None = N
             raise UserInputError(str(err)) from None
         pool = load_pool(f"{pool_pointer['path']}/candidate_pool")
         writer = TableWriter(spark, cfg)
-        table_location = writer.ensure_table()
+        with metastore_errors(cfg):
+            table_location = writer.ensure_table()
     run_id = storage.new_run_id()
     date_folder = f"{table_location.rstrip('/')}/{RUN_DATE}={run_date}"
     folder = f"{date_folder}/{run_id}"

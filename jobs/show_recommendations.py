@@ -8,7 +8,7 @@ import sys
 
 from common.cli import run_main
 from common.config import Config
-from common.spark import get_spark
+from common.spark import get_spark, metastore_errors
 from jobs.score import parse_run_date, validated_identifier
 
 
@@ -22,7 +22,8 @@ def show(cfg: Config, run_date: str | None, users: int) -> None:
              f"(SELECT DISTINCT user_id FROM {table} WHERE run_date = '{date}' "
              f"ORDER BY user_id LIMIT {int(users)}) ORDER BY user_id, rank")
     print(f"-- {query}")
-    spark.sql(query).show(users * cfg["score.k"], truncate=False)
+    with metastore_errors(cfg):
+        spark.sql(query).show(users * cfg["score.k"], truncate=False)
     counts = spark.sql(f"SELECT run_date, count(*) AS rows, count(DISTINCT user_id) AS users "
                        f"FROM {table} GROUP BY run_date ORDER BY run_date")
     counts.show(truncate=False)

@@ -322,3 +322,38 @@ def test_bad_config_is_rejected(tmp_path):
     with pytest.raises(ConfigError, match=r"bad.yaml: 'embed.normalize' must be a boolean"):
         load_config(bad)
     assert build_features.main(["--set", "paths.nope=1"]) == 2
+
+
+def test_precomputed_vector_with_a_nan_says_where(spark, tmp_path):
+    write_sample(tmp_path)
+    vec = tmp_path / "vectors.vec"
+    lines = [f"{nid} " + " ".join(["0.5"] * 8) for nid in NEWS]
+    lines[2] = "N3 0.5 0.5 nan 0.5 0.5 0.5 0.5 0.5"
+    lines[6] = "N7 0.5 x 0.5 0.5 0.5 0.5 0.5 0.5"
+    vec.write_text("\n".join(lines) + "\n")
+    cfg = make_cfg(tmp_path, "embed.encoder=precomputed", f"embed.precomputed_path={vec}",
+                   "embed.precomputed_dim=8")
+    with pytest.raises(ValueError, match=r"vectors.vec:3: vector of news 'N3' has NaN at position 3"):
+        embed_news.run(cfg, spark)
+    lines[2] = "N3 " + " ".join(["0.5"] * 8)
+    vec.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=r"vectors.vec:7: vector of news 'N7' has a value that "
+                                         r"is not a number at position 2"):
+        embed_news.run(cfg, spark)
+
+
+def test_a_step_run_before_its_input_is_one_clear_line(tmp_path, capsys):
+    cfg = [f"--set", f"paths.work={tmp_path / 'work'}"]
+    assert build_features.main(cfg) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no finished embed_news run" in err[0] and "run the embed_news" in err[0]
+
+
+def test_shuffle_partitions_are_left_to_a_cluster():
+    from common.spark import LOCAL_SHUFFLE_PARTITIONS, session_settings
+    default = load_config()
+    assert "spark.sql.shuffle.partitions" not in session_settings(default, local=False)
+    assert session_settings(default, local=True)["spark.sql.shuffle.partitions"] == str(
+        LOCAL_SHUFFLE_PARTITIONS)
+    given = load_config(overrides=["spark.shuffle_partitions=64"])
+    assert session_settings(given, local=False)["spark.sql.shuffle.partitions"] == "64"

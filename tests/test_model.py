@@ -479,3 +479,20 @@ def test_learns_sign_of_dot_product(kwargs, learnable):
         assert final < 0.6 * initial and final < 0.6 * math.log(2), (initial, final)
     else:
         assert final > 0.6 and final > 0.6 * initial, (initial, final)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.batch_size=0", "train.batch_size must be positive, got 0"),
+    ("train.epochs=-1", "train.epochs must be positive"),
+    ("model.cross_layers=-1", "model.cross_layers must be 0 or more, got -1"),
+    ("model.dropout=1.5", r"model.dropout must be in \[0, 1\)"),
+    ("model.deep_units=[0]", "model.deep_units must be positive integers"),
+])
+def test_bad_training_settings_are_rejected_before_training(override, message):
+    from common.cli import UserInputError
+    from common.config import load_config
+    from dcn.train import check_settings
+
+    check_settings(load_config())
+    with pytest.raises(UserInputError, match=message):
+        check_settings(load_config(overrides=[override]))
