@@ -220,7 +220,7 @@ def _run(cfg: Config, spark: SparkSession, as_of: dt.datetime | None) -> dict:
                "news_vectors_run": vectors_summary["run_id"], "dim": dim}
     with timer.stage("user_state"):
         impression_vectors, state = user_state.advance(
-            user_state.empty_state(spark), behaviors, news, mode, files)
+            user_state.empty_state(spark), behaviors, news, mode)
         impression_vectors = impression_vectors.cache()
         state_root = outputs.as_of_root(cfg, as_of, outputs.STATE)
         state_out = storage.run_dir(state_root, run_id)

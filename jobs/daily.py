@@ -23,7 +23,7 @@ from __future__ import annotations
 import datetime as dt
 import sys
 
-from pyspark.sql import SparkSession
+from pyspark.sql import SparkSession, functions as F
 
 from common import outputs, storage
 from common.cli import StageTimer, UserInputError, run_main
@@ -55,6 +55,7 @@ class StateChain:
         self.salt = user_state.state_salt(self.mode, self.vectors_summary["identity"])
         self._news = None
         self._chains: dict[dt.date, str] = {}
+        self._last_day = None   # (start, end, impressions) of the day advanced last
         self.computed: list[str] = []
 
     def release(self) -> None:
@@ -95,6 +96,8 @@ class StateChain:
     def _advance(self, day: dt.date, prior_pointer: dict) -> dict:
         """State as of day+1 from the state as of `day` and the impressions of `day`."""
         with self.timer.stage("state"):
+            self.spark.catalog.clearCache()   # nothing of an earlier day is read again
+            self._last_day = None
             start = outputs.day_start(day)
             read = (log.read_impressions(self.spark, self.cfg, start=start, end=start + DAY)
                     if not log.is_daily(self.cfg) or day in set(log.log_days(self.cfg)) else None)
@@ -105,14 +108,13 @@ class StateChain:
             behaviors = read.behaviors.cache()
             stats = behaviors.agg({"t": "max", "*": "count"}).first()
             impressions, last = stats["count(1)"], stats["max(t)"]
-            _, state = user_state.advance(prior, behaviors, self.news, self.mode,
-                                          self.cfg["features.files"])
+            _, state = user_state.advance(prior, behaviors, self.news, self.mode)
             data_end = previous_end
             if last is not None:
                 data_end = max(filter(None, [previous_end, log.from_epoch(last).isoformat()]))
             pointer = self._publish(day + DAY, state, data_end, impressions, "incremental",
                                     rejected=read.rejected)
-            self.spark.catalog.clearCache()   # nothing of this day is read again
+            self._last_day = (start, start + DAY, behaviors)   # the pool may read it again
             return pointer
 
     def _publish(self, day: dt.date, state, data_end: str | None, impressions: int, kind: str,
@@ -137,12 +139,14 @@ class StateChain:
         with self.timer.stage("pool"):
             as_of = outputs.day_start(day)
             start = build_features.pool_window_start(as_of, self.cfg)
-            read = log.read_impressions(self.spark, self.cfg, start=start, end=as_of)
+            if self._last_day and self._last_day[0] <= start and self._last_day[1] == as_of:
+                recent = self._last_day[2].where(F.col("t") >= log.epoch_seconds(start))
+            else:
+                recent = log.read_impressions(self.spark, self.cfg, start=start, end=as_of).behaviors
             root = outputs.as_of_root(self.cfg, as_of, outputs.POOL)
             run_id = storage.new_run_id()
-            size = build_features.write_pool(
-                build_features.candidate_pool(read.behaviors, self.vectors),
-                storage.run_dir(root, run_id))
+            size = build_features.write_pool(build_features.candidate_pool(recent, self.vectors),
+                                             storage.run_dir(root, run_id))
             storage.publish_run(root, run_id, {
                 "as_of": outputs.as_of_key(as_of), "candidates": size,
                 "news_vectors": self.vectors_summary["identity"], "dim": self.dim},

@@ -199,19 +199,15 @@ def current_vectors_uri(cfg: Config) -> tuple[str, dict]:
 
 def load_vectors(spark: SparkSession, cfg: Config) -> tuple[DataFrame, int, dict]:
     """(news_id, vector) of the current embed_news run, its width, and its summary (with
-    `identity` and `run_id`); a clear error when widths differ."""
+    `identity` and `run_id`). The width is the run's (embed_news checked every vector
+    against it); user_state.NewsIndex checks it again when it gathers the vectors."""
     try:
         uri, summary = current_vectors_uri(cfg)
     except storage.RunNotFound as err:
         raise UserInputError(str(err)) from None
-    vectors = spark.read.parquet(uri).select(C.NEWS_ID, C.VECTOR)
-    widths = vectors.agg(F.min(F.size(C.VECTOR)).alias("lo"), F.max(F.size(C.VECTOR)).alias("hi")).first()
-    if widths["lo"] is None:
+    if not summary.get("vectors") or not summary.get("dim"):
         raise UserInputError(f"{uri}: no news vectors")
-    if widths["lo"] != widths["hi"]:
-        raise UserInputError(f"{uri}: news vectors have different widths "
-                             f"({widths['lo']} to {widths['hi']})")
-    return vectors, int(widths["hi"]), summary
+    return spark.read.parquet(uri).select(C.NEWS_ID, C.VECTOR), int(summary["dim"]), summary
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -89,6 +89,10 @@ class NewsIndex:
         table = vectors.select(C.NEWS_ID, C.VECTOR).orderBy(C.NEWS_ID).toPandas()
         if table.empty:
             raise UserInputError("no news vectors")
+        widths = table[C.VECTOR].map(len)
+        if widths.nunique() != 1:
+            raise UserInputError(f"news vectors have different widths ({widths.min()} to "
+                                 f"{widths.max()})")
         matrix = np.stack(table[C.VECTOR].to_numpy()).astype(np.float32)
         ids = table[C.NEWS_ID].to_numpy(dtype=object)
         return cls(broadcast=spark.sparkContext.broadcast((ids, matrix)),
@@ -309,8 +313,8 @@ def _kernel(news_broadcast, key: str, accumulate: bool):
 
 # ------------------------------------------------------------------- the DataFrame side
 
-def advance(prior: DataFrame, impressions: DataFrame, news: NewsIndex, mode: str,
-            partitions: int) -> tuple[DataFrame, DataFrame]:
+def advance(prior: DataFrame, impressions: DataFrame, news: NewsIndex,
+            mode: str) -> tuple[DataFrame, DataFrame]:
     """(impression vectors, state after): the user vector of every impression in
     `impressions` (columns IMPRESSION_VECTORS), and the state (schemas.USER_STATE) of every
     user of `prior` or `impressions` after them. `prior` is the state as of the start of the
@@ -326,8 +330,7 @@ def advance(prior: DataFrame, impressions: DataFrame, news: NewsIndex, mode: str
                 .join(prior.select(C.USER_ID, F.col(C.CLICKED_NEWS).alias("prior_clicked"),
                                    F.col(C.VECTOR_SUM).alias("prior_sum"),
                                    F.col(C.HISTORY_LEN).alias("prior_len")),
-                      C.USER_ID, "left")
-                .repartition(partitions, C.USER_ID))
+                      C.USER_ID, "left"))   # already partitioned by user: no more shuffle
     computed = per_user.mapInArrow(_kernel(news.broadcast, news.key, accumulate), KERNEL_OUTPUT).cache()
 
     vectors = computed.select(F.explode(F.arrays_zip("ev_src", "ev_imp", "ev_vec", "ev_len"))

@@ -343,7 +343,7 @@ def test_precomputed_vector_with_a_nan_says_where(spark, tmp_path):
 
 
 def test_a_step_run_before_its_input_is_one_clear_line(tmp_path, capsys):
-    cfg = [f"--set", f"paths.work={tmp_path / 'work'}"]
+    cfg = ["--set", f"paths.work={tmp_path / 'work'}"]
     assert build_features.main(cfg) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no finished embed_news run" in err[0] and "run the embed_news" in err[0]

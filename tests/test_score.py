@@ -183,3 +183,21 @@ def test_kill_mid_run_leaves_partition_as_it_was(tmp_path):
     rerun = _launch(args, ROOT, env)
     assert rerun.wait(timeout=300) == 0, rerun.stdout.read()[-2000:]
     assert _count_in_subprocess(settings, "2019-11-16", env) == rows_before
+
+
+@pytest.mark.slow
+def test_a_second_process_on_the_embedded_metastore_gets_one_line(spark):
+    """This test session holds its embedded Derby metastore; another process pointed at the
+    same paths.work is told so in one line, not with a Hive stack trace."""
+    spark.sql("SHOW DATABASES").collect()         # the metastore is booted in this process
+    warehouse = spark.conf.get("spark.sql.warehouse.dir")
+    work = str(Path(warehouse.replace("file:", "")).parent)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    done = subprocess.run([sys.executable, "-m", "jobs.show_recommendations",
+                           "--set", f"paths.work={work}", "--set", "spark.master=local[1]",
+                           "--set", "spark.driver_memory=1g", "--run-date", "2019-11-16"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stderr[-3000:]
+    errors = [l for l in done.stderr.splitlines() if l.startswith("error:")]
+    assert len(errors) == 1 and "another process holds the embedded metastore" in errors[0]
+    assert "Traceback" not in done.stderr
