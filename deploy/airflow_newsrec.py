@@ -28,17 +28,16 @@ CONFIG = os.environ.get("NEWSREC_CONFIG", f"{HOME}/conf/production.yaml")
 # The day the recommendations are for: the end of the run's data interval.
 RECOMMENDATION_DAY = "{{ data_interval_end | ds }}"
 
-default_args = {"retries": 2, "retry_delay": pendulum.duration(minutes=10)}
+COMMON = {"start_date": pendulum.datetime(2019, 11, 10, tz="UTC"), "catchup": False,
+          "default_args": {"retries": 2, "retry_delay": pendulum.duration(minutes=10)},
+          "tags": ["newsrec"]}
 
 with DAG(
     dag_id="newsrec_daily",
     description="User state, candidate pool and top-k recommendations for the day",
     schedule="0 1 * * *",          # 01:00 UTC: an hour for the previous day's log to land
-    start_date=pendulum.datetime(2019, 11, 10, tz="UTC"),
-    catchup=False,
     max_active_runs=2,
-    default_args=default_args,
-    tags=["newsrec"],
+    **COMMON,
 ) as daily:
     BashOperator(
         task_id="daily",
@@ -50,11 +49,8 @@ with DAG(
     dag_id="newsrec_retrain",
     description="Training rows as of the week's end, a Horovod training run, the evaluation",
     schedule="0 3 * * 0",          # Sundays 03:00 UTC
-    start_date=pendulum.datetime(2019, 11, 10, tz="UTC"),
-    catchup=False,
     max_active_runs=1,
-    default_args=default_args,
-    tags=["newsrec"],
+    **COMMON,
 ) as retrain:
     features = BashOperator(
         task_id="build_features",
