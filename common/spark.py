@@ -110,7 +110,10 @@ def cached_for_job(spark):
         spark.catalog.clearCache()
 
 
-DERBY_LOCKED = ("XSDB6", "Another instance of Derby may have already booted")
+# How a locked embedded metastore shows: Derby's own words, or (all that reaches Python) Hive
+# failing to create its metastore client.
+DERBY_LOCKED = ("XSDB6", "Another instance of Derby may have already booted",
+                "Unable to instantiate org.apache.hadoop.hive.ql.metadata.SessionHiveMetaStoreClient")
 
 
 @contextmanager
@@ -124,8 +127,7 @@ def metastore_errors(cfg: Config):
         cause = getattr(err, "__cause__", None) or getattr(err, "__context__", None)
         text += f" {cause!r}" if cause is not None else ""
         if cfg["spark.metastore"] == "embedded" and (
-                any(marker in text for marker in DERBY_LOCKED) or "metastore_db" in text
-                or "Unable to instantiate org.apache.hadoop.hive" in text):
+                any(marker in text for marker in DERBY_LOCKED)):
             from common import storage
             from common.cli import UserInputError
             path = storage.join(cfg["paths.work"], "metastore_db")

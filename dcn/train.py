@@ -8,7 +8,7 @@ Every rank runs :func:`train` on its own shard of the current build_features run
 rows. Design points, each for a reason:
 
 * The low-level `horovod.tensorflow` API, not `horovod.tensorflow.keras`: with Keras 3 the
-  latter silently stops averaging gradients (/work/shared/STACK.md). Keras 3 variables are
+  latter silently stops averaging gradients (README.md, "Dependencies"). Keras 3 variables are
   not `tf.Variable`s, so Horovod gets their backing variables (`v.value`).
 * The dataset is endless and every rank runs exactly `steps_per_epoch` steps per epoch
   (`ceil(train rows / batch / ranks)` unless `train.steps_per_epoch` is set): shards of

@@ -24,7 +24,7 @@ import pyarrow.fs as pafs
 from pyspark.sql import DataFrame, SparkSession, functions as F
 
 from common import columns as C
-from common import storage
+from common import outputs, storage
 from common.cli import UserInputError
 from common.config import Config
 from jobs.mind import BEHAVIORS_FILE, NEWS_FILE, FileCheck, check_rejected_share, parse_behaviors
@@ -116,9 +116,9 @@ def read_impressions(spark: SparkSession, cfg: Config, start: dt.datetime | None
     if is_daily(cfg):
         root = storage.to_uri(cfg["paths.log"])
         for day in log_days(cfg):
-            if start is not None and day_start(day) + dt.timedelta(days=1) <= start:
+            if start is not None and outputs.day_start(day) + dt.timedelta(days=1) <= start:
                 continue
-            if end is not None and day_start(day) >= end:
+            if end is not None and outputs.day_start(day) >= end:
                 continue
             folder = f"{root}/date={day.isoformat()}"
             good, bad = parse_behaviors(spark, folder, day=day.isoformat())
@@ -147,10 +147,6 @@ def read_impressions(spark: SparkSession, cfg: Config, start: dt.datetime | None
     if end is not None:
         behaviors = behaviors.where(F.col("t") < epoch_seconds(end))
     return LogRead(behaviors, bad_rows, checks)
-
-
-def day_start(day: dt.date) -> dt.datetime:
-    return dt.datetime(day.year, day.month, day.day)
 
 
 def epoch_seconds(moment: dt.datetime) -> int:

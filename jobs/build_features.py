@@ -271,7 +271,7 @@ def _run(cfg: Config, spark: SparkSession, as_of: dt.datetime | None) -> dict:
     storage.write_text_atomic(f"{out}/summary.json", json.dumps(summary, indent=2, sort_keys=True))
     keep = cfg["paths.keep_runs"]
     state_summary = dict(lineage, users=users, kind="full")
-    if as_of == log.day_start(as_of.date()):   # a midnight: a valid base for the daily chain
+    if as_of == outputs.day_start(as_of.date()):   # a midnight: a valid base for the daily chain
         state_summary["chain"] = log.chain_fingerprint(
             cfg, first_day, as_of.date(), user_state.state_salt(mode, vectors_summary["identity"]))
     storage.publish_run(state_root, run_id, state_summary, keep)

@@ -9,7 +9,7 @@ writes
     DIR/ground_truth/{train.tsv,dev.tsv}     header: impression_id, news_id, click_prob
 
 (with `--daily-log`, also the same impressions as a log partitioned by day, DIR/log/, see
-`write_daily_log`) and prints a JSON summary. The format follows /work/shared/MIND.md (no header in the MIND
+`write_daily_log`) and prints a JSON summary. The format is MIND's as distributed (no header in the MIND
 files, tab separated, UTF-8, '\\n' line ends). The same seed gives byte-identical files.
 
 The planted model

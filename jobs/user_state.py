@@ -65,8 +65,6 @@ KERNEL_OUTPUT = StructType([
     StructField("ev_len", ArrayType(IntegerType(), False), False),
 ])
 
-# The user vector of each impression: what feature rows join on.
-IMPRESSION_VECTORS = ["src", C.IMPRESSION_ID, C.USER_VEC, C.HISTORY_LEN]
 
 
 def check_mode(mode: str) -> str:
@@ -316,7 +314,7 @@ def _kernel(news_broadcast, key: str, accumulate: bool):
 def advance(prior: DataFrame, impressions: DataFrame, news: NewsIndex,
             mode: str) -> tuple[DataFrame, DataFrame]:
     """(impression vectors, state after): the user vector of every impression in
-    `impressions` (columns IMPRESSION_VECTORS), and the state (schemas.USER_STATE) of every
+    `impressions` (src, impression_id, user_vec, history_len), and the state (schemas.USER_STATE) of every
     user of `prior` or `impressions` after them. `prior` is the state as of the start of the
     span (schemas.USER_STATE); `impressions` are behavior_log rows of the span.
 
