@@ -63,6 +63,17 @@ export TF_ENABLE_ONEDNN_OPTS="${TF_ENABLE_ONEDNN_OPTS:-0}" TF_CPP_MIN_LOG_LEVEL=
 export PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}"
 
 cd "$here"
-"$venv/bin/spark-submit" "${config_args[@]}" --py-files "$bundle" \
-  --conf spark.pyspark.python="$PYSPARK_PYTHON" \
-  ${submit_args[@]+"${submit_args[@]}"} "jobs/$job.py" ${job_args[@]+"${job_args[@]}"}
+# Later options win: the defaults (this venv's Python for the driver and, unless the config
+# ships an environment, for the executors), then the config's, then those after `--`.
+# spark.pyspark.driver.python is set because Spark prefers spark.pyspark.python over
+# PYSPARK_DRIVER_PYTHON for the driver, and a shipped ./environment exists only on executors.
+# spark-submit merges the Python driver's stderr into its stdout: the job writes its `error:`
+# line into this file instead (common/cli.py), and it is shown on stderr when the job ends.
+export NEWSREC_ERROR_FILE="$(dirname "$bundle")/errors"
+status=0
+"$venv/bin/spark-submit" --conf spark.pyspark.python="$PYSPARK_PYTHON" \
+  --conf spark.pyspark.driver.python="$PYSPARK_DRIVER_PYTHON" \
+  "${config_args[@]}" --py-files "$bundle" \
+  ${submit_args[@]+"${submit_args[@]}"} "jobs/$job.py" ${job_args[@]+"${job_args[@]}"} || status=$?
+if [[ -s "$NEWSREC_ERROR_FILE" ]]; then cat "$NEWSREC_ERROR_FILE" >&2; fi
+exit "$status"

@@ -26,6 +26,8 @@ from pathlib import Path
 import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from common import storage  # noqa: E402
 PYTHON = sys.executable
 
 
@@ -71,10 +73,10 @@ def main() -> None:
     if not (data / "MINDsmall_dev" / "behaviors.tsv").exists():
         subprocess.run([PYTHON, "-m", "jobs.generate_mind", "--scale", args.scale, "--out", str(data)],
                        cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
-    if not (work / "news_vectors" / "CURRENT.json").exists():
+    if not storage.has_committed_run(str(work / "news_vectors")):
         subprocess.run([str(ROOT / "spark-submit.sh"), "embed_news", *settings], cwd=ROOT, check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    vectors = json.loads((work / "news_vectors" / "CURRENT.json").read_text())["path"]
+    vectors = storage.current_run(str(work / "news_vectors"), "embed_news")["path"]
     vectors_path = vectors.replace("file://", "") + "/vectors"
 
     results = {"spark": [], "pandas": [], "spark_copy_floor": []}

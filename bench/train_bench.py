@@ -28,7 +28,7 @@ warm-up steps (tracing, reader start); the two sides of each ratio alternate `--
 times and the medians are compared. Data: the synthetic sample of `--scale` through
 embed_news (hashing encoder, 128-d) and build_features, generated once under
 bench/data/train-<scale>/, or an existing work folder (`--features`, holding
-features/as_of=*/rows/CURRENT.json). Results: a table on stdout, JSON in bench/results/train.json.
+features/as_of=*/rows/runs/*/_COMMITTED). Results: a table on stdout, JSON in bench/results/train.json.
 """
 from __future__ import annotations
 
@@ -46,6 +46,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from common import storage  # noqa: E402
 PYTHON = sys.executable
 HOROVODRUN = str(Path(PYTHON).parent / "horovodrun")
 ENV = dict(os.environ, TF_ENABLE_ONEDNN_OPTS="0", TF_CPP_MIN_LOG_LEVEL="2",
@@ -67,8 +68,9 @@ def prepare_data(scale: str) -> Path:
         print(f"generating the {scale} sample into {mind}", file=sys.stderr)
         subprocess.run([PYTHON, "-m", "jobs.generate_mind", "--scale", scale, "--out", str(mind)],
                        cwd=ROOT, env=ENV, check=True, stdout=subprocess.DEVNULL)
-    have = {"embed_news": (work / "news_vectors" / "CURRENT.json").exists(),
-            "build_features": any((work / "features").glob("as_of=*/rows/CURRENT.json"))}
+    have = {"embed_news": storage.has_committed_run(str(work / "news_vectors")),
+            "build_features": any(storage.has_committed_run(str(rows))
+                                  for rows in (work / "features").glob("as_of=*/rows"))}
     for job in ("embed_news", "build_features"):
         if not have[job]:
             print(f"running {job} on it", file=sys.stderr)

@@ -19,6 +19,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from common import storage  # noqa: E402
 MODES = ("history_and_clicks", "history")
 
 
@@ -44,7 +46,7 @@ def main() -> None:
             "--set", f"embed.encoder={args.encoder}", "--set", "spark.master=local[2]"]
     submit = str(ROOT / "spark-submit.sh")
     vectors_work = ROOT / "bench" / "data" / f"work-quality-{args.scale}-{args.encoder}-vectors"
-    if not (vectors_work / "news_vectors" / "CURRENT.json").exists():
+    if not storage.has_committed_run(str(vectors_work / "news_vectors")):
         call([submit, "embed_news", *base, "--set", f"paths.work={vectors_work}"])
     results = {}
     for mode in MODES:

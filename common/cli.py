@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from contextlib import contextmanager
@@ -13,6 +14,23 @@ from common.config import ConfigError, Config, add_config_arguments, config_from
 
 class UserInputError(ValueError):
     """Bad input or configuration: reported as one clear message, without a traceback."""
+
+
+# spark-submit runs the Python driver with its stderr merged into its stdout, so an error line
+# printed there would land among the job's output. The launcher (spark-submit.sh) names a file
+# here, and prints what the job wrote into it on its own stderr once spark-submit has ended.
+ERROR_FILE_ENV = "NEWSREC_ERROR_FILE"
+
+
+def report_error(message: str) -> None:
+    """Print one `error: ...` line where the user sees errors: stderr."""
+    line = f"error: {message}"
+    path = os.environ.get(ERROR_FILE_ENV)
+    if path:
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(line + "\n")
+    else:
+        print(line, file=sys.stderr, flush=True)
 
 
 class StageTimer:
@@ -45,13 +63,13 @@ def run_main(description: str, job: Callable[[Config, argparse.Namespace], dict 
     try:
         cfg = config_from_args(args)
     except ConfigError as err:
-        print(f"configuration error: {err}", file=sys.stderr)
+        report_error(f"configuration: {err}")
         return 2
     from common.storage import RunNotFound
     try:
         summary = job(cfg, args)
     except (UserInputError, ConfigError, RunNotFound) as err:
-        print(f"error: {err}", file=sys.stderr)
+        report_error(str(err))
         return 1
     if summary is not None:
         print(json.dumps(summary, indent=2, sort_keys=True, default=str))

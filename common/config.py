@@ -3,7 +3,8 @@
 `conf/default.yaml` defines every key and its type (the type of its default value). A user
 file (`--config FILE`) and `--set dotted.key=value` overrides are merged on top; a key that
 is not in the defaults, or a value whose type differs from the default's, is rejected with
-a message naming the key and where it came from.
+a message naming the key and where it came from. Then every value is checked against its
+range, choices and relations to other keys (common/config_rules.py).
 """
 from __future__ import annotations
 
@@ -53,7 +54,15 @@ class Config(Mapping):
         defaults = _read_defaults()
         for item in overrides:
             _apply_override(data, defaults, item)
-        return Config(data)
+        return _checked(Config(data))
+
+
+def _checked(cfg: Config) -> Config:
+    from common.config_rules import violations
+    problems = violations(cfg.__getitem__)
+    if problems:
+        raise ConfigError("; ".join(problems))
+    return cfg
 
 
 def _read_defaults() -> dict:
@@ -152,7 +161,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: Iterable[str] 
         _merge(data, defaults, _read_yaml(path, "user"), source=str(path))
     for item in overrides:
         _apply_override(data, defaults, item)
-    return Config(data)
+    return _checked(Config(data))
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:

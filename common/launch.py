@@ -1,5 +1,6 @@
 """Helper of spark-submit.sh: turns a job's `--config`/`--set` arguments into the
-spark-submit options that must be known before the JVM starts (master, driver memory).
+spark-submit options that must be known before the JVM starts (master, driver memory, the
+environment shipped to the executors: common/environment.py).
 
     python -m common.launch [--config FILE] [--set k=v ...] [other job arguments]
 
@@ -11,6 +12,7 @@ import argparse
 import sys
 
 from common.config import ConfigError, add_config_arguments, config_from_args
+from common.environment import PackError, submit_options
 
 
 def main(argv: list[str]) -> int:
@@ -20,9 +22,15 @@ def main(argv: list[str]) -> int:
     try:
         cfg = config_from_args(args)
     except ConfigError as err:
-        print(f"configuration error: {err}", file=sys.stderr)
+        print(f"error: configuration: {err}", file=sys.stderr)
         return 2
-    for option in ("--master", cfg["spark.master"], "--driver-memory", cfg["spark.driver_memory"]):
+    options = ["--master", cfg["spark.master"], "--driver-memory", cfg["spark.driver_memory"]]
+    try:
+        options += submit_options(cfg["spark.ship_environment"], sys.prefix)
+    except PackError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for option in options:
         print(option)
     return 0
 

@@ -13,15 +13,14 @@ Every job and the model code resolve their inputs and outputs here, and nowhere 
       checkpoints/<run key>/             training checkpoints
       score_runs/run_date=<D>/           one summary per scoring run
 
-Each leaf is a run root (common/storage.py): `runs/<run_id>/` plus a `CURRENT.json` pointer
-to the finished run. `<T>` is an as-of moment in UTC, `YYYY-MM-DDTHH:MM:SS`: an output
+Each leaf is a run root (common/storage.py): `runs/<run_id>/` folders, the current one being
+the newest with a commit marker. `<T>` is an as-of moment in UTC, `YYYY-MM-DDTHH:MM:SS`: an output
 "as of T" uses only impressions strictly before T. Scoring day D reads the state and pool as
 of D 00:00:00; training reads the rows of the newest as-of that has them.
 """
 from __future__ import annotations
 
 import datetime as dt
-import posixpath
 
 import pyarrow.fs as pafs
 
@@ -114,7 +113,7 @@ def as_of_moments(cfg: Config, kind: str) -> list[dt.datetime]:
             moment = dt.datetime.strptime(name[len(AS_OF_PREFIX):], AS_OF_FORMAT)
         except ValueError:
             continue
-        if storage.exists(posixpath.join(info.path, kind, storage.POINTER_NAME)):
+        if storage.has_committed_run(storage.join(features_root(cfg), name, kind)):
             moments.append(moment)
     return sorted(moments)
 
@@ -122,7 +121,7 @@ def as_of_moments(cfg: Config, kind: str) -> list[dt.datetime]:
 def current_as_of(cfg: Config, as_of: dt.datetime, kind: str, how_to_build: str) -> dict:
     """The current run of `kind` as of `as_of`; a clear error naming the command otherwise."""
     root = as_of_root(cfg, as_of, kind)
-    if not storage.exists(posixpath.join(root, storage.POINTER_NAME)):
+    if not storage.has_committed_run(root):
         raise storage.RunNotFound(
             f"no {kind} as of {as_of_key(as_of)} under {features_root(cfg)}: build it with "
             f"{how_to_build}")

@@ -95,7 +95,64 @@ def get_spark(cfg: Config, app_name: str, hive: bool = False):
         if key.startswith("spark.sql.") and spark.conf.isModifiable(key):
             spark.conf.set(key, value)
     spark.sparkContext.setLogLevel("WARN")
+    if not is_local(spark.sparkContext.master):
+        check_paths_visible(spark, cfg)
     return spark
+
+
+# Configured paths the executors read or write. A `file://` one of them works on a cluster only
+# if every node mounts it at the same place.
+SHARED_PATH_KEYS = ("paths.work", "paths.train", "paths.dev", "paths.log",
+                    "embed.precomputed_path", "spark.warehouse_dir")
+
+
+PATH_PROBE_TASKS = 16
+
+
+def check_paths_visible(spark, cfg: Config) -> None:
+    """On a cluster, fail early and clearly when a local path of the config exists on the
+    driver but not on the executors (otherwise a task fails later with a FileNotFoundError
+    deep in a Java stack). `paths.work` is probed with a file the driver writes into it."""
+    import uuid
+
+    from common import storage
+    from common.cli import UserInputError
+
+    checks: dict[str, str] = {}
+    probe_dir = storage.to_uri(cfg["paths.work"])
+    if probe_dir.startswith("file://"):
+        os.makedirs(probe_dir[len("file://"):], exist_ok=True)
+        probe = os.path.join(probe_dir[len("file://"):], f".visible-{uuid.uuid4().hex}")
+        open(probe, "w").close()
+        checks["paths.work"] = probe
+    for key in SHARED_PATH_KEYS[1:]:
+        uri = storage.to_uri(cfg[key]) if cfg[key] else ""
+        if uri.startswith("file://") and os.path.exists(uri[len("file://"):]):
+            checks[key] = uri[len("file://"):]
+    if not checks:
+        return
+    wanted = sorted(checks.items())
+
+    def missing_here(_):
+        import socket
+        gone = [key for key, path in wanted if not os.path.exists(path)]
+        yield socket.gethostname(), gone
+
+    try:
+        # Many tiny tasks, so that most likely every running executor gets one.
+        tasks = PATH_PROBE_TASKS
+        seen = spark.sparkContext.parallelize(range(tasks), tasks).mapPartitions(missing_here) \
+            .filter(lambda host_gone: host_gone[1]).take(1)
+    finally:
+        if "paths.work" in checks:
+            os.remove(checks["paths.work"])
+    if seen:
+        host, gone = seen[0]
+        listed = "; ".join(f"{key} = {cfg[key]}" for key in gone)
+        raise UserInputError(
+            f"the executors cannot see {listed} (exists on the driver, not on executor host "
+            f"{host}): on a cluster every path must be on storage all nodes share (hdfs://, "
+            "s3a://, or a mount at the same place on every node)")
 
 
 @contextmanager

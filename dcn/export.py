@@ -5,10 +5,9 @@ Layout under `paths.work/models/` (common/storage.py's run layout):
     runs/<version>/model.keras      the Keras model (load with `import dcn.model` done)
     runs/<version>/metadata.json    input widths, model spec, config, training data and
                                     row count, final metrics, version id
-    CURRENT.json                    the latest version, replaced atomically
+    runs/<version>/_COMMITTED       written last: the version is complete
 
-A version folder is complete before the pointer names it, so a reader never sees a
-half-written model.
+The newest committed version is the current one, so a reader never sees a half-written model.
 """
 from __future__ import annotations
 
@@ -46,8 +45,8 @@ def check_lineage(metadata: dict, news_vectors: dict | None, features_where: str
 
 
 def export_model(cfg: Config, model, metadata: dict, version: str | None = None) -> str:
-    """Save `model` and `metadata` as a new version, then point CURRENT.json at it."""
-    version = version or storage.new_run_id()
+    """Save `model` and `metadata` as a new version, then commit it (it becomes current)."""
+    version = storage.begin_run(storage.runs_dir(models_root(cfg)), version)
     folder = storage.run_dir(models_root(cfg), version)
     fs, path = storage.filesystem(folder)
     fs.create_dir(path, recursive=True)

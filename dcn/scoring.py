@@ -66,18 +66,27 @@ class FactorizedScorer:
         return a
 
     def _split_dot(self, users, news, kernel, a=None, const=0.0):
-        """`x @ kernel` for every pair where x = x0 * a + c (a=None: x = x0): [B, P, out]."""
+        """`x @ kernel` for every pair where x = x0 * a + c (a=None: x = x0): [B, P, out].
+        One [B, P, out] array, updated in place (it is the largest array of a batch)."""
         ku = (users @ kernel[:self.du].astype(np.float32))[:, None, :]
         kn = (news @ kernel[self.du:].astype(np.float32))[None, :, :]
         base = ku + kn
         if a is not None:
-            base = base * a[:, :, None]
-        return base + np.asarray(const, dtype=np.float32)
+            base *= a[:, :, None]
+        base += np.asarray(const, dtype=np.float32)
+        return base
 
     def _deep_rest(self, h: np.ndarray) -> np.ndarray:
         for kernel, bias in self.deep[1:]:
-            h = _relu(h @ kernel.astype(np.float32) + bias.astype(np.float32))
+            h = h @ kernel.astype(np.float32)
+            h += bias.astype(np.float32)
+            h = _relu(h)
         return h
+
+    def memory(self, n_news: int) -> tuple[int, int]:
+        """(bytes that do not depend on the batch, bytes per (user, news) pair of a batch)."""
+        return factorized_memory(self.dn, [k.shape[1] for k, _ in self.deep],
+                                 self.cross_w.shape[1], n_news)
 
     def logits(self, users: np.ndarray, news: np.ndarray) -> np.ndarray:
         """Logits [B, P] of every pair of `users` [B, du] and `news` [P, dn]."""
@@ -106,8 +115,11 @@ class PlainScorer:
 
     def __init__(self, model, max_pairs: int = 65536):
         import tensorflow as tf
+        from dcn.model import model_spec
         self.model = model
         self.max_pairs = max_pairs
+        spec = model_spec(model)
+        self._width = 2 * (spec["user_dim"] + spec["news_dim"]) + sum(spec["deep_units"])
         self._call = tf.function(lambda inputs: model(inputs, training=False), reduce_retracing=True)
 
     def logits(self, users: np.ndarray, news: np.ndarray) -> np.ndarray:
@@ -123,6 +135,60 @@ class PlainScorer:
                       NEWS_VEC: np.tile(news, (len(block), 1))}
             out[start * n_news:(start + len(block)) * n_news] = np.asarray(self._call(inputs))[:, 0]
         return out.reshape(n_users, n_news)
+
+    def memory(self, n_news: int) -> tuple[int, int]:
+        return plain_memory(self._width, self.max_pairs)
+
+
+# Per-pair arrays of a scored batch besides the scorer's own: logits and the cross scalar
+# (float32), the click probabilities with two temporaries (float32), top_k's float64 copy
+# and the exclusion mask (bool).
+BATCH_BYTES_PER_PAIR = 4 * 2 + 4 * 3 + 8 + 1
+
+
+def factorized_memory(news_dim: int, deep_units: list[int], cross_layers: int,
+                      n_news: int) -> tuple[int, int]:
+    """Working memory of the factorized scorer: (bytes that do not depend on the batch: the
+    pool and its projections, bytes per (user, news) pair: the largest two live deep
+    activations, one [B, P, H_i] and the next layer's output, plus the batch's arrays)."""
+    widths = list(deep_units) or [1]
+    deep = max([widths[0]] + [a + b for a, b in zip(widths, widths[1:])])
+    return 4 * n_news * (news_dim + widths[0] + cross_layers), 4 * deep + BATCH_BYTES_PER_PAIR
+
+
+def plain_memory(width: int, max_pairs: int) -> tuple[int, int]:
+    """Working memory of the plain model call: one chunk of `max_pairs` pairs' inputs and
+    activations (`width` floats each), held twice by TensorFlow; the per-pair output."""
+    return 2 * 4 * max_pairs * width, 4 + BATCH_BYTES_PER_PAIR
+
+
+def spec_memory(spec: dict, n_news: int, mode: str = "auto",
+                max_pairs: int = 65536) -> tuple[int, int]:
+    """`memory` of the scorer `make_scorer` would build for a model of this spec, without
+    loading it (the driver checks the budget with this before any task runs)."""
+    factorizable = not spec["cross_layers"] or spec["cross_kind"] == "vector"
+    if mode == "plain" or not factorizable:
+        width = 2 * (spec["user_dim"] + spec["news_dim"]) + sum(spec["deep_units"])
+        return plain_memory(width, max_pairs)
+    return factorized_memory(spec["news_dim"], spec["deep_units"], spec["cross_layers"], n_news)
+
+
+class MemoryBudgetTooSmall(ValueError):
+    """Not even one user fits the budget next to the candidate pool."""
+
+
+def users_per_batch(memory: tuple[int, int], n_news: int, budget_bytes: int, cap: int) -> int:
+    """The most users (at most `cap`) whose batch against `n_news` candidates fits in
+    `budget_bytes` of working memory; `memory` = a scorer's (fixed, per-pair) bytes."""
+    fixed, per_pair = memory
+    room = budget_bytes - fixed
+    users = room // max(1, per_pair * n_news)
+    if users < 1:
+        need = (fixed + per_pair * n_news) / 2 ** 20
+        raise MemoryBudgetTooSmall(
+            f"score.memory_budget_mb is {budget_bytes / 2 ** 20:.0f} MB but scoring one user "
+            f"against {n_news} candidates needs {need:.0f} MB")
+    return int(min(cap, users))
 
 
 def make_scorer(model, mode: str = "auto"):

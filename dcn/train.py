@@ -47,7 +47,6 @@ import os
 import re
 import sys
 import time
-import uuid
 from typing import Any, Callable
 
 import numpy as np
@@ -67,8 +66,8 @@ AUC_BINS = 10_000
 # train: keys that change how fast or how safely a run goes, not the model it produces; they
 # are left out of the run key so that rerunning with other values resumes the same run.
 OPERATIONAL_TRAIN_KEYS = ("reader_threads", "threads_per_rank", "checkpoint_every_steps",
-                          "keep_checkpoints", "spark_num_proc", "keep_versions",
-                          "cache_in_memory_mb")
+                          "keep_checkpoints", "spark_num_proc", "spark_start_timeout_s",
+                          "keep_versions", "cache_in_memory_mb")
 # Test hook: when set, every rank writes a checksum of its final weights into this folder.
 WEIGHTS_DUMP_ENV = "NEWSREC_TRAIN_WEIGHTS_DUMP"
 
@@ -183,16 +182,13 @@ class CheckpointStore:
         return sorted(steps)
 
     def save(self, checkpoint: Checkpoint) -> str:
-        """Write atomically (hidden temporary file, then rename); prune old checkpoints."""
+        """Write once under the final name (no rename: object stores have none); prune old
+        checkpoints. A file cut short by a crash fails to load and `latest` skips it."""
         buffer = io.BytesIO()
         named = {f"v{i:05d}": a for i, a in enumerate(checkpoint.arrays)}
         np.savez(buffer, header=np.array(json.dumps(checkpoint.header)), **named)
         name = f"ckpt-{checkpoint.header['global_step']:010d}.npz"
-        self.fs.create_dir(self.path, recursive=True)
-        temp = f"{self.path}/.{name}.tmp-{uuid.uuid4().hex}"
-        with self.fs.open_output_stream(temp) as out:
-            out.write(buffer.getvalue())
-        self.fs.move(temp, f"{self.path}/{name}")
+        storage.write_bytes(f"{self.uri}/{name}", buffer.getvalue())
         for _, stale in self._names()[:-self.keep]:
             self.fs.delete_file(f"{self.path}/{stale}")
         return f"{self.uri}/{name}"
@@ -226,8 +222,8 @@ class CheckpointStore:
         return json.loads(storage.read_text(uri)) if storage.exists(uri) else None
 
     def write_marker(self, name: str, content: dict) -> None:
-        storage.write_text_atomic(f"{self.uri}/{name}",
-                                  json.dumps(content, indent=2, sort_keys=True, default=str))
+        storage.write_text(f"{self.uri}/{name}",
+                           json.dumps(content, indent=2, sort_keys=True, default=str))
 
 
 # --------------------------------------------------------------------------- the plan
@@ -638,45 +634,11 @@ def _dump_weights(trainer: Trainer, hvd, global_step: int) -> None:
                    "sha256": trainer.weights_checksum()}, out)
 
 
-POSITIVE_TRAIN_KEYS = ("batch_size", "epochs", "learning_rate", "reader_threads",
-                       "checkpoint_every_steps", "keep_checkpoints", "keep_versions")
-NON_NEGATIVE_TRAIN_KEYS = ("warmup_steps", "shuffle_buffer", "cache_in_memory_mb",
-                           "steps_per_epoch", "threads_per_rank", "validation_rows")
-
-
-def check_settings(cfg: Config) -> None:
-    """Reject the settings that would only fail deep inside training (a division by zero, a
-    Keras error), before any rank starts work."""
-    for key in POSITIVE_TRAIN_KEYS:
-        if cfg[f"train.{key}"] <= 0:
-            raise UserInputError(f"train.{key} must be positive, got {cfg[f'train.{key}']}")
-    for key in NON_NEGATIVE_TRAIN_KEYS:
-        if cfg[f"train.{key}"] < 0:
-            raise UserInputError(f"train.{key} must be 0 or more, got {cfg[f'train.{key}']}")
-    model = model_arguments(cfg)
-    if model["cross_layers"] < 0:
-        raise UserInputError(f"model.cross_layers must be 0 or more, got {model['cross_layers']}")
-    if model["cross_kind"] not in ("vector", "matrix"):
-        raise UserInputError(f"model.cross_kind must be 'vector' or 'matrix', got {model['cross_kind']!r}")
-    if model["structure"] not in ("stacked", "parallel"):
-        raise UserInputError(f"model.structure must be 'stacked' or 'parallel', got {model['structure']!r}")
-    if model["cross_rank"] < 0:
-        raise UserInputError(f"model.cross_rank must be 0 or more, got {model['cross_rank']}")
-    if not 0 <= model["dropout"] < 1:
-        raise UserInputError(f"model.dropout must be in [0, 1), got {model['dropout']}")
-    if any(not isinstance(u, int) or u <= 0 for u in model["deep_units"]):
-        raise UserInputError(f"model.deep_units must be positive integers, got {model['deep_units']}")
-    if model["cross_layers"] == 0 and not model["deep_units"]:
-        raise UserInputError("model.cross_layers is 0 and model.deep_units is empty: the model "
-                             "would have no layer")
-
-
 def train(cfg: Config, force: bool = False) -> dict:
     """Train (or resume, or find the finished run) on every rank; returns the run summary.
 
     Call it in every Horovod process: horovodrun, horovod.spark.run, or plain Python (one rank).
     """
-    check_settings(cfg)
     _setup_logging()
     configure_threads(cfg["train.threads_per_rank"])
     hvd = init_horovod()

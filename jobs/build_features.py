@@ -215,6 +215,8 @@ def _run(cfg: Config, spark: SparkSession, as_of: dt.datetime | None) -> dict:
         news = user_state.NewsIndex.build(spark, vectors)
         behaviors = with_split(read.behaviors, cfg, as_of)
         missing, dropped = reference_counts(spark, cfg, behaviors, vectors)
+    for kind in (outputs.STATE, outputs.ROWS, outputs.POOL):   # leased until published
+        storage.begin_run(storage.runs_dir(outputs.as_of_root(cfg, as_of, kind)), run_id)
     lineage = {"as_of": outputs.as_of_key(as_of), "data_end": data_end.isoformat(),
                "user_clicks": mode, "news_vectors": vectors_summary["identity"],
                "news_vectors_run": vectors_summary["run_id"], "dim": dim}
@@ -263,12 +265,13 @@ def _run(cfg: Config, spark: SparkSession, as_of: dt.datetime | None) -> dict:
         "sources": {"layout": "daily" if log.is_daily(cfg) else "folders",
                     "dev": storage.to_uri(cfg["paths.log"] or cfg["paths.dev"])},
         "rejected_rows": {c.file: c.rejected for c in read.checks},
+        "duplicate_impression_ids": {c.file: c.duplicates for c in read.checks},
         "input_rows": {c.file: c.lines for c in read.checks},
         "ids_missing_from_news_tsv": missing,
         "candidates_without_vector": dropped,
         "seconds": timer.seconds,
     }
-    storage.write_text_atomic(f"{out}/summary.json", json.dumps(summary, indent=2, sort_keys=True))
+    storage.write_text(f"{out}/summary.json", json.dumps(summary, indent=2, sort_keys=True))
     keep = cfg["paths.keep_runs"]
     state_summary = dict(lineage, users=users, kind="full")
     if as_of == outputs.day_start(as_of.date()):   # a midnight: a valid base for the daily chain

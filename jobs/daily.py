@@ -121,7 +121,7 @@ class StateChain:
                  rejected=None) -> dict:
         as_of = outputs.day_start(day)
         root = outputs.as_of_root(self.cfg, as_of, outputs.STATE)
-        run_id = storage.new_run_id()
+        run_id = storage.start_run(root)
         out = storage.run_dir(root, run_id)
         users = build_features.write_state(state, f"{out}/{outputs.STATE}", self.cfg)
         if rejected is not None:
@@ -144,7 +144,7 @@ class StateChain:
             else:
                 recent = log.read_impressions(self.spark, self.cfg, start=start, end=as_of).behaviors
             root = outputs.as_of_root(self.cfg, as_of, outputs.POOL)
-            run_id = storage.new_run_id()
+            run_id = storage.start_run(root)
             size = build_features.write_pool(build_features.candidate_pool(recent, self.vectors),
                                              storage.run_dir(root, run_id))
             storage.publish_run(root, run_id, {

@@ -65,8 +65,8 @@ def read_all_news(spark: SparkSession, cfg: Config) -> tuple[DataFrame, DataFram
         union, bad_rows = union.unionByName(frame), bad_rows.unionByName(bad)
     news = (union.groupBy(C.NEWS_ID)
             .agg(F.min_by(F.struct("title", "category"), F.struct("split_order", "title"))
-                 .alias("first"))
-            .select(C.NEWS_ID, "first.title", "first.category"))
+                 .alias("first"), F.countDistinct("title").alias("titles"))
+            .select(C.NEWS_ID, "first.title", "first.category", "titles"))
     return news, bad_rows, checks
 
 
@@ -86,8 +86,6 @@ def _encode_partitions(encoder_name: str, hashing_dim: int, batch_size: int,
 
 def encode_titles(news: DataFrame, cfg: Config) -> DataFrame:
     partitions = cfg["embed.partitions"]
-    if partitions <= 0:
-        raise UserInputError(f"embed.partitions must be positive, got {partitions}")
     encode = _encode_partitions(cfg["embed.encoder"], cfg["embed.hashing_dim"],
                                 cfg["embed.batch_size"], cfg["embed.projection_dim"],
                                 cfg["embed.projection_seed"], cfg["embed.normalize"])
@@ -98,11 +96,6 @@ def encode_titles(news: DataFrame, cfg: Config) -> DataFrame:
 def read_precomputed(spark: SparkSession, cfg: Config) -> DataFrame:
     """The user's vectors, checked against `embed.precomputed_dim`."""
     path, dim = cfg["embed.precomputed_path"], cfg["embed.precomputed_dim"]
-    if not path:
-        raise UserInputError("embed.encoder is 'precomputed' but embed.precomputed_path is empty")
-    if dim <= 0:
-        raise UserInputError("embed.encoder is 'precomputed': set embed.precomputed_dim to the "
-                             "width of the vectors")
     uri = storage.to_uri(path)
     if not storage.exists(uri):
         raise UserInputError(f"precomputed vectors not found: {uri}")
@@ -161,20 +154,19 @@ def run(cfg: Config, spark: SparkSession | None = None) -> dict:
 def _run(cfg: Config, spark: SparkSession) -> dict:
     timer = StageTimer()
     root = output_root(cfg)
-    run_id = storage.new_run_id()
+    run_id = storage.start_run(root)
     out = storage.run_dir(root, run_id)
     with timer.stage("read_news"):
         news, rejected, checks = read_all_news(spark, cfg)
         news = news.cache()
         n_news = news.count()
+        # The same id with another title in a later folder (the first folder's row is used).
+        conflicting = news.where(F.col("titles") > 1).count()
     with timer.stage("encode"):
         if cfg["embed.encoder"] == "precomputed":
             given = read_precomputed(spark, cfg)
             vectors = project_vectors(given.join(news.select(C.NEWS_ID), C.NEWS_ID), cfg)
         else:
-            if cfg["embed.encoder"] not in ("use", "hashing"):
-                raise UserInputError("embed.encoder must be 'use', 'hashing' or 'precomputed', "
-                                     f"got {cfg['embed.encoder']!r}")
             vectors = encode_titles(news, cfg)
         schemas.conform(vectors, schemas.NEWS_VECTORS).write.parquet(f"{out}/vectors")
         written = spark.read.parquet(f"{out}/vectors")
@@ -184,8 +176,11 @@ def _run(cfg: Config, spark: SparkSession) -> dict:
         schemas.conform(rejected, schemas.REJECTED_ROWS).write.parquet(f"{out}/rejected")
     summary = {
         "run_id": run_id, "output": f"{out}/vectors", "encoder": cfg["embed.encoder"],
-        "dim": dim, "identity": vectors_identity(cfg, dim), "news": n_news, "vectors": n_vectors, "news_without_vector": n_news - n_vectors,
+        "dim": dim, "identity": vectors_identity(cfg, dim), "news": n_news, "vectors": n_vectors,
+        "news_without_vector": n_news - n_vectors,
         "rejected_rows": {c.file: c.rejected for c in checks},
+        "duplicate_news_ids": {c.file: c.duplicates for c in checks},
+        "news_ids_with_other_titles_in_later_folders": conflicting,
         "seconds": timer.seconds,
     }
     storage.publish_run(root, run_id, summary, keep_runs=cfg["paths.keep_runs"])

@@ -41,15 +41,15 @@ How it runs in Spark (nothing per row reaches the driver):
 4. mapInPandas over those impressions: one EvaluationPartial per partition (MetricAccumulator
    per scorer, histograms, log-loss sums, counts), pickled; the driver merges the handful.
 5. mapInPandas over the same impressions: one prediction line each, written by Spark sorted by
-   impression id into a single file, moved to `prediction.txt`.
+   impression id into a single file, copied to `prediction.txt`.
 
 prediction.txt holds the ranks of `evaluate.prediction_scorer` (default dcn). A listed
 candidate without a vector (so without a feature row) gets the worst ranks, after every scored
 candidate, several of them in their listed order. News ids are assumed distinct within an
 impression, as in MIND.
 
-Outputs, in a new folder `paths.work/evaluation/runs/<id>/` published through
-`paths.work/evaluation/CURRENT.json` only once all are written: metrics.json, prediction.txt,
+Outputs, in a new folder `paths.work/evaluation/runs/<id>/`, committed (common/storage.py)
+only once all are written: metrics.json, prediction.txt,
 report.md (table of scorer x metric, and the share of the gap between the best baseline and
 the oracle that the DCN closes), metrics.png.
 """
@@ -410,7 +410,8 @@ def _prediction_lines(scorer: str):
 
 
 def write_prediction_file(table: DataFrame, scorer: str, target: str) -> None:
-    """Lines sorted by impression id, written by Spark as one file, then moved to `target`."""
+    """Lines sorted by impression id, written by Spark as one file, then copied to `target`
+    (a copy, not a rename: object stores have none; the run is not committed yet)."""
     parts = f"{posixpath.dirname(target)}/_prediction_parts"
     lines = table.mapInPandas(_prediction_lines(scorer),
                               schema=f"{C.IMPRESSION_ID} long, line string")
@@ -422,7 +423,7 @@ def write_prediction_file(table: DataFrame, scorer: str, target: str) -> None:
         raise RuntimeError(f"expected one part file in {parts}, found {len(files)}")
     _, target_path = storage.filesystem(target)
     if files:
-        fs.move(files[0], target_path)
+        fs.copy_file(files[0], target_path)
     else:  # no dev impression at all: an empty file
         with fs.open_output_stream(target_path):
             pass
@@ -598,9 +599,9 @@ def write_bytes(uri: str, data: bytes) -> None:
 
 
 def write_outputs(out: str, doc: dict) -> None:
-    storage.write_text_atomic(f"{out}/metrics.json",
+    storage.write_text(f"{out}/metrics.json",
                               json.dumps(_json_safe(doc), indent=2, sort_keys=True))
-    storage.write_text_atomic(f"{out}/report.md", report_markdown(doc))
+    storage.write_text(f"{out}/report.md", report_markdown(doc))
     write_bytes(f"{out}/metrics.png", metrics_plot_png(doc))
 
 
@@ -621,7 +622,7 @@ def evaluate(cfg: Config, spark: SparkSession | None = None, as_of=None) -> dict
             dev_keys = spark.read.parquet(f"{inputs.features_path}/dev")
             check_truth_covers(dev_keys, truth, inputs.truth_uri)
     root = output_root(cfg)
-    run_id = storage.new_run_id()
+    run_id = storage.start_run(root)
     out = storage.run_dir(root, run_id)
     impressions, positions = listed_candidates(spark, inputs.features_path)
     rows = scored_rows(spark, cfg, inputs, positions, truth)

@@ -94,21 +94,54 @@ def _field_count_check(n_columns: int) -> tuple[F.Column, None, F.Column]:
                             F.size("fields")))
 
 
-def _split_rows(lines: DataFrame, checks, parsed_columns: list[F.Column]):
+def _split_rows(lines: DataFrame, checks, parsed_columns: list[F.Column],
+                unique: tuple[str, str] | None = None):
     """Check every line once, cache the result, and derive the good rows and the rejected rows
-    (with line numbers, computed only for the rejected ones) from that cache."""
+    (with line numbers, computed only for the rejected ones) from that cache.
+
+    `unique` = (column, what): a well-formed row whose id repeats one on an earlier line of the
+    file is rejected as well (the first one is kept), so repeated ids are counted, located and
+    held to `mind.max_rejected_share` like any other malformed row."""
     checked = (lines.withColumn("fields", F.split("text", "\t", -1))
                .withColumn("_reject", _reject_reason(checks)))
     checked = checked.select(
         "file", "block", "row_id", "_reject",
         F.when(F.col("_reject").isNotNull(), F.col("text")).alias("text"),
         *[F.when(F.col("_reject").isNull(), c).alias(name) for c, name in parsed_columns],
-    ).cache()
+    )
+    if unique is not None:
+        checked = _reject_repeated_ids(checked.cache(), *unique)
+    checked = checked.cache()
     good = checked.where(F.col("_reject").isNull()).select(*[name for _, name in parsed_columns])
     rejected = with_line_numbers(checked.where(F.col("_reject").isNotNull()), checked).select(
         "file", "line", F.col("_reject.column").alias("column"),
         F.col("_reject.reason").alias("reason"), "text")
     return good, schemas.conform(rejected, schemas.REJECTED_ROWS)
+
+
+DUPLICATE_REASON = "duplicate"
+
+
+def _reject_repeated_ids(checked: DataFrame, column: str, what: str) -> DataFrame:
+    """Mark every good row whose `column` value appeared on an earlier line of its file.
+    One aggregation over the ids; the rows are rejoined only when an id repeats."""
+    position = F.struct("block", "row_id")
+    good = checked.where(F.col("_reject").isNull())
+    repeated = (good.groupBy("file", column)
+                .agg(F.min(position).alias("_first"), F.count("*").alias("_n"))
+                .where(F.col("_n") > 1).drop("_n").cache())
+    if repeated.isEmpty():
+        repeated.unpersist()
+        return checked
+    reason = F.struct(F.lit(1).alias("column"), F.format_string(
+        f"{DUPLICATE_REASON} {what} '%s': an earlier line of this file has it (the first is kept)",
+        F.col(column).cast("string")).alias("reason"))
+    marked = (checked.join(F.broadcast(repeated), ["file", column], "left")
+              .withColumn("_reject", F.when(F.col("_reject").isNull() & F.col("_first").isNotNull()
+                                            & (position != F.col("_first")), reason)
+                          .otherwise(F.col("_reject")))
+              .drop("_first"))
+    return marked.select(*checked.columns)
 
 
 def parse_behaviors(spark: SparkSession, folder: str,
@@ -149,7 +182,8 @@ def parse_behaviors(spark: SparkSession, folder: str,
         F.substring_index(t, "-", -1).cast("int").alias(C.LABEL)))
     return _split_rows(lines, checks, [
         (field(0).cast("long"), C.IMPRESSION_ID), (field(1), C.USER_ID), (parsed_time, C.TIME),
-        (history, "history"), (candidates, "candidates")])
+        (history, "history"), (candidates, "candidates")],
+        unique=(C.IMPRESSION_ID, "impression id"))
 
 
 def parse_news(spark: SparkSession, folder: str) -> tuple[DataFrame, DataFrame]:
@@ -171,7 +205,7 @@ def parse_news(spark: SparkSession, folder: str) -> tuple[DataFrame, DataFrame]:
     ]
     return _split_rows(lines, checks, [
         (field(0), C.NEWS_ID), (field(1), "category"), (field(2), "subcategory"),
-        (field(3), "title"), (field(4), "abstract")])
+        (field(3), "title"), (field(4), "abstract")], unique=(C.NEWS_ID, "news id"))
 
 
 def _bad_entities(column: F.Column) -> F.Column:
@@ -185,6 +219,7 @@ class FileCheck:
     file: str
     lines: int
     rejected: int
+    duplicates: int = 0     # rejected because their id repeats an earlier line's
 
     @property
     def rejected_share(self) -> float:
@@ -195,7 +230,9 @@ def check_rejected_share(good: DataFrame, rejected: DataFrame, uri: str,
                          max_share: float) -> FileCheck:
     """Count a file's rows and fail with examples when its rejected share passes `max_share`."""
     n_good, n_rejected = good.count(), rejected.count()
-    check = FileCheck(uri, n_good + n_rejected, n_rejected)
+    duplicates = rejected.where(F.col("reason").startswith(DUPLICATE_REASON + " ")).count() \
+        if n_rejected else 0
+    check = FileCheck(uri, n_good + n_rejected, n_rejected, duplicates)
     if check.lines == 0:
         raise RejectedShareExceeded(f"{uri}: the file is empty")
     if check.rejected_share > max_share:

@@ -116,34 +116,39 @@ def _rows(users, indices, valid, scores, pool_ids, version, scored_at) -> pd.Dat
 def score_partitions(pool_broadcast, model_folder: str, version: str, settings: dict,
                      scored_at: dt.datetime):
     """The mapInPandas function: profiles in, recommendation rows out."""
-    k, batch, mode = settings["k"], settings["user_batch_size"], settings["mode"]
+    k, cap, mode = settings["k"], settings["user_batch_size"], settings["mode"]
+    budget = settings["memory_budget_mb"] * 2 ** 20
     cold_policy, threads = settings["cold_users"], settings["threads_per_task"]
 
     def run(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        from dcn.scoring import top_k
+        from dcn.scoring import top_k, users_per_batch
         pool = pool_broadcast.value
+        n_news = len(pool["ids"])
         position = {news_id: i for i, news_id in enumerate(pool["ids"])}
-        scorer = None
+        scorer, batch = None, None
         for frame in frames:
+            if scorer is None:
+                scorer = _get_scorer(model_folder, mode, threads)
+                batch = users_per_batch(scorer.memory(n_news), n_news, budget, cap)
             for start in range(0, len(frame), batch):
                 part = frame.iloc[start:start + batch]
-                excluded = np.zeros((len(part), len(pool["ids"])), dtype=bool)
+                excluded = np.zeros((len(part), n_news), dtype=bool)
                 for row, clicked in enumerate(part[C.CLICKED_NEWS]):
                     cols = [position[n] for n in clicked if n in position]
                     excluded[row, cols] = True
                 cold = part[C.HISTORY_LEN].to_numpy() == 0
                 warm = ~cold
                 if warm.any():
-                    scorer = scorer or _get_scorer(model_folder, mode, threads)
                     users = np.stack(part[C.USER_VEC].to_numpy()[warm]).astype(np.float32)
                     logits = scorer.logits(users, pool["vectors"])
                     idx, ok = top_k(logits, k, excluded[warm])
                     yield _rows(part[C.USER_ID].to_numpy()[warm], idx, ok,
                                 1.0 / (1.0 + np.exp(-logits)), pool["ids"], version, scored_at)
+                    del logits
                 if cold.any() and cold_policy == "popularity":
                     n_cold = int(cold.sum())
                     popularity = np.broadcast_to(pool["clicks"] + pool["ctr"] * 1e-6,
-                                                 (n_cold, len(pool["ids"])))
+                                                 (n_cold, n_news))
                     idx, ok = top_k(popularity, k, excluded[cold])
                     yield _rows(part[C.USER_ID].to_numpy()[cold], idx, ok,
                                 np.broadcast_to(pool["ctr"], popularity.shape), pool["ids"],
@@ -199,31 +204,35 @@ def _pause_for_tests() -> None:
         time.sleep(pause)
 
 
-def remove_stale_attempts(date_folder: str, keep_run_id: str) -> None:
-    """Delete the folders of earlier (replaced or killed) runs of this date."""
-    import pyarrow.fs as pafs
-    fs, path = storage.filesystem(date_folder)
-    for info in fs.get_file_info(pafs.FileSelector(path, allow_not_found=True)):
-        if info.type == pafs.FileType.Directory and info.base_name != keep_run_id:
-            fs.delete_dir(info.path)
+def remove_stale_attempts(writer: "TableWriter", run_date: str, date_folder: str) -> list[str]:
+    """Delete the folders of this date that nothing points at: earlier, replaced or killed
+    runs. Safe against a concurrent run of the same date: a folder whose lease is alive is
+    left alone, and the partition's location is read from the metastore after the lease (a
+    run marks its lease published only after its swap), right before each deletion."""
+    removed = []
+    for name, is_dir in storage.list_dir(date_folder):
+        if not is_dir or storage.may_be_in_progress(date_folder, name):
+            continue
+        current = writer.partition_location(run_date)
+        if current is not None and current.rstrip("/").rsplit("/", 1)[-1] == name:
+            continue
+        storage.delete_dir(f"{date_folder}/{name}")
+        storage.delete_file(storage.lease_uri(date_folder, name))
+        removed.append(name)
+    return removed
 
 
-SCORE_MODES = ("auto", "factorized", "plain")
-
-
-def check_settings(cfg: Config) -> None:
-    """Every setting a task would reject, rejected on the driver before any task runs."""
-    if cfg["score.cold_users"] not in ("popularity", "skip"):
-        raise UserInputError(f"score.cold_users must be 'popularity' or 'skip', got {cfg['score.cold_users']!r}")
-    if cfg["score.mode"] not in SCORE_MODES:
-        raise UserInputError(f"score.mode must be one of {list(SCORE_MODES)}, got {cfg['score.mode']!r}")
-    for key in ("score.k", "score.user_batch_size", "score.partitions"):
-        if cfg[key] <= 0:
-            raise UserInputError(f"{key} must be positive, got {cfg[key]}")
-    if cfg["score.threads_per_task"] < 0:
-        raise UserInputError(f"score.threads_per_task must be 0 or more, got {cfg['score.threads_per_task']}")
-    for key in ("score.database", "score.table"):
-        validated_identifier(cfg[key], key)
+def check_memory_budget(cfg: Config, metadata: dict, n_news: int) -> None:
+    """On the driver: a budget in which not even one user fits next to the pool is an error
+    now, not in every task later."""
+    from dcn.scoring import MemoryBudgetTooSmall, spec_memory, users_per_batch
+    if "model_spec" not in metadata:
+        return
+    try:
+        users_per_batch(spec_memory(metadata["model_spec"], n_news, cfg["score.mode"]), n_news,
+                        cfg["score.memory_budget_mb"] * 2 ** 20, cfg["score.user_batch_size"])
+    except MemoryBudgetTooSmall as err:
+        raise UserInputError(str(err)) from None
 
 
 def serving_inputs(cfg: Config, run_date: str) -> tuple[dict, dict]:
@@ -250,7 +259,6 @@ def serving_inputs(cfg: Config, run_date: str) -> tuple[dict, dict]:
 
 def run(cfg: Config, run_date: str | None = None, spark: SparkSession | None = None) -> dict:
     run_date = parse_run_date(run_date)
-    check_settings(cfg)
     state, pool_pointer = serving_inputs(cfg, run_date)
     spark = spark or get_spark(cfg, "score", hive=True)
     timer = StageTimer()
@@ -271,15 +279,17 @@ def run(cfg: Config, run_date: str | None = None, spark: SparkSession | None = N
         except ValueError as err:
             raise UserInputError(str(err)) from None
         pool = load_pool(f"{pool_pointer['path']}/candidate_pool")
+        check_memory_budget(cfg, metadata, len(pool["ids"]))
         writer = TableWriter(spark, cfg)
         with metastore_errors(cfg):
             table_location = writer.ensure_table()
-    run_id = storage.new_run_id()
     date_folder = f"{table_location.rstrip('/')}/{RUN_DATE}={run_date}"
+    run_id = storage.begin_run(date_folder)     # leased: a concurrent run leaves it alone
     folder = f"{date_folder}/{run_id}"
     scored_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
     settings = {key: cfg[f"score.{key}"] for key in
-                ("k", "user_batch_size", "mode", "cold_users", "threads_per_task")}
+                ("k", "user_batch_size", "mode", "cold_users", "threads_per_task",
+                 "memory_budget_mb")}
     with timer.stage("score_and_write"):
         profiles = spark.read.parquet(f"{state['path']}/{outputs.STATE}")
         partitions = cfg["score.partitions"]
@@ -297,13 +307,15 @@ def run(cfg: Config, run_date: str | None = None, spark: SparkSession | None = N
     _pause_for_tests()
     with timer.stage("publish"):
         previous = writer.swap_partition(run_date, folder)
-        remove_stale_attempts(date_folder, keep_run_id=run_id)
+        storage.end_run(date_folder, run_id)
+        removed = remove_stale_attempts(writer, run_date, date_folder)
     cold = int(profile_stats["cold"] or 0)
     warm_users = int(profile_stats["users"]) - cold
     pairs = warm_users * len(pool["ids"])
     summary = {
         "run_id": run_id, "run_date": run_date, "table": f"{writer.database}.{writer.table}",
         "partition_location": folder, "replaced_location": previous,
+        "superseded": run_id in removed, "removed_runs": sorted(set(removed) - {run_id}),
         "model_version": metadata["version"], "state_run": state["run_id"],
         "pool_run": pool_pointer["run_id"], "as_of": state["summary"]["as_of"],
         "users": int(profile_stats["users"]), "users_scored_by_model": warm_users,
@@ -313,7 +325,7 @@ def run(cfg: Config, run_date: str | None = None, spark: SparkSession | None = N
         "pairs_per_second": round(pairs / max(timer.seconds["score_and_write"], 1e-9)),
         "seconds": timer.seconds,
     }
-    storage.write_text_atomic(
+    storage.write_text(
         outputs.score_summary_uri(cfg, run_date, run_id),
         json.dumps(summary, indent=2, sort_keys=True))
     return summary

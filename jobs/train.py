@@ -6,11 +6,16 @@ Runs `dcn.train.train` in `train.spark_num_proc` Horovod processes with `horovod
 (Gloo), one per Spark task, and prints rank 0's summary: the same training, checkpoints,
 resume and finished-run detection as `python -m dcn.train` / `horovodrun` (dcn/train.py).
 
-The executors import the project from the bundle spark-submit.sh ships with `--py-files`:
-horovod.spark starts each training process with the Spark worker's environment, whose
-PYTHONPATH holds that bundle. The function handed to Horovod lives in dcn.train (an importable
-module) so it is pickled by reference, not by value. Each Spark task hosts one rank, so the
-cluster needs `train.spark_num_proc` free task slots at once.
+How the code reaches the ranks on a cluster:
+- the interpreter is the executors' (`spark.pyspark.python`, `./environment/bin/python` when
+  the launcher ships a packed environment), not the driver's path;
+- the entry function (jobs/rank_entry.py) travels by value and puts the `--py-files` bundle on
+  the rank's `sys.path` before it imports the training code.
+
+Each Spark task hosts one rank, so the cluster needs `train.spark_num_proc` free task slots at
+once. That is not judged from `defaultParallelism` (meaningless under dynamic allocation):
+Horovod waits up to `train.spark_start_timeout_s` for the tasks to start, then this job fails
+with a message that says so.
 """
 from __future__ import annotations
 
@@ -20,26 +25,48 @@ import sys
 from common.cli import UserInputError, run_main
 from common.config import Config
 from common.spark import get_spark
-from dcn.train import WEIGHTS_DUMP_ENV, add_train_arguments, train_from_dict
+from dcn.train import WEIGHTS_DUMP_ENV, add_train_arguments
 
 # Environment the training processes get on top of the Spark worker's.
 FORWARDED_ENV = ("TF_ENABLE_ONEDNN_OPTS", "TF_CPP_MIN_LOG_LEVEL", WEIGHTS_DUMP_ENV)
 
 
-def run(cfg: Config, spark=None, force: bool = False) -> dict:
-    import horovod.spark
+def rank_python(spark) -> str:
+    """The interpreter of the executors, which the ranks must use as well."""
+    return (spark.conf.get("spark.pyspark.python", None) or os.environ.get("PYSPARK_PYTHON")
+            or sys.executable)
 
+
+def bundle_names(spark) -> list[str]:
+    """File names of the --py-files, as each executor's working directory holds them."""
+    shipped = spark.conf.get("spark.submit.pyFiles", "") or ""
+    return [os.path.basename(path) for path in shipped.split(",") if path]
+
+
+def run(cfg: Config, spark=None, force: bool = False) -> dict:
+    import cloudpickle
+    import horovod.spark
+    from horovod.runner.common.util.timeout import TimeoutException
+
+    from jobs import rank_entry
+
+    num_proc, timeout = cfg["train.spark_num_proc"], cfg["train.spark_start_timeout_s"]
     spark = spark or get_spark(cfg, "train")
-    num_proc = cfg["train.spark_num_proc"]
-    slots = spark.sparkContext.defaultParallelism
-    if num_proc < 1:
-        raise UserInputError(f"train.spark_num_proc must be at least 1, got {num_proc}")
-    if num_proc > slots:
-        raise UserInputError(f"train.spark_num_proc is {num_proc} but Spark has {slots} task "
-                             "slots; every rank needs its own task at the same time")
     env = {name: os.environ[name] for name in FORWARDED_ENV if name in os.environ}
-    results = horovod.spark.run(train_from_dict, args=(cfg.to_dict(), force),
-                                num_proc=num_proc, env=env, verbose=1)
+    cloudpickle.register_pickle_by_value(rank_entry)
+    try:
+        results = horovod.spark.run(rank_entry.train_in_rank,
+                                    args=(bundle_names(spark), cfg.to_dict(), force),
+                                    num_proc=num_proc, env=env, verbose=1,
+                                    start_timeout=timeout, executable=rank_python(spark))
+    except TimeoutException as err:
+        raise UserInputError(
+            f"train.spark_num_proc is {num_proc}: Horovod needs that many Spark tasks running "
+            f"at once and they did not all start within train.spark_start_timeout_s "
+            f"({timeout} s). Give the job more executor cores or lower spark_num_proc. "
+            f"({err})") from None
+    finally:
+        cloudpickle.unregister_pickle_by_value(rank_entry)
     summary = dict(results[0])
     summary["spark_num_proc"] = num_proc
     return summary

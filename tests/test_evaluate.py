@@ -217,7 +217,7 @@ def test_cli_oracle_prediction_file_hand_checked_and_published_complete(evaluate
     printed = capsys.readouterr().out
     assert "| scorer | AUC | MRR | nDCG@5 | nDCG@10 | global AUC | log loss |" in printed
     assert "| oracle | " in printed and "gap closed" in printed
-    pointer = json.loads(storage.read_text(str(root / "work" / "evaluation" / "CURRENT.json")))
+    pointer = storage.current_run(str(root / "work" / "evaluation"), "evaluate")
     assert pointer["run_id"] != first["run_id"]
     files = run_files(pointer["path"])
     assert files["prediction.txt"].splitlines() == ORACLE_LINES

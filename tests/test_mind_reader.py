@@ -96,6 +96,36 @@ def test_news_edge_cases(spark, tmp_path):
                    4: (None, "expected 8 tab-separated columns, found 7")}
 
 
+def test_repeated_ids_are_rejected_counted_and_held_to_the_threshold(spark, tmp_path):
+    """A repeated impression id or news id: the first line is kept, every later one is a
+    rejected row at its own line, counted as a duplicate, and too many of them fail the file."""
+    folder = tmp_path / "split"
+    write_tsv(folder / "behaviors.tsv", [
+        ["1", "U1", "11/11/2019 9:05:58 AM", "N1", "N3-1 N4-0"],
+        ["2", "U2", "11/11/2019 9:06:00 AM", "", "N3-0 N4-1"],
+        ["1", "U9", "11/11/2019 9:07:00 AM", "N2", "N4-1"],               # id 1 again
+        ["3", "U3", "11/11/2019 9:08:00 AM", "", "N3-1"],
+        ["1", "U1", "11/11/2019 9:05:58 AM", "N1", "N3-1 N4-0"],          # same line again
+    ])
+    write_tsv(folder / "news.tsv", [news_row("N1"), news_row("N2"),
+                                    news_row("N1", title="Another title")])
+    good, rejected = parse_behaviors(spark, str(folder))
+    kept = good.select("impression_id", "user_id").toPandas().sort_values("impression_id")
+    assert list(kept["impression_id"]) == [1, 2, 3] and list(kept["user_id"]) == ["U1", "U2", "U3"]
+    got = {r["line"]: (r["column"], r["reason"]) for r in rejected.collect()}
+    assert set(got) == {3, 5} and all(c == 1 and "duplicate impression id '1'" in reason
+                                      for c, reason in got.values())
+    check = check_rejected_share(good, rejected, str(folder / "behaviors.tsv"), max_share=0.5)
+    assert (check.lines, check.rejected, check.duplicates) == (5, 2, 2)
+    with pytest.raises(RejectedShareExceeded, match=r"behaviors.tsv:3 column 1: duplicate"):
+        check_rejected_share(good, rejected, str(folder / "behaviors.tsv"), max_share=0.1)
+
+    news, news_rejected = parse_news(spark, str(folder))
+    assert {(r["news_id"], r["title"]) for r in news.collect()} == {("N1", "A title"),
+                                                                    ("N2", "A title")}
+    assert [(r["line"], r["column"]) for r in news_rejected.collect()] == [(3, 1)]
+
+
 def test_line_numbers_survive_many_blocks(spark, tmp_path):
     """Line numbers stay exact when Spark reads one file as many blocks in many tasks."""
     folder = tmp_path / "split"

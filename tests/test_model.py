@@ -488,11 +488,9 @@ def test_learns_sign_of_dot_product(kwargs, learnable):
     ("model.dropout=1.5", r"model.dropout must be in \[0, 1\)"),
     ("model.deep_units=[0]", "model.deep_units must be positive integers"),
 ])
-def test_bad_training_settings_are_rejected_before_training(override, message):
-    from common.cli import UserInputError
-    from common.config import load_config
-    from dcn.train import check_settings
+def test_bad_training_settings_are_rejected_when_the_config_loads(override, message):
+    from common.config import ConfigError, load_config
 
-    check_settings(load_config())
-    with pytest.raises(UserInputError, match=message):
-        check_settings(load_config(overrides=[override]))
+    load_config()
+    with pytest.raises(ConfigError, match=message):
+        load_config(overrides=[override])

@@ -8,11 +8,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlparse
 
 import numpy as np
 import pytest
 
 from common.cli import UserInputError
+from common.config import ConfigError
 from dcn.export import export_model
 from dcn.model import build_dcn
 from jobs import build_features, embed_news, score
@@ -99,6 +101,39 @@ def test_rerun_replaces_only_its_date(spark, scored):
     assert sorted(dates) == ["run_date=2019-11-16", "run_date=2019-11-17"]
 
 
+def test_two_runs_of_one_date_at_once_leave_one_consistent_partition(spark, scored, monkeypatch):
+    """Both runs write their rows before either publishes (a barrier where the job pauses
+    between writing and publishing). Whatever order their swaps and cleanups take, the
+    partition ends up pointing at one complete folder, the other run's folder is gone, and
+    no row is doubled."""
+    import threading
+
+    _, cfg, _, _, first = scored
+    barrier = threading.Barrier(2, timeout=300)
+    monkeypatch.setattr(score, "_pause_for_tests", barrier.wait)
+    results, errors = [], []
+
+    def one_run():
+        try:
+            results.append(score.run(cfg, "2019-11-16", spark))
+        except BaseException as err:  # noqa: BLE001  reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=one_run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=600)
+    assert not errors and len(results) == 2
+    rows = spark.sql("SELECT user_id, rank FROM newsrec.recs_test WHERE run_date = '2019-11-16'")
+    assert rows.count() == rows.distinct().count() == first["rows_written"]
+    date_folder = Path(urlparse(results[0]["partition_location"]).path).parent
+    folders = [p.name for p in date_folder.iterdir() if p.is_dir()]
+    current = score.TableWriter(spark, cfg).partition_location("2019-11-16")
+    assert folders == [current.rstrip("/").rsplit("/", 1)[-1]]
+    assert {r["run_id"] for r in results} >= set(folders)
+
+
 def test_width_mismatch_is_a_clear_error_before_work(spark, scored):
     root, cfg, _, _, _ = scored
     export_model(cfg, random_model(8), model_metadata(cfg, 8), version="narrow")
@@ -113,8 +148,8 @@ def test_width_mismatch_is_a_clear_error_before_work(spark, scored):
 
 def test_empty_pool_and_bad_identifiers(spark, scored):
     root, cfg, _, _, _ = scored
-    with pytest.raises(UserInputError, match="not a valid table identifier"):
-        score.run(make_cfg(root, "score.table=recs; DROP TABLE x"), "2019-11-16", spark)
+    with pytest.raises(ConfigError, match="score.table is not a valid table identifier"):
+        make_cfg(root, "score.table=recs; DROP TABLE x")
     with pytest.raises(UserInputError, match="not a date"):
         score.run(cfg, "16/11/2019", spark)
     empty = make_cfg(root / "empty")

@@ -68,3 +68,32 @@ def test_top_k_hand_example():
     scores = np.array([[0.1, 0.9, 0.5, 0.9, 0.3]])
     indices, valid = top_k(scores, 3, np.array([[False, False, False, False, True]]))
     assert indices.tolist() == [[1, 3, 2]] and valid.all()
+
+
+@pytest.mark.slow
+def test_scoring_stays_within_its_memory_budget():
+    """The job's scoring function, in a fresh process, against a 10,000-news pool: the users
+    per batch come from score.memory_budget_mb, and the peak resident memory the scoring adds
+    stays within it (a fixed batch of 64 users would need about 0.9 GB here)."""
+    from bench.score_memory_bench import measure
+    result = measure(budget_mb=128, n_news=10_000, n_users=200, cap=64)
+    assert result["rows"] == 200 * 10
+    assert 1 <= result["users_per_batch"] < 64
+    assert result["peak_extra_mb"] <= 128
+
+
+def test_a_budget_too_small_for_the_pool_is_refused_on_the_driver():
+    from common.cli import UserInputError
+    from common.config import load_config
+    from dcn.model import dcn_spec
+    from dcn.scoring import spec_memory, users_per_batch
+    from jobs import score
+
+    spec = dcn_spec(128, 128, cross_layers=3, deep_units=(256, 128))
+    fixed, per_pair = spec_memory(spec, 10_000)
+    assert users_per_batch((fixed, per_pair), 10_000, fixed + 3 * per_pair * 10_000, 64) == 3
+    assert users_per_batch((fixed, per_pair), 10_000, 2 ** 40, 64) == 64
+    cfg = load_config(overrides=["score.memory_budget_mb=8"])
+    with pytest.raises(UserInputError, match="score.memory_budget_mb is 8 MB but scoring one "
+                                             "user against 10000 candidates needs 30 MB"):
+        score.check_memory_budget(cfg, {"model_spec": spec}, 10_000)

@@ -119,18 +119,23 @@ def write_feature_rows(path: Path, group_sizes, dim: int, seed: int) -> int:
 TEST_AS_OF = "2019-11-16T00:00:00"
 
 
-def rows_pointer_file(work) -> Path:
-    """The pointer of the rows that publish_features writes."""
-    return Path(work) / "features" / f"as_of={TEST_AS_OF}" / "rows" / "CURRENT.json"
+def rows_root(work) -> str:
+    return storage.join(str(work), "features", f"as_of={TEST_AS_OF}", "rows")
+
+
+def rows_marker_file(work) -> Path:
+    """The commit marker of the newest rows run (what publish_features writes)."""
+    run_id = storage.current_run(rows_root(work), "build_features")["run_id"]
+    return Path(storage.committed_marker_uri(rows_root(work), run_id).replace("file://", ""))
 
 
 def train_uri_of(work) -> str:
-    return json.loads(rows_pointer_file(work).read_text())["path"] + "/train"
+    return storage.current_run(rows_root(work), "build_features")["path"] + "/train"
 
 
 def publish_features(work: Path, train_groups, dev_groups, dim: int, seed: int = 0) -> str:
     """Write train/ and dev/ and make them the newest build_features rows; returns its id."""
-    root = storage.join(str(work), "features", f"as_of={TEST_AS_OF}", "rows")
+    root = rows_root(work)
     run_id = storage.new_run_id()
     folder = Path(storage.run_dir(root, run_id).replace("file://", ""))
     rows = {name: {"rows": write_feature_rows(folder / name, groups, dim, seed + i)}
@@ -190,10 +195,6 @@ def fresh_work(tiny_features, tmp_path) -> Path:
     """A work folder holding only a copy of the tiny features (each test its own runs)."""
     work = tmp_path / "work"
     shutil.copytree(tiny_features / "features", work / "features")
-    for pointer_file in (work / "features").rglob("CURRENT.json"):
-        pointer = json.loads(pointer_file.read_text())
-        pointer["path"] = pointer["path"].replace(str(tiny_features), str(work))
-        pointer_file.write_text(json.dumps(pointer))
     return work
 
 
@@ -321,7 +322,7 @@ def test_killed_rank_then_resume_then_no_retraining(tiny_features, tmp_path):
                 os.killpg(first.pid, signal.SIGKILL)
     assert code != 0
     assert not glob.glob(f"{work}/checkpoints/*/FINISHED.json")
-    assert not (work / "models" / "CURRENT.json").exists()
+    assert not storage.committed_runs(str(work / "models"))
     saved = step_of(checkpoints(work)[-1])
     assert saved > 0
 
@@ -334,7 +335,7 @@ def test_killed_rank_then_resume_then_no_retraining(tiny_features, tmp_path):
     assert summary["global_step"] == 6 * summary["steps_per_epoch"] > saved
     assert len(checkpoints(work)) == 2  # keep_checkpoints
     version = summary["version"]
-    assert json.loads((work / "models" / "CURRENT.json").read_text())["run_id"] == version
+    assert storage.current_run(str(work / "models"), "train")["run_id"] == version
 
     # 3. once more: finished, nothing trains, the same version is reported
     again = run(command)
@@ -400,7 +401,7 @@ def test_summary_dim_must_match_the_parquet(tmp_path):
 
     work = tmp_path / "work"
     publish_features(work, [50, 50], [20, 20], dim=4)
-    pointer_file = rows_pointer_file(work)
+    pointer_file = rows_marker_file(work)
     pointer = json.loads(pointer_file.read_text())
     pointer["summary"]["dim"] = 128
     pointer_file.write_text(json.dumps(pointer))

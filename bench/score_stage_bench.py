@@ -1,0 +1,142 @@
+"""The scoring job's stage against the scoring kernel alone, side by side in one run.
+
+    .venv/bin/python bench/score_stage_bench.py [--scale small]
+
+Builds (once, under bench/data/) the sample, its news vectors (hashing encoder projected to
+128, as the default) and its features as of 2019-11-16, and exports an untrained model of the
+default shape. Then, in one run:
+  (a) the job: `./spark-submit.sh score --run-date 2019-11-16` on local[2]; its rate is the
+      summary's pairs_scored / seconds.score_and_write (the stage that scores and writes);
+  (b) the kernel alone on 2 cores: two processes, each running the job's own per-task
+      function (jobs/score.py score_partitions: exclusion mask, scorer, exact top k, output
+      rows) on half of the same users against the same pool, with no Spark around it.
+Prints both rates in pairs/s and their ratio. Results go to bench/results/score_stage.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+RUN_DATE = "2019-11-16"
+ENV = dict(os.environ, TF_ENABLE_ONEDNN_OPTS="0", TF_CPP_MIN_LOG_LEVEL="2", OMP_NUM_THREADS="1",
+           OPENBLAS_NUM_THREADS="1")
+
+
+def settings(data: Path, work: Path) -> list[str]:
+    items = [f"paths.train={data}/MINDsmall_train", f"paths.dev={data}/MINDsmall_dev",
+             f"paths.work={work}", "embed.encoder=hashing", "spark.master=local[2]",
+             "spark.driver_memory=3g", f"score.table_location={work}/table"]
+    return [arg for item in items for arg in ("--set", item)]
+
+
+def prepare(scale: str) -> tuple[list[str], Path]:
+    from common import storage
+    data = ROOT / "bench" / "data" / scale
+    work = ROOT / "bench" / "data" / f"work-score-stage-{scale}"
+    if not (data / "MINDsmall_dev" / "behaviors.tsv").exists():
+        subprocess.run([sys.executable, "-m", "jobs.generate_mind", "--scale", scale, "--out",
+                        str(data)], cwd=ROOT, env=ENV, check=True, stdout=subprocess.DEVNULL)
+    args = settings(data, work)
+    submit = str(ROOT / "spark-submit.sh")
+    if not storage.has_committed_run(str(work / "news_vectors")):
+        subprocess.run([submit, "embed_news", *args], cwd=ROOT, env=ENV, check=True,
+                       capture_output=True)
+    if not storage.has_committed_run(str(work / "features" / f"as_of={RUN_DATE}T00:00:00" / "state")):
+        subprocess.run([submit, "build_features", "--as-of", RUN_DATE, *args], cwd=ROOT,
+                       env=ENV, check=True, capture_output=True)
+    if not storage.has_committed_run(str(work / "models")):
+        from common.config import load_config
+        from dcn.export import export_model
+        from dcn.model import build_dcn, model_spec
+        from jobs.embed_news import current_vectors_uri
+        cfg = load_config(overrides=[a for a in args if a != "--set"])
+        _, vectors = current_vectors_uri(cfg)
+        dim = vectors["dim"]
+        model = build_dcn(dim, dim, cross_layers=cfg["model.cross_layers"],
+                          deep_units=tuple(cfg["model.deep_units"]), seed=0)
+        export_model(cfg, model, {"user_dim": dim, "news_dim": dim, "model_spec": model_spec(model),
+                                  "news_vectors": vectors["identity"]})
+    return args, work
+
+
+def kernel_child(work: str, part: int, parts: int) -> dict:
+    """One kernel process: the job's per-task function on its share of the users."""
+    import datetime as dt
+    import types
+
+    import pyarrow.parquet as pq
+
+    from common import outputs
+    from common.config import load_config
+    from dcn import export
+    from jobs import score
+
+    cfg = load_config(overrides=[f"paths.work={work}"])
+    as_of = outputs.day_start(dt.date.fromisoformat(RUN_DATE))
+    state = outputs.current_as_of(cfg, as_of, outputs.STATE, "")
+    pool_run = outputs.current_as_of(cfg, as_of, outputs.POOL, "")
+    pool = score.load_pool(f"{pool_run['path']}/candidate_pool")
+    users = pq.read_table(f"{state['path']}/state".replace("file://", "")).to_pandas()
+    users = users.iloc[part::parts].reset_index(drop=True)
+    folder = export.model_folder(cfg, "")
+    version = export.load_metadata(folder)["version"]
+    run = score.score_partitions(types.SimpleNamespace(value=pool), folder, version,
+                                 {key: cfg[f"score.{key}"] for key in
+                                  ("k", "user_batch_size", "mode", "cold_users",
+                                   "threads_per_task", "memory_budget_mb")},
+                                 dt.datetime(2019, 11, 16))
+    for _ in run(iter([users.iloc[:2]])):      # load the model before the clock starts
+        pass
+    start = time.perf_counter()
+    rows = sum(len(out) for out in run(iter([users])))
+    seconds = time.perf_counter() - start
+    warm = int((users["history_len"] > 0).sum())
+    return {"pairs": warm * len(pool["ids"]), "seconds": seconds, "rows": rows}
+
+
+def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] == "--kernel":
+        print(json.dumps(kernel_child(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))))
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", default="small")
+    args = parser.parse_args()
+    job_args, work = prepare(args.scale)
+
+    done = subprocess.run([str(ROOT / "spark-submit.sh"), "score", "--run-date", RUN_DATE,
+                           *job_args], cwd=ROOT, env=ENV, check=True, capture_output=True,
+                          text=True)
+    lines = done.stdout.splitlines()
+    summary = json.loads("\n".join(lines[max(i for i, l in enumerate(lines) if l == "{"):]))
+    stage_rate = summary["pairs_scored"] / summary["seconds"]["score_and_write"]
+
+    children = [subprocess.Popen([sys.executable, __file__, "--kernel", str(work), str(i), "2"],
+                                 cwd=ROOT, env=ENV, stdout=subprocess.PIPE, text=True)
+                for i in range(2)]
+    parts = [json.loads(child.communicate()[0].strip().splitlines()[-1]) for child in children]
+    kernel_rate = sum(p["pairs"] for p in parts) / max(p["seconds"] for p in parts)
+    report = {"scale": args.scale, "pairs": summary["pairs_scored"],
+              "candidates": summary["candidates"], "users": summary["users"],
+              "stage_seconds": summary["seconds"], "stage_pairs_per_s": stage_rate,
+              "kernel_2_processes_pairs_per_s": kernel_rate, "kernel_parts": parts,
+              "ratio_stage_over_kernel": stage_rate / kernel_rate,
+              "job_pairs_per_s_whole": summary["pairs_scored"] / sum(summary["seconds"].values())}
+    print(f"scale {args.scale}: {summary['users']} users x {summary['candidates']} candidates")
+    print(f"score job, stage score_and_write on local[2]: {stage_rate:,.0f} pairs/s")
+    print(f"kernel alone, 2 processes:                   {kernel_rate:,.0f} pairs/s")
+    print(f"stage / kernel: {report['ratio_stage_over_kernel']:.2f}")
+    out = ROOT / "bench" / "results" / "score_stage.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

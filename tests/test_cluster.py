@@ -1,0 +1,188 @@
+"""Every stage on a real Spark standalone cluster (a master and two 1-core workers on
+127.0.0.1, deploy/local_cluster.py), through ./spark-submit.sh in client mode with the packed
+environment shipped by the launcher (spark.ship_environment: pack).
+
+The workers start in their own mount namespace where the driver's venv/bin and one
+driver-only folder are empty: an executor that fell back on the driver's interpreter, or a job
+that read a path only the driver has, would fail. The tables come out row-identical to the
+same stages run on local[2] (the test session's Spark), and the trained model is scored and
+evaluated on both sides.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from common import outputs
+from common.config import load_config
+from deploy import local_cluster
+from jobs import build_features, daily, embed_news, evaluate
+from jobs.generate_mind import generate, write_daily_log
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.spark]
+
+ROOT = Path(__file__).resolve().parent.parent
+AS_OF = dt.datetime(2019, 11, 15)
+RUN_DATE = "2019-11-15"
+STAGE_TIMEOUT_S = 900
+# One setting list for both sides; only paths.work and the table differ.
+SETTINGS = ["embed.encoder=hashing", "embed.hashing_dim=16", "embed.projection_dim=0",
+            "features.min_row_groups=4", "features.files=4", "features.candidate_window_hours=24",
+            "score.k=5", "train.epochs=1", "train.batch_size=64", "train.spark_num_proc=2",
+            "train.validation_rows=500", "model.deep_units=[16]"]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cluster")
+    driver_only = root / "driver-only"
+    driver_only.mkdir()
+    hide = (str(driver_only), str(Path(sys.prefix) / "bin")) if local_cluster.can_hide() else ()
+    url = local_cluster.start(root / "daemons", workers=2, cores=1, memory="3g", hide=hide)
+    try:
+        yield {"url": url, "root": root, "driver_only": driver_only if hide else None}
+    finally:
+        local_cluster.stop(root / "daemons")
+
+
+def submit(cluster, job, *args, check=True) -> subprocess.CompletedProcess:
+    command = [str(ROOT / "spark-submit.sh"), job, "--set", "spark.ship_environment=pack",
+               *args, "--", "--master", cluster["url"], "--conf", "spark.executor.memory=1g"]
+    env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS="0", TF_CPP_MIN_LOG_LEVEL="2")
+    env.pop("SPARK_LOCAL_IP", None)   # the launcher decides; a cluster driver must not bind lo
+    started = time.monotonic()
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=STAGE_TIMEOUT_S)
+    print(f"cluster: {job} took {time.monotonic() - started:.1f} s", file=sys.stderr)
+    if check and result.returncode != 0:
+        pytest.fail(f"{job} on the cluster failed ({result.returncode}):\n{result.stderr[-4000:]}")
+    return result
+
+
+def summary_of(result: subprocess.CompletedProcess) -> dict:
+    """The JSON summary a job prints last (evaluate prints its table before it)."""
+    lines = result.stdout.splitlines()
+    start = max(i for i, line in enumerate(lines) if line == "{")
+    return json.loads("\n".join(lines[start:]))
+
+
+def as_settings(items) -> list[str]:
+    return [arg for item in items for arg in ("--set", item)]
+
+
+def read_table(folder: str, keys: list[str]) -> pd.DataFrame:
+    path = folder[len("file://"):] if folder.startswith("file://") else folder
+    frame = pq.read_table(path).to_pandas()
+    return frame.sort_values(keys).reset_index(drop=True)
+
+
+def assert_same_rows(a: pd.DataFrame, b: pd.DataFrame) -> None:
+    assert list(a.columns) == list(b.columns) and len(a) == len(b) > 0
+    for column in a.columns:
+        first, second = a[column], b[column]
+        if len(first) and isinstance(first.iloc[0], (np.ndarray, list)):
+            assert [list(x) for x in first] == [list(x) for x in second], column
+        else:
+            assert list(first) == list(second), column
+
+
+@pytest.fixture(scope="module")
+def pipelines(spark, cluster, tmp_path_factory):
+    """The same stages on the cluster (through spark-submit.sh) and on local[2]."""
+    root = tmp_path_factory.mktemp("cluster_pipeline")
+    generate("tiny", str(root / "mind"), seed=11)
+    write_daily_log(str(root / "mind"), str(root / "log"))
+    common = [f"paths.log={root / 'log'}", *SETTINGS]
+    on_cluster = [*common, f"paths.work={root / 'cluster'}",
+                  f"score.table_location={root / 'cluster_table'}", "score.table=recs_cluster"]
+    local = load_config(overrides=[*common, f"paths.work={root / 'local'}",
+                                   f"score.table_location={root / 'local_table'}",
+                                   "score.table=recs_local"])
+    cluster_cfg = load_config(overrides=on_cluster)
+    results = {"cluster_cfg": cluster_cfg, "local_cfg": local}
+
+    submit(cluster, "embed_news", *as_settings(on_cluster))
+    embed_news.run(local, spark)
+    submit(cluster, "build_features", *as_settings(on_cluster), "--as-of", RUN_DATE)
+    build_features.run(local, spark, as_of=AS_OF)
+    results["train"] = summary_of(submit(cluster, "train", *as_settings(on_cluster)))
+    # The local side evaluates and scores the model the cluster trained.
+    shutil.copytree(root / "cluster" / "models", root / "local" / "models")
+    results["evaluate"] = summary_of(submit(cluster, "evaluate", *as_settings(on_cluster)))
+    results["local_evaluate"] = evaluate.run(local, spark)
+    results["daily"] = summary_of(submit(cluster, "daily", *as_settings(on_cluster),
+                                         "--date", RUN_DATE))
+    results["local_daily"] = daily.run(local, dt.date.fromisoformat(RUN_DATE), spark=spark)
+    return results
+
+
+def test_executors_run_the_shipped_environment_not_the_drivers(cluster):
+    report = summary_of(submit(cluster, "doctor"))
+    executors = report["executors"]
+    assert len({e["cwd"].split("/worker-")[1].split("/")[0] for e in executors}) == 2
+    for executor in executors:
+        assert executor["python"].startswith(str(cluster["root"] / "daemons" / "worker-"))
+        assert executor["python"].endswith("/environment/bin/python")
+        assert executor["project"].endswith("newsrec.zip")
+        assert executor["packages"] == report["driver"]["packages"]
+    assert report["driver"]["python"] == str(Path(sys.prefix) / "bin" / "python")
+
+
+def test_a_path_only_the_driver_sees_fails_with_a_clear_message(cluster):
+    if cluster["driver_only"] is None:
+        pytest.skip("this machine does not let the workers run in their own mount namespace")
+    logs = cluster["driver_only"] / "log"
+    logs.mkdir()
+    (logs / "news.tsv").write_text("N1\tnews\tsports\tA title\t\t\t\t\n")
+    result = submit(cluster, "doctor", "--set", f"paths.log={logs}", check=False)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    shown = "\n".join(line for line in result.stderr.splitlines() if " INFO " not in line)
+    assert result.returncode == 1 and len(errors) == 1, shown[-3000:]
+    assert f"the executors cannot see paths.log = {logs}" in errors[0]
+    assert "hdfs://" in errors[0]
+
+
+def test_news_vectors_and_features_are_row_identical(pipelines):
+    cluster_cfg, local_cfg = pipelines["cluster_cfg"], pipelines["local_cfg"]
+    vectors = [read_table(f"{outputs.current_vectors(c)['path']}/vectors", ["news_id"])
+               for c in (cluster_cfg, local_cfg)]
+    assert_same_rows(*vectors)
+    rows = [outputs.current_as_of(c, AS_OF, outputs.ROWS, "") for c in (cluster_cfg, local_cfg)]
+    for table, keys in (("train", ["impression_id", "news_id"]),
+                        ("dev", ["impression_id", "news_id"]),
+                        ("dev_impressions", ["impression_id"]), ("news_popularity", ["news_id"])):
+        assert_same_rows(*[read_table(f"{r['path']}/{table}", keys) for r in rows])
+    for kind, table, key in ((outputs.STATE, "state", "user_id"),
+                             (outputs.POOL, "candidate_pool", "news_id")):
+        pointers = [outputs.current_as_of(c, AS_OF, kind, "") for c in (cluster_cfg, local_cfg)]
+        assert_same_rows(*[read_table(f"{p['path']}/{table}", [key]) for p in pointers])
+
+
+def test_training_ran_as_two_ranks_on_the_executors(pipelines):
+    summary = pipelines["train"]
+    assert summary["status"] == "trained" and summary["ranks"] == 2
+    assert summary["spark_num_proc"] == 2
+
+
+def test_evaluation_and_recommendations_are_identical(pipelines):
+    ours, theirs = pipelines["evaluate"], pipelines["local_evaluate"]
+    assert ours["model_version"] == theirs["model_version"]
+    assert ours["metrics"] == theirs["metrics"]
+    on_cluster = pipelines["daily"]["score"]
+    local = pipelines["local_daily"]["score"]
+    assert on_cluster["rows_written"] == local["rows_written"] > 0
+    keys = ["user_id", "rank"]
+    tables = [read_table(s["partition_location"], keys).drop(columns=["scored_at"])
+              for s in (on_cluster, local)]
+    assert_same_rows(*tables)
