@@ -33,11 +33,19 @@ EXECUTOR_PYTHON = f"./{ARCHIVE_ALIAS}/bin/python"
 # plain .tar would pack faster, but Spark unpacks .tar with Java code that refuses the venv's
 # symlink to its interpreter; .tar.gz goes through the system's tar.
 COMPRESS_LEVEL = 1
-# Left out of the archive, a quarter of the venv: Spark's jars (executors run the cluster's own
-# Spark, and their Python workers import the cluster's pyspark first) and TensorFlow's C++
-# headers (only for compiling ops; Horovod was compiled at set-up).
+# Left out of the archive, a third of the venv: Spark's jars (executors run the cluster's own
+# Spark, and their Python workers import the cluster's pyspark first), TensorFlow's C++
+# headers (only for compiling ops; Horovod was compiled at set-up), libclang (TensorFlow's
+# build-time dependency), the plotting packages (the report's plot is drawn on the driver)
+# and the packages' own test suites.
 EXCLUDED = ("lib/python*/site-packages/pyspark/jars/*",
-            "lib/python*/site-packages/tensorflow/include/*")
+            "lib/python*/site-packages/tensorflow/include/*",
+            "lib/python*/site-packages/clang/*",
+            "lib/python*/site-packages/matplotlib/*",
+            "lib/python*/site-packages/fontTools/*",
+            "lib/python*/site-packages/pandas/tests/*",
+            "lib/python*/site-packages/numpy/*/tests/*",
+            "lib/python*/site-packages/pyarrow/tests/*")
 
 
 class PackError(RuntimeError):
@@ -87,6 +95,11 @@ def packed_archive(venv: str | os.PathLike) -> pathlib.Path:
         partial.unlink(missing_ok=True)
         raise PackError(f"venv-pack failed for {venv}: {result.stderr.strip()[-500:]}")
     os.replace(partial, target)
+    # archives of earlier package sets: keep the one before this, in case a job still ships it
+    older = sorted((p for p in target.parent.glob("newsrec-env-*.tar.gz") if p != target),
+                   key=lambda p: p.stat().st_mtime)
+    for stale in older[:-1]:
+        stale.unlink(missing_ok=True)
     return target
 
 

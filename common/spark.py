@@ -66,8 +66,9 @@ def hive_settings(cfg: Config) -> dict[str, str]:
     return settings
 
 
-def get_spark(cfg: Config, app_name: str, hive: bool = False):
-    """Return the active SparkSession, creating it from `cfg` when there is none."""
+def get_spark(cfg: Config, app_name: str, hive: bool = False, check_paths: bool = True):
+    """Return the active SparkSession, creating it from `cfg` when there is none. On a
+    cluster, first check that the executors see the config's local paths (`check_paths`)."""
     submitted = _under_spark_submit()
     if not submitted and is_local(cfg["spark.master"]):
         # quiets the loopback warning; on a cluster driver it would advertise localhost
@@ -95,7 +96,7 @@ def get_spark(cfg: Config, app_name: str, hive: bool = False):
         if key.startswith("spark.sql.") and spark.conf.isModifiable(key):
             spark.conf.set(key, value)
     spark.sparkContext.setLogLevel("WARN")
-    if not is_local(spark.sparkContext.master):
+    if check_paths and not is_local(spark.sparkContext.master):
         check_paths_visible(spark, cfg)
     return spark
 

@@ -6,16 +6,18 @@ Runs a few tiny tasks and reports, for the driver and for each executor host: th
 interpreter, where the project's packages were imported from, and the versions of the
 packages the jobs need. It fails (exit 1, one line) when an executor cannot import the
 project or runs other package versions than the driver, which is what happens when the
-environment is not shipped (spark.ship_environment) and the nodes lack this venv. A config
-path that the executors cannot see is reported by the session start (common/spark.py).
+environment is not shipped (spark.ship_environment) and the nodes lack this venv, and when a
+path of the config exists on the driver but not on the executors (the check every job makes
+when its session starts, common/spark.py). The report is printed in every case.
 """
 from __future__ import annotations
 
+import json
 import sys
 
 from common.cli import UserInputError, run_main
 from common.config import Config
-from common.spark import get_spark
+from common.spark import check_paths_visible, get_spark
 
 PACKAGES = ("numpy", "pyarrow", "pandas", "tensorflow", "horovod", "petastorm", "pyspark")
 PROBE_TASKS = 16
@@ -50,7 +52,7 @@ def describe_python() -> dict:
 
 
 def run(cfg: Config, spark=None) -> dict:
-    spark = spark or get_spark(cfg, "doctor")
+    spark = spark or get_spark(cfg, "doctor", check_paths=False)
     driver = describe_python()
     seen = spark.sparkContext.parallelize(range(PROBE_TASKS), PROBE_TASKS) \
         .mapPartitions(lambda _: [describe_python()]).collect()
@@ -59,6 +61,7 @@ def run(cfg: Config, spark=None) -> dict:
         executors[(report["host"], report["python"])] = report
     summary = {"master": spark.sparkContext.master, "driver": driver,
                "executors": sorted(executors.values(), key=lambda r: (r["host"], r["python"]))}
+    print(json.dumps(summary, indent=2, sort_keys=True))
     for report in summary["executors"]:
         if report["project"].startswith("not importable"):
             raise UserInputError(f"executor on {report['host']} ({report['python']}) cannot "
@@ -72,7 +75,9 @@ def run(cfg: Config, spark=None) -> dict:
             raise UserInputError(f"executor on {report['host']} ({report['python']}) runs other "
                                  f"packages than the driver: {listed}. Ship the driver's "
                                  "environment: --set spark.ship_environment=pack")
-    return summary
+    if not spark.sparkContext.master.startswith("local"):
+        check_paths_visible(spark, cfg)
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:

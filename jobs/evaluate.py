@@ -592,17 +592,11 @@ def metrics_plot_png(doc: dict) -> bytes:
     return buffer.getvalue()
 
 
-def write_bytes(uri: str, data: bytes) -> None:
-    fs, path = storage.filesystem(uri)
-    with fs.open_output_stream(path) as stream:
-        stream.write(data)
-
-
 def write_outputs(out: str, doc: dict) -> None:
     storage.write_text(f"{out}/metrics.json",
-                              json.dumps(_json_safe(doc), indent=2, sort_keys=True))
+                       json.dumps(_json_safe(doc), indent=2, sort_keys=True))
     storage.write_text(f"{out}/report.md", report_markdown(doc))
-    write_bytes(f"{out}/metrics.png", metrics_plot_png(doc))
+    storage.write_bytes(f"{out}/metrics.png", metrics_plot_png(doc))
 
 
 # ------------------------------------------------------------------------------ the job
