@@ -119,6 +119,21 @@ def start(root: pathlib.Path, workers: int = 2, cores: int = 1, memory: str = "3
     return url
 
 
+def _gone(pid: int) -> bool:
+    """Whether the daemon has exited (reaped here when this process started it)."""
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return True
+    except ChildProcessError:
+        pass
+    try:
+        os.killpg(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
 def stop(root: pathlib.Path) -> None:
     state_file = root.resolve() / STATE_FILE
     if not state_file.exists():
@@ -131,9 +146,7 @@ def stop(root: pathlib.Path) -> None:
     deadline = time.monotonic() + 20
     for pid in json.loads(state_file.read_text())["pids"]:
         while time.monotonic() < deadline:
-            try:
-                os.killpg(pid, 0)
-            except ProcessLookupError:
+            if _gone(pid):
                 break
             time.sleep(0.2)
         else:

@@ -259,7 +259,7 @@ def test_crash_before_the_last_file_publishes_nothing(spark, evaluated, monkeypa
     root = evaluated[0]
     evaluation = root / "work" / "evaluation"
     before = storage.current_run(str(evaluation), "evaluate")
-    runs_before = set(p.name for p in (evaluation / "runs").iterdir())
+    runs_before = set(p.name for p in (evaluation / "runs").iterdir() if p.is_dir())
 
     def crash(doc):
         raise RuntimeError("simulated crash while drawing the plot")
@@ -269,7 +269,7 @@ def test_crash_before_the_last_file_publishes_nothing(spark, evaluated, monkeypa
     with pytest.raises(RuntimeError, match="simulated crash"):
         ev.evaluate(cfg, spark)
     assert storage.current_run(str(evaluation), "evaluate")["run_id"] == before["run_id"]
-    (crashed,) = set(p.name for p in (evaluation / "runs").iterdir()) - runs_before
+    (crashed,) = set(p.name for p in (evaluation / "runs").iterdir() if p.is_dir()) - runs_before
     left = evaluation / "runs" / crashed
     assert (left / "prediction.txt").exists() and not (left / "metrics.png").exists()
     partial = json.loads((left / "metrics.json").read_text())

@@ -180,7 +180,7 @@ def _count_in_subprocess(settings, run_date, env):
 
 
 @pytest.mark.slow
-def test_kill_mid_run_leaves_partition_as_it_was(tmp_path):
+def test_kill_mid_run_leaves_partition_as_it_was(spark, tmp_path):
     """A real spark-submit run killed -9 after writing its rows but before publishing them
     leaves the date's partition as it was; the rerun then replaces it, without duplicates."""
     from common.config import load_config
@@ -192,10 +192,8 @@ def test_kill_mid_run_leaves_partition_as_it_was(tmp_path):
                 "spark.driver_memory=1g"]
     cfg = load_config(overrides=settings)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    for job, extra in (("embed_news", []), ("build_features", ["--as-of", "2019-11-16"])):
-        subprocess.run([str(ROOT / "spark-submit.sh"), job, *extra,
-                        *sum([["--set", s] for s in settings], [])],
-                       cwd=ROOT, env=env, check=True, capture_output=True, timeout=300)
+    embed_news.run(cfg, spark)        # the inputs in this process; the scoring runs are real
+    build_features.run(cfg, spark, as_of=SCORE_DAY)    # spark-submit processes below
     export_model(cfg, random_model(16), model_metadata(cfg, 16))
     args = ["--run-date", "2019-11-16", *sum([["--set", s] for s in settings], [])]
     first = _launch(args, ROOT, env)

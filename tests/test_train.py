@@ -342,7 +342,7 @@ def test_killed_rank_then_resume_then_no_retraining(tiny_features, tmp_path):
     summary = summary_of(again)
     assert summary["status"] == "already_trained" and summary["version"] == version
     assert "epoch 1/6" not in again.stderr
-    assert len(os.listdir(work / "models" / "runs")) == 1
+    assert len([p for p in (work / "models" / "runs").iterdir() if p.is_dir()]) == 1
 
 
 @pytest.mark.slow
