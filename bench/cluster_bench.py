@@ -57,7 +57,7 @@ def main() -> int:
                        stdout=subprocess.DEVNULL)
     base = ROOT / "bench" / "data" / f"work-cluster-{args.scale}"
     common = [f"paths.train={data}/MINDsmall_train", f"paths.dev={data}/MINDsmall_dev",
-              "embed.encoder=hashing", "features.files=4"]
+              "embed.encoder=hashing", "features.files=4", "spark.shuffle_partitions=8"]
     vectors = base / "vectors"
     if not storage.has_committed_run(str(vectors / "news_vectors")):
         run("embed_news", [a for i in [*common, f"paths.work={vectors}"] for a in ("--set", i)],

@@ -3,6 +3,7 @@
 Layout under `paths.work/models/` (common/storage.py's run layout):
 
     runs/<version>/model.keras      the Keras model (load with `import dcn.model` done)
+    runs/<version>/factorized.npz   the factorized scorer's arrays (vector cross form only)
     runs/<version>/metadata.json    input widths, model spec, config, training data and
                                     row count, final metrics, version id
     runs/<version>/_COMMITTED       written last: the version is complete
@@ -11,15 +12,21 @@ The newest committed version is the current one, so a reader never sees a half-w
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
+
+import numpy as np
 
 from common import outputs, storage
 from common.config import Config
 
 MODEL_FILE = "model.keras"
 METADATA_FILE = "metadata.json"
+# The factorized scorer's arrays (dcn/scoring.py), for models whose form has one: scoring
+# tasks load these with numpy and never import TensorFlow.
+FACTORIZED_FILE = "factorized.npz"
 
 
 def models_root(cfg: Config) -> str:
@@ -55,6 +62,14 @@ def export_model(cfg: Config, model, metadata: dict, version: str | None = None)
         model.save(local)
         with open(local, "rb") as src, fs.open_output_stream(f"{path}/{MODEL_FILE}") as dst:
             dst.write(src.read())
+    from dcn.scoring import FactorizedScorer, NotFactorizable
+    try:
+        buffer = io.BytesIO()
+        np.savez(buffer, **FactorizedScorer(model).to_arrays())
+        with fs.open_output_stream(f"{path}/{FACTORIZED_FILE}") as dst:
+            dst.write(buffer.getvalue())
+    except NotFactorizable:
+        pass
     metadata = dict(metadata, version=version)
     with fs.open_output_stream(f"{path}/{METADATA_FILE}") as dst:
         dst.write(json.dumps(metadata, indent=2, sort_keys=True, default=str).encode("utf-8"))
@@ -76,6 +91,18 @@ def model_folder(cfg: Config, version: str = "") -> str:
 
 def load_metadata(folder: str) -> dict:
     return json.loads(storage.read_text(f"{folder}/{METADATA_FILE}"))
+
+
+def load_factorized(folder: str):
+    """The factorized scorer saved with the model (numpy only), or None if there is none."""
+    from dcn.scoring import FactorizedScorer
+    uri = f"{folder}/{FACTORIZED_FILE}"
+    if not storage.exists(uri):
+        return None
+    fs, path = storage.filesystem(uri)
+    with fs.open_input_stream(path) as stream:
+        with np.load(io.BytesIO(stream.read()), allow_pickle=False) as arrays:
+            return FactorizedScorer.from_arrays(arrays)
 
 
 def load_model(folder: str):

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from dcn.model import (CROSS_LAYER_PREFIX, DEEP_LAYER_PREFIX, LOGIT_LAYER, model_spec)
+# dcn.model (Keras, TensorFlow) is imported only where a Keras model is read: a factorized
+# scorer restored from its arrays (`FactorizedScorer.from_arrays`) runs on numpy alone, so a
+# scoring task does not pay TensorFlow's import.
 
 
 class NotFactorizable(ValueError):
@@ -36,6 +38,7 @@ class FactorizedScorer:
     layers (or none), in numpy. See the module docstring for the algebra."""
 
     def __init__(self, model):
+        from dcn.model import CROSS_LAYER_PREFIX, DEEP_LAYER_PREFIX, LOGIT_LAYER, model_spec
         spec = model_spec(model)
         if spec["cross_layers"] and spec["cross_kind"] != "vector":
             raise NotFactorizable(f"cross_kind {spec['cross_kind']!r} has no factorized form")
@@ -55,6 +58,37 @@ class FactorizedScorer:
         self.cross_c = c                                                         # c_L
         self.deep = [weights(f"{DEEP_LAYER_PREFIX}{k}") for k in range(len(spec["deep_units"]))]
         self.logit_kernel, self.logit_bias = weights(LOGIT_LAYER)
+
+    ARRAYS_FORMAT = 1
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """Everything `logits` needs, as numpy arrays (saved beside an exported model)."""
+        arrays = {"format": np.array(self.ARRAYS_FORMAT), "du": np.array(self.du),
+                  "dn": np.array(self.dn), "structure": np.array(self.structure),
+                  "cross_w": self.cross_w, "cross_cw": np.asarray(self.cross_cw, np.float64),
+                  "cross_c": self.cross_c, "logit_kernel": self.logit_kernel,
+                  "logit_bias": self.logit_bias, "deep_layers": np.array(len(self.deep))}
+        for k, (kernel, bias) in enumerate(self.deep):
+            arrays[f"deep_kernel_{k}"], arrays[f"deep_bias_{k}"] = kernel, bias
+        return arrays
+
+    @classmethod
+    def from_arrays(cls, arrays) -> "FactorizedScorer":
+        """The scorer `to_arrays` saved, without Keras or TensorFlow."""
+        if int(arrays["format"]) != cls.ARRAYS_FORMAT:
+            raise ValueError(f"factorized scorer arrays of format {int(arrays['format'])}, "
+                             f"expected {cls.ARRAYS_FORMAT}")
+        scorer = cls.__new__(cls)
+        scorer.du, scorer.dn = int(arrays["du"]), int(arrays["dn"])
+        scorer.structure = str(arrays["structure"])
+        scorer.cross_w = np.asarray(arrays["cross_w"], np.float32)
+        scorer.cross_cw = [float(x) for x in arrays["cross_cw"]]
+        scorer.cross_c = np.asarray(arrays["cross_c"], np.float64)
+        scorer.deep = [(np.asarray(arrays[f"deep_kernel_{k}"]), np.asarray(arrays[f"deep_bias_{k}"]))
+                       for k in range(int(arrays["deep_layers"]))]
+        scorer.logit_kernel = np.asarray(arrays["logit_kernel"])
+        scorer.logit_bias = np.asarray(arrays["logit_bias"])
+        return scorer
 
     def _cross_scalar(self, users: np.ndarray, news: np.ndarray) -> np.ndarray:
         """a_L for every pair, [B, P]."""

@@ -88,15 +88,20 @@ def _get_scorer(model_folder: str, mode: str, threads: int):
         if threads:
             os.environ.setdefault("OMP_NUM_THREADS", str(threads))
             os.environ.setdefault("OPENBLAS_NUM_THREADS", str(threads))
-            import tensorflow as tf
-            try:
-                tf.config.threading.set_intra_op_parallelism_threads(threads)
-                tf.config.threading.set_inter_op_parallelism_threads(threads)
-            except RuntimeError:  # TensorFlow already initialized in this reused worker
-                pass
-        from dcn.scoring import make_scorer
-        model, _ = export.load_model(model_folder)
-        _SCORERS[model_folder] = make_scorer(model, mode)
+        # numpy only when the export holds the factorized scorer's arrays
+        scorer = export.load_factorized(model_folder) if mode != "plain" else None
+        if scorer is None:
+            if threads:
+                import tensorflow as tf
+                try:
+                    tf.config.threading.set_intra_op_parallelism_threads(threads)
+                    tf.config.threading.set_inter_op_parallelism_threads(threads)
+                except RuntimeError:  # TensorFlow already initialized in this reused worker
+                    pass
+            from dcn.scoring import make_scorer
+            model, _ = export.load_model(model_folder)
+            scorer = make_scorer(model, mode)
+        _SCORERS[model_folder] = scorer
     return _SCORERS[model_folder]
 
 

@@ -97,3 +97,39 @@ def test_a_budget_too_small_for_the_pool_is_refused_on_the_driver():
     with pytest.raises(UserInputError, match="score.memory_budget_mb is 8 MB but scoring one "
                                              "user against 10000 candidates needs 30 MB"):
         score.check_memory_budget(cfg, {"model_spec": spec}, 10_000)
+
+
+def test_the_exported_factorized_scorer_needs_no_tensorflow(tmp_path):
+    """export_model saves the factorized scorer's arrays; restored in a fresh process they
+    give the model's exact factorized logits, and TensorFlow is never imported."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from common.config import load_config
+    from dcn import export
+
+    cfg = load_config(overrides=[f"paths.work={tmp_path}"])
+    model = build_dcn(6, 5, cross_layers=2, deep_units=(7, 3), seed=4)
+    rng = np.random.default_rng(1)
+    model.set_weights([rng.normal(0, 0.5, w.shape).astype(np.float32) for w in model.get_weights()])
+    version = export.export_model(cfg, model, {"user_dim": 6, "news_dim": 5})
+    folder = export.model_folder(cfg, version)
+    users, news = rng.normal(size=(4, 6)).astype(np.float32), rng.normal(size=(9, 5)).astype(np.float32)
+    np.save(tmp_path / "u.npy", users)
+    np.save(tmp_path / "n.npy", news)
+    code = ("import sys, json, numpy as np; from dcn import export; "
+            f"s = export.load_factorized({folder!r}); "
+            f"l = s.logits(np.load({str(tmp_path / 'u.npy')!r}), np.load({str(tmp_path / 'n.npy')!r})); "
+            "print(json.dumps({'tf': 'tensorflow' in sys.modules, 'logits': l.tolist()}))")
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,
+                          check=True, timeout=120)
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert got["tf"] is False
+    np.testing.assert_array_equal(np.asarray(got["logits"], np.float32),
+                                  FactorizedScorer(model).logits(users, news))
+    matrix = build_dcn(4, 4, cross_layers=1, cross_kind="matrix", deep_units=(3,))
+    plain_only = export.export_model(cfg, matrix, {"user_dim": 4, "news_dim": 4})
+    assert export.load_factorized(export.model_folder(cfg, plain_only)) is None
