@@ -211,7 +211,10 @@ class _Renewer:
                 try:
                     _write_lease(uri, run_id, "running")
                 except OSError:
-                    pass
+                    pass          # storage unreachable for now: try again next round
+                except Exception:  # noqa: BLE001  the URI no longer resolves: stop renewing
+                    with self.lock:
+                        self.leases.pop(uri, None)
 
 
 _RENEWER = _Renewer()
