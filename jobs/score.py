@@ -298,7 +298,9 @@ def run(cfg: Config, run_date: str | None = None, spark: SparkSession | None = N
     with timer.stage("score_and_write"):
         profiles = spark.read.parquet(f"{state['path']}/{outputs.STATE}")
         partitions = cfg["score.partitions"]
-        recs = profiles.repartition(partitions, C.USER_ID).mapInPandas(
+        # only what the scorer reads travels to Python (not the state's float64 vector sums)
+        needed = profiles.select(C.USER_ID, C.CLICKED_NEWS, C.HISTORY_LEN, C.USER_VEC)
+        recs = needed.repartition(partitions, C.USER_ID).mapInPandas(
             score_partitions(spark.sparkContext.broadcast(pool), model_dir, metadata["version"],
                              settings, scored_at), schema=RECOMMENDATIONS)
         recs.write.parquet(folder)
