@@ -24,15 +24,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from common import storage  # noqa: E402
+from common.cli import printed_summary  # noqa: E402
 from deploy import local_cluster  # noqa: E402
 
 ENV = dict(os.environ, TF_ENABLE_ONEDNN_OPTS="0", TF_CPP_MIN_LOG_LEVEL="2")
 JOB_ARGS = {"build_features": ["--as-of", "2019-11-16"], "embed_news": []}
-
-
-def summary_of(stdout: str) -> dict:
-    lines = stdout.splitlines()
-    return json.loads("\n".join(lines[max(i for i, l in enumerate(lines) if l == "{"):]))
 
 
 def run(job: str, settings: list[str], master_args: list[str]) -> tuple[float, dict]:
@@ -42,7 +38,7 @@ def run(job: str, settings: list[str], master_args: list[str]) -> tuple[float, d
     wall = time.perf_counter() - start
     if done.returncode != 0:
         raise SystemExit(f"{job} failed:\n{done.stderr[-3000:]}")
-    return wall, summary_of(done.stdout)
+    return wall, printed_summary(done.stdout)
 
 
 def main() -> int:

@@ -88,10 +88,7 @@ def kernel_child(work: str, part: int, parts: int) -> dict:
     folder = export.model_folder(cfg, "")
     version = export.load_metadata(folder)["version"]
     run = score.score_partitions(types.SimpleNamespace(value=pool), folder, version,
-                                 {key: cfg[f"score.{key}"] for key in
-                                  ("k", "user_batch_size", "mode", "cold_users",
-                                   "threads_per_task", "memory_budget_mb")},
-                                 dt.datetime(2019, 11, 16))
+                                 score.task_settings(cfg), dt.datetime(2019, 11, 16))
     for _ in run(iter([users.iloc[:2]])):      # load the model before the clock starts
         pass
     start = time.perf_counter()
@@ -113,8 +110,8 @@ def main() -> int:
     done = subprocess.run([str(ROOT / "spark-submit.sh"), "score", "--run-date", RUN_DATE,
                            *job_args], cwd=ROOT, env=ENV, check=True, capture_output=True,
                           text=True)
-    lines = done.stdout.splitlines()
-    summary = json.loads("\n".join(lines[max(i for i, l in enumerate(lines) if l == "{"):]))
+    from common.cli import printed_summary
+    summary = printed_summary(done.stdout)
     stage_rate = summary["pairs_scored"] / summary["seconds"]["score_and_write"]
 
     children = [subprocess.Popen([sys.executable, __file__, "--kernel", str(work), str(i), "2"],

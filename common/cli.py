@@ -74,3 +74,11 @@ def run_main(description: str, job: Callable[[Config, argparse.Namespace], dict 
     if summary is not None:
         print(json.dumps(summary, indent=2, sort_keys=True, default=str))
     return 0
+
+
+def printed_summary(stdout: str) -> dict:
+    """The JSON summary `run_main` printed last in a job's output (some jobs print a table
+    before it): for scripts and tests that run jobs through spark-submit."""
+    lines = stdout.splitlines()
+    start = max(i for i, line in enumerate(lines) if line == "{")
+    return json.loads("\n".join(lines[start:]))

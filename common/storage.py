@@ -328,7 +328,7 @@ def publish_run(root: str, run_id: str, summary: dict, keep_runs: int) -> None:
 def committed_runs(root: str) -> list[str]:
     """Ids of the committed runs of `root`, oldest first."""
     names = sorted(name for name, is_dir in list_dir(runs_dir(root)) if is_dir)
-    return [name for name in names if exists(committed_marker_uri(root, name))]
+    return [name for name in names if _committed(root, name) is not None]
 
 
 def current_run(root: str, what: str) -> dict:

@@ -118,6 +118,13 @@ def _rows(users, indices, valid, scores, pool_ids, version, scored_at) -> pd.Dat
                          MODEL_VERSION: version, SCORED_AT: scored_at})
 
 
+def task_settings(cfg: Config) -> dict:
+    """The settings `score_partitions` reads, as plain values shipped to the tasks."""
+    return {key: cfg[f"score.{key}"] for key in
+            ("k", "user_batch_size", "mode", "cold_users", "threads_per_task",
+             "memory_budget_mb")}
+
+
 def score_partitions(pool_broadcast, model_folder: str, version: str, settings: dict,
                      scored_at: dt.datetime):
     """The mapInPandas function: profiles in, recommendation rows out."""
@@ -292,9 +299,7 @@ def run(cfg: Config, run_date: str | None = None, spark: SparkSession | None = N
     run_id = storage.begin_run(date_folder)     # leased: a concurrent run leaves it alone
     folder = f"{date_folder}/{run_id}"
     scored_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
-    settings = {key: cfg[f"score.{key}"] for key in
-                ("k", "user_batch_size", "mode", "cold_users", "threads_per_task",
-                 "memory_budget_mb")}
+    settings = task_settings(cfg)
     with timer.stage("score_and_write"):
         profiles = spark.read.parquet(f"{state['path']}/{outputs.STATE}")
         partitions = cfg["score.partitions"]

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import json
 import os
 import shutil
 import subprocess
@@ -27,6 +26,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from common import outputs, storage
+from common.cli import printed_summary
 from common.config import load_config
 from deploy import local_cluster
 from jobs import build_features, daily, embed_news, evaluate
@@ -75,10 +75,7 @@ def submit(cluster, job, *args, check=True) -> subprocess.CompletedProcess:
 
 
 def summary_of(result: subprocess.CompletedProcess) -> dict:
-    """The JSON summary a job prints last (evaluate prints its table before it)."""
-    lines = result.stdout.splitlines()
-    start = max(i for i, line in enumerate(lines) if line == "{")
-    return json.loads("\n".join(lines[start:]))
+    return printed_summary(result.stdout)
 
 
 @contextlib.contextmanager
