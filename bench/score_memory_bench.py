@@ -48,11 +48,15 @@ def child(budget_mb: int, n_news: int, n_users: int, cap: int) -> dict:
             "vectors": rng.standard_normal((n_news, dim)).astype(np.float32),
             "clicks": rng.integers(0, 50, n_news).astype(np.float64)}
     pool["ctr"] = pool["clicks"] / 100.0
+    # a vectors-only model reads no side features; the pool and profiles carry them anyway
+    pool.update(dense=np.zeros((n_news, 4), np.float32), category=np.zeros(n_news, np.int32),
+                subcategory=np.zeros(n_news, np.int32))
     users = pd.DataFrame({
         C.USER_ID: [f"U{i}" for i in range(n_users)],
         C.CLICKED_NEWS: [[f"N{j}" for j in rng.integers(0, n_news, 5)] for _ in range(n_users)],
         C.HISTORY_LEN: np.full(n_users, 5), C.USER_VEC: list(rng.standard_normal((n_users, dim))
-                                                            .astype(np.float32))})
+                                                            .astype(np.float32)),
+        C.USER_DENSE: list(np.zeros((n_users, 2), np.float32))})
     settings = {"k": 10, "user_batch_size": cap, "mode": "auto", "cold_users": "popularity",
                 "threads_per_task": 1, "memory_budget_mb": budget_mb}
     run = score.score_partitions(types.SimpleNamespace(value=pool), "bench-model", "v1",

@@ -71,6 +71,7 @@ def kernel_child(work: str, part: int, parts: int) -> dict:
     import datetime as dt
     import types
 
+    import numpy as np
     import pyarrow.parquet as pq
 
     from common import outputs
@@ -85,6 +86,9 @@ def kernel_child(work: str, part: int, parts: int) -> dict:
     pool = score.load_pool(f"{pool_run['path']}/candidate_pool")
     users = pq.read_table(f"{state['path']}/state".replace("file://", "")).to_pandas()
     users = users.iloc[part::parts].reset_index(drop=True)
+    # the bench's model is vectors-only: it reads no side features, but the kernel expects
+    # the column the job selects
+    users["user_dense"] = [np.zeros(2, np.float32)] * len(users)
     folder = export.model_folder(cfg, "")
     version = export.load_metadata(folder)["version"]
     run = score.score_partitions(types.SimpleNamespace(value=pool), folder, version,

@@ -38,6 +38,14 @@ def within(low, high, high_open: bool = False) -> Rule:
     return check
 
 
+def subset_of(*choices) -> Rule:
+    def rule(value):
+        if not isinstance(value, list) or any(v not in choices for v in value):
+            return f"must be a list of {', '.join(choices)}"
+        return None
+    return rule
+
+
 def positive_integers(value) -> str | None:
     ok = all(isinstance(u, int) and not isinstance(u, bool) and u > 0 for u in value)
     return None if ok else "must be positive integers"
@@ -69,6 +77,11 @@ RULES: dict[str, Rule] = {
     "features.candidate_window_hours": at_least(0),
     "features.user_clicks": one_of("history_and_clicks", "history"),
     "features.dev_days": at_least(1),
+    "features.validation_hours": at_least(0),
+    "features.category_buckets": at_least(2),
+    "features.popularity_window_hours": positive,
+    "features.ctr_prior": within(0, 1),
+    "features.ctr_prior_impressions": positive,
     "model.cross_layers": at_least(0),
     "model.cross_kind": one_of("vector", "matrix"),
     "model.cross_rank": at_least(0),
@@ -76,6 +89,10 @@ RULES: dict[str, Rule] = {
     "model.dropout": within(0, 1, high_open=True),
     "model.structure": one_of("stacked", "parallel"),
     "model.seed": at_least(0),
+    "model.features": subset_of("user_stats", "news_stats", "category", "dot"),
+    "model.category_dim": positive,
+    "train.l2": at_least(0),
+    "train.patience": at_least(0),
     **{f"train.{key}": positive for key in (
         "batch_size", "epochs", "learning_rate", "reader_threads", "checkpoint_every_steps",
         "keep_checkpoints", "keep_versions", "spark_num_proc", "spark_start_timeout_s")},
@@ -88,7 +105,7 @@ RULES: dict[str, Rule] = {
     "score.mode": one_of("auto", "factorized", "plain"),
     "score.user_batch_size": positive,
     "score.memory_budget_mb": positive,
-    "score.cold_users": one_of("popularity", "skip"),
+    "score.cold_users": one_of("model", "popularity", "skip"),
     "score.partitions": positive,
     "score.max_staleness_hours": positive,
     "score.threads_per_task": at_least(0),

@@ -36,6 +36,8 @@ TENSORBOARD = "tensorboard"
 SCORE_RUNS = "score_runs"
 
 STATE, POOL, ROWS = "state", "pool", "rows"
+# Beside the user state in a state run folder: when each news was first seen (schemas.NEWS_FIRST_SEEN).
+FIRST_SEEN = "first_seen"
 AS_OF_PREFIX = "as_of="
 AS_OF_FORMAT = "%Y-%m-%dT%H:%M:%S"
 

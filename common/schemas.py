@@ -27,11 +27,18 @@ FEATURE_ROWS = StructType([
     StructField(C.USER_VEC, VECTOR_TYPE, False),
     StructField(C.NEWS_VEC, VECTOR_TYPE, False),
     StructField(C.HISTORY_LEN, IntegerType(), False),
+    # side features (jobs/side_features.py), as of the impression's time
+    StructField(C.CATEGORY, IntegerType(), False),
+    StructField(C.SUBCATEGORY, IntegerType(), False),
+    StructField(C.AGE_HOURS, FloatType(), False),
+    StructField(C.USER_DENSE, VECTOR_TYPE, False),
+    StructField(C.NEWS_DENSE, VECTOR_TYPE, False),
 ])
 
 # A user's state as of a moment (jobs/user_state.py): every news the user clicked before it
 # (sorted ids; scoring excludes them), and the exact sum (float64) and count of the vectors of
-# those that have one; `user_vec` is their mean, what the model and scoring see. It is the
+# those that have one; `user_vec` is their mean, what the model and scoring see; and the
+# number of the user's impressions before the moment (the user's activity). It is the
 # scoring profile, and the previous day's state from which the next day's is computed.
 USER_STATE = StructType([
     StructField(C.USER_ID, StringType(), False),
@@ -39,14 +46,27 @@ USER_STATE = StructType([
     StructField(C.VECTOR_SUM, ArrayType(DoubleType()), False),
     StructField(C.HISTORY_LEN, IntegerType(), False),
     StructField(C.USER_VEC, VECTOR_TYPE, False),
+    StructField(C.IMPRESSIONS, LongType(), False),
 ])
 
-# News eligible for scoring, with their popularity in the window.
+# When each news was first seen in the log (jobs/side_features.py), kept beside a user state
+# so the daily chain advances it a day at a time.
+NEWS_FIRST_SEEN = StructType([
+    StructField(C.NEWS_ID, StringType(), False),
+    StructField(C.FIRST_SEEN, LongType(), False),
+])
+
+# News eligible for scoring, with their impressions and clicks in the candidate window, and
+# their side features as of the pool's moment.
 CANDIDATE_POOL = StructType([
     StructField(C.NEWS_ID, StringType(), False),
     StructField(C.NEWS_VEC, VECTOR_TYPE, False),
     StructField(C.IMPRESSIONS, LongType(), False),
     StructField(C.CLICKS, LongType(), False),
+    StructField(C.CATEGORY, IntegerType(), False),
+    StructField(C.SUBCATEGORY, IntegerType(), False),
+    StructField(C.AGE_HOURS, FloatType(), False),
+    StructField(C.NEWS_DENSE, VECTOR_TYPE, False),
 ])
 
 # Each dev impression's candidates in the order it lists them (the evaluation ranks in it).
@@ -91,5 +111,5 @@ def conform(df: DataFrame, schema: StructType) -> DataFrame:
     return df.select([F.col(f.name).cast(f.dataType).alias(f.name) for f in schema.fields])
 
 
-__all__ = ["NEWS_VECTORS", "FEATURE_ROWS", "USER_STATE", "CANDIDATE_POOL", "DEV_IMPRESSIONS", "REJECTED_ROWS",
+__all__ = ["NEWS_VECTORS", "FEATURE_ROWS", "USER_STATE", "NEWS_FIRST_SEEN", "CANDIDATE_POOL", "DEV_IMPRESSIONS", "REJECTED_ROWS",
            "NEWS_POPULARITY", "RECOMMENDATIONS", "VECTOR_TYPE", "conform"]

@@ -57,8 +57,17 @@ from common.cli import UserInputError
 from common.config import Config
 
 TRAIN_TABLE = "train"
+VALID_TABLE = "valid"
+# Besides the two vectors, a row holds at most this many floats of side features (the dense
+# arrays and the category buckets); shard_bytes counts them.
+EXTRA_FLOATS_PER_ROW = 8
 DEV_TABLE = "dev"
 READ_COLUMNS = (C.USER_VEC, C.NEWS_VEC, C.LABEL)
+
+
+def input_widths(user_dim: int, news_dim: int, extra: dict | None = None) -> dict:
+    """The model's input columns and their widths (0: a scalar column), the two vectors first."""
+    return {C.USER_VEC: user_dim, C.NEWS_VEC: news_dim, **(extra or {})}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +90,13 @@ class Features:
     train: Table
     dev: Table
     lineage: dict = dataclasses.field(default_factory=dict)
+    # The rows held out from the end of the train split (None when there are none): the
+    # trainer judges its epochs on them.
+    valid: Table | None = None
+    # From the build_features summary: the train split's negative sampling, the dense
+    # features' standardization, and the settings the side features were built with.
+    sampling: dict = dataclasses.field(default_factory=dict)
+    dense_stats: dict = dataclasses.field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- Parquet metadata
@@ -166,9 +182,14 @@ def current_features(cfg: Config) -> Features:
     if dim is not None and dim != train.news_dim:
         raise UserInputError(f"{pointer['path']}: the build_features summary says dim {dim} but "
                              f"news_vec is {train.news_dim} wide in the Parquet")
-    lineage = {key: summary.get(key) for key in ("as_of", "data_end", "user_clicks", "news_vectors")}
+    lineage = {key: summary.get(key) for key in ("as_of", "data_end", "user_clicks", "news_vectors",
+                                                 "side_features", "train_end")}
+    valid = None
+    if (counts.get(VALID_TABLE) or {}).get("rows"):
+        valid = describe_table(f"{pointer['path']}/{VALID_TABLE}", counts[VALID_TABLE]["rows"])
     return Features(run_id=pointer["run_id"], path=pointer["path"], train=train, dev=dev,
-                    lineage=lineage)
+                    lineage=lineage, valid=valid, sampling=summary.get("sampling") or {},
+                    dense_stats=summary.get("dense_stats") or {})
 
 
 def check_shardable(table: Table, shard_count: int) -> None:
@@ -196,7 +217,7 @@ def _quiet_petastorm() -> None:
 
 
 def make_reader(uri: str, rank: int, size: int, threads: int, endless: bool, shuffle: bool,
-                seed: int | None = None):
+                seed: int | None = None, columns: tuple = READ_COLUMNS):
     """Petastorm batch reader over one rank's shard of a feature table."""
     _quiet_petastorm()
     from petastorm import make_batch_reader
@@ -205,7 +226,7 @@ def make_reader(uri: str, rank: int, size: int, threads: int, endless: bool, shu
         # petastorm polls its queues in a busy loop when rows are shuffled without a seed
         seed = int.from_bytes(os.urandom(4), "little") | 1
     reader = make_batch_reader(
-        storage.to_uri(uri), schema_fields=list(READ_COLUMNS),
+        storage.to_uri(uri), schema_fields=list(columns),
         reader_pool_type="thread", workers_count=max(1, threads),
         # Each queued result is a whole row group (up to features.row_group_mb).
         results_queue_size=max(4, 4 * threads),
@@ -288,13 +309,22 @@ def _use_arrow_conversion(reader) -> None:
         reader._results_queue_reader = _ArrowResults()
 
 
-def _row_groups(reader, dims: tuple[int, int]):
-    """(user, news, label) numpy arrays of each row group the reader yields."""
-    user_dim, news_dim = dims
+def _as_input(values, width: int) -> np.ndarray:
+    """A vector column as float32 [rows, width]; a scalar one (width 0) as int32 [rows] (the
+    scalar inputs are category buckets)."""
+    if width:
+        return np.asarray(values, dtype=np.float32).reshape(-1, width)
+    return np.asarray(values, dtype=np.int32).reshape(-1)
+
+
+def _row_groups(reader, widths):
+    """Numpy arrays of each row group the reader yields: one per input column of `widths`
+    (a dict name -> width, or the pair (user_dim, news_dim)), then the label."""
+    if not isinstance(widths, dict):
+        widths = input_widths(*widths)
     for group in reader:
-        yield (np.asarray(group.user_vec, dtype=np.float32).reshape(-1, user_dim),
-               np.asarray(group.news_vec, dtype=np.float32).reshape(-1, news_dim),
-               np.asarray(group.label, dtype=np.float32).reshape(-1))
+        yield tuple(_as_input(getattr(group, name), width) for name, width in widths.items()) + (
+            np.asarray(group.label, dtype=np.float32).reshape(-1),)
 
 
 def _whole_pass(groups, expected_rows: int, where: str):
@@ -303,7 +333,7 @@ def _whole_pass(groups, expected_rows: int, where: str):
     without a word (see :func:`_pass_finished`)."""
     rows = 0
     for group in groups:
-        rows += len(group[2])
+        rows += len(group[-1])
         yield group
     if rows != expected_rows:
         raise RuntimeError(f"petastorm delivered {rows} of the {expected_rows} rows of {where}")
@@ -330,7 +360,7 @@ def shuffled_batches(groups, batch_size: int, shuffle_buffer: int, seed: int | N
     rows = 0
     for group in groups:
         held.append(group)
-        rows += len(group[2])
+        rows += len(group[-1])
         if rows < block_rows:
             continue
         block = [np.concatenate(column) for column in zip(*held)] if len(held) > 1 else held[0]
@@ -359,7 +389,8 @@ class Handover:
         self.batches = batches
 
 
-def cached_passes(groups, batch_size: int, shuffle_buffer: int, seed: int | None = None):
+def cached_passes(groups, batch_size: int, shuffle_buffer: int, seed: int | None = None,
+                  names: tuple = (C.USER_VEC, C.NEWS_VEC)):
     """Endless full batches: the first pass as :func:`shuffled_batches` makes them from
     `groups` (one pass over a shard; its last, partial batch is dropped), keeping every row;
     then one :class:`Handover` of the kept rows as tensors through :func:`memory_batches` (a
@@ -376,16 +407,17 @@ def cached_passes(groups, batch_size: int, shuffle_buffer: int, seed: int | None
             yield group
 
     for batch in shuffled_batches(keep(groups), batch_size, shuffle_buffer, seed):
-        if len(batch[2]) == batch_size:
+        if len(batch[-1]) == batch_size:
             yield batch
     if not kept:
         raise UserInputError("the shard holds no rows")
     columns = [np.concatenate(column) for column in zip(*kept)]
     kept.clear()
-    if len(columns[2]) < batch_size:  # a tiny shard: repeat it, as an endless stream would
-        copies = math.ceil(batch_size / len(columns[2]))
+    if len(columns[-1]) < batch_size:  # a tiny shard: repeat it, as an endless stream would
+        copies = math.ceil(batch_size / len(columns[-1]))
         columns = [np.concatenate([column] * copies) for column in columns]
-    dataset = memory_batches(*columns, batch_size, seed=0 if seed is None else seed + 1)
+    dataset = memory_batches(dict(zip(names, columns[:-1])), columns[-1], batch_size,
+                             seed=0 if seed is None else seed + 1)
     del columns
     yield Handover(iter(dataset))
 
@@ -396,7 +428,7 @@ def shard_bytes(table: Table, size: int) -> int:
     i + size, ...)."""
     groups = math.ceil(table.row_groups / max(1, size))
     rows = math.ceil(table.rows * groups / max(1, table.row_groups))
-    return rows * (table.user_dim + table.news_dim + 1) * 4
+    return rows * (table.user_dim + table.news_dim + 1 + EXTRA_FLOATS_PER_ROW) * 4
 
 
 class _Prefetcher:
@@ -411,8 +443,9 @@ class _Prefetcher:
 
     _END = object()
 
-    def __init__(self, batches, depth: int = 4):
+    def __init__(self, batches, depth: int = 4, names: tuple = (C.USER_VEC, C.NEWS_VEC)):
         self.batches = batches
+        self.names = tuple(names)
         self.queue: queue.Queue = queue.Queue(maxsize=depth)
         self.stopping = threading.Event()
         self.direct: Iterator | None = None
@@ -434,8 +467,7 @@ class _Prefetcher:
                 if isinstance(item, Handover):  # the consumer pulls the rest itself
                     self._put(item)
                     return
-                user, news, label = item
-                if not self._put(({C.USER_VEC: user, C.NEWS_VEC: news}, label)):
+                if not self._put((dict(zip(self.names, item[:-1])), item[-1])):
                     return
             self._put(self._END)
         except BaseException as err:  # noqa: BLE001  handed to the consumer
@@ -469,7 +501,7 @@ class _Prefetcher:
 def petastorm_batches(uri: str, user_dim: int, news_dim: int, *, rank: int, size: int,
                       batch_size: int, reader_threads: int, shuffle_buffer: int = 0,
                       endless: bool = True, shuffle: bool = True, seed: int | None = None,
-                      cache: bool = False) -> Iterator[Iterator]:
+                      cache: bool = False, extra_inputs: dict | None = None) -> Iterator[Iterator]:
     """Yields an iterator of `(features, label)` batches of this rank's shard of `uri` (numpy
     arrays; tensors once a cached shard is served from memory).
 
@@ -486,16 +518,19 @@ def petastorm_batches(uri: str, user_dim: int, news_dim: int, *, rank: int, size
     estimator offers the same (`inmemory_cache_all`).
     """
     caching = cache and endless
-    reader = make_reader(uri, rank, size, reader_threads, endless and not caching, shuffle, seed)
-    groups = _row_groups(reader, (user_dim, news_dim))
+    widths = input_widths(user_dim, news_dim, extra_inputs)
+    names = tuple(widths)
+    reader = make_reader(uri, rank, size, reader_threads, endless and not caching, shuffle, seed,
+                         columns=names + (C.LABEL,))
+    groups = _row_groups(reader, widths)
     if caching or not endless:
         groups = _whole_pass(groups, shard_rows(uri, rank, size), f"shard {rank}/{size} of {uri}")
     block = shuffle_buffer if shuffle else 0
     if caching:
-        batches = cached_passes(_stop_after(groups, reader), batch_size, block, seed)
+        batches = cached_passes(_stop_after(groups, reader), batch_size, block, seed, names)
     else:
         batches = shuffled_batches(groups, batch_size, block, seed)
-    prefetcher = _Prefetcher(batches)
+    prefetcher = _Prefetcher(batches, names=names)
     try:
         yield prefetcher
     finally:
@@ -531,26 +566,29 @@ def shard_rows(uri: str, rank: int, size: int) -> int:
     return sum(rows for _, _, rows in _shard_row_group_sizes(uri, rank, size))
 
 
-def load_rows(uri: str, rank: int = 0, size: int = 1, limit: int | None = None
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(user_vec, news_vec, label) numpy arrays of one shard, read with pyarrow."""
+def load_rows(uri: str, rank: int = 0, size: int = 1, limit: int | None = None,
+              extra_inputs: dict | None = None) -> tuple[np.ndarray, ...]:
+    """(user_vec, news_vec, the `extra_inputs` columns..., label) numpy arrays of one shard,
+    read with pyarrow."""
     fs, _ = storage.filesystem(uri)
-    users, news, labels, total = [], [], [], 0
+    widths = {C.USER_VEC: 0, C.NEWS_VEC: 0, **(extra_inputs or {})}
+    parts, total = {name: [] for name in [*widths, C.LABEL]}, 0
     for path, group in shard_row_groups(uri, rank, size):
         with fs.open_input_file(path) as handle:
-            table = pq.ParquetFile(handle).read_row_group(group, columns=list(READ_COLUMNS))
-        users.append(_column_to_numpy(C.USER_VEC, table.column(C.USER_VEC)).astype(np.float32))
-        news.append(_column_to_numpy(C.NEWS_VEC, table.column(C.NEWS_VEC)).astype(np.float32))
-        labels.append(table.column(C.LABEL).to_numpy().astype(np.float32))
+            table = pq.ParquetFile(handle).read_row_group(group, columns=list(parts))
+        for name, width in widths.items():
+            values = _column_to_numpy(name, table.column(name))
+            parts[name].append(values.astype(np.float32) if values.ndim == 2 else
+                               values.astype(np.int32))
+        parts[C.LABEL].append(table.column(C.LABEL).to_numpy().astype(np.float32))
         total += table.num_rows
         if limit is not None and total >= limit:
             break
-    arrays = tuple(np.concatenate(a) for a in (users, news, labels))
+    arrays = tuple(np.concatenate(a) for a in parts.values())
     return arrays if limit is None else tuple(a[:limit] for a in arrays)
 
 
-def memory_batches(user: np.ndarray, news: np.ndarray, label: np.ndarray, batch_size: int,
-                   seed: int = 0):
+def memory_batches(inputs: dict, label: np.ndarray, batch_size: int, seed: int = 0):
     """Endless batches of in-memory rows as a tf.data pipeline of tensors, reshuffled every
     pass (one gather per batch): the input that costs the training loop least. The
     benchmark compares Petastorm with it, and a cached shard's later passes use it."""
@@ -560,7 +598,7 @@ def memory_batches(user: np.ndarray, news: np.ndarray, label: np.ndarray, batch_
     per_pass = rows // batch_size
     if per_pass == 0:
         raise ValueError(f"{rows} rows are fewer than one batch of {batch_size}")
-    tensors = {C.USER_VEC: tf.constant(user), C.NEWS_VEC: tf.constant(news)}
+    tensors = {name: tf.constant(values) for name, values in inputs.items()}
     labels = tf.constant(label)
 
     def one_pass(_):

@@ -29,7 +29,10 @@ rank of each candidate in the order the impression lists them, e.g. ``1 [3,1,2]`
 
 Also here, over all rows rather than per impression: :func:`global_auc`, :func:`log_loss`,
 and :class:`HistogramAUC`, a mergeable fixed-bin approximation of the global AUC whose
-error is bounded by :meth:`HistogramAUC.error_bound`.
+error is bounded by :meth:`HistogramAUC.error_bound`; :class:`CalibrationHistogram`, a
+mergeable fine histogram of predicted probabilities from which :meth:`~CalibrationHistogram.
+reliability` forms equal-count groups (deciles) and :func:`expected_calibration_error` the
+ECE; :func:`average_ranks`, tie-aware ranks within one impression.
 
 Only numpy is used.  Inputs are 1-D sequences; labels must be 0/1 (bool, int or float),
 scores must not be NaN.  Invalid input raises ``ValueError``.
@@ -212,10 +215,16 @@ class MetricAccumulator:
         """Add one impression; returns its metrics dict, or ``None`` if it was skipped."""
         y, s = _as_labels_scores(labels, scores)
         n_pos = int(y.sum())
-        if n_pos == 0 or n_pos == y.size:
+        m = None if n_pos == 0 or n_pos == y.size else impression_metrics(y, s)
+        return self.add_metrics(m)
+
+    def add_metrics(self, m: Union[Dict[str, float], None]):
+        """Count one impression whose metrics :meth:`add` (of any accumulator) already
+        returned: ``None`` counts it as skipped.  Lets one impression's metrics go into several
+        accumulators (e.g. segments of the impressions) without computing them again."""
+        if m is None:
             self.skipped_impressions += 1
             return None
-        m = impression_metrics(y, s)
         for name in METRIC_NAMES:
             self.sums[name] += m[name]
         self.impressions += 1
@@ -322,6 +331,114 @@ class HistogramAUC:
         if n_pos == 0 or n_neg == 0:
             return math.nan
         return 0.5 * int(np.sum(self.pos * self.neg)) / (n_pos * n_neg)
+
+
+# --------------------------------------------------------------------------- calibration
+
+class CalibrationHistogram:
+    """Rows, clicks and the sum of predicted probabilities per fine bin of the prediction.
+
+    ``bins`` equal-width bins over ``[0, 1]`` (a prediction of exactly 1 goes to the last bin;
+    predictions outside are clipped to the edge bins).  Mergeable like :class:`HistogramAUC`,
+    so each Spark partition keeps one and the driver adds them up; the coarse reliability
+    groups are formed from the merged counts (:meth:`reliability`).  The prediction sums are
+    exact (not binned), so a group's mean prediction is exact too.
+    """
+
+    def __init__(self, bins: int = 10_000) -> None:
+        if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 1:
+            raise ValueError(f"bins must be a positive integer, got {bins!r}")
+        self.bins = int(bins)
+        self.counts = np.zeros(self.bins, dtype=np.int64)
+        self.positives = np.zeros(self.bins, dtype=np.int64)
+        self.prediction_sums = np.zeros(self.bins, dtype=np.float64)
+
+    def add(self, labels: ArrayLike, probabilities: ArrayLike) -> None:
+        y, p = _as_labels_scores(labels, probabilities)
+        idx = np.minimum(np.floor(np.clip(p, 0.0, 1.0) * self.bins).astype(np.int64), self.bins - 1)
+        self.counts += np.bincount(idx, minlength=self.bins)
+        self.positives += np.bincount(idx[y == 1], minlength=self.bins)
+        self.prediction_sums += np.bincount(idx, weights=p, minlength=self.bins)
+
+    def merge(self, other: "CalibrationHistogram") -> "CalibrationHistogram":
+        if not isinstance(other, CalibrationHistogram):
+            raise TypeError(f"cannot merge {type(other).__name__} into CalibrationHistogram")
+        if other.bins != self.bins:
+            raise ValueError(f"cannot merge histograms of {other.bins} and {self.bins} bins")
+        self.counts += other.counts
+        self.positives += other.positives
+        self.prediction_sums += other.prediction_sums
+        return self
+
+    @property
+    def rows(self) -> int:
+        return int(self.counts.sum())
+
+    def mean_predicted(self) -> float:
+        return float(self.prediction_sums.sum() / self.rows) if self.rows else math.nan
+
+    def observed_rate(self) -> float:
+        return float(self.positives.sum() / self.rows) if self.rows else math.nan
+
+    def group_of_bins(self, groups: int = 10) -> np.ndarray:
+        """The equal-count group (0 .. groups-1) of every fine bin.
+
+        Rows sorted by prediction are cut into ``groups`` equal shares; a fine bin is kept
+        whole (its rows are not told apart) and goes to the group in which its middle row
+        falls: group ``floor(groups * (rows before it + its rows / 2) / N)``.  The groups
+        are therefore equal-count up to one fine bin at each cut; a bin holding more than a
+        group's share leaves the groups it covers empty.
+        """
+        if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)) or groups < 1:
+            raise ValueError(f"groups must be a positive integer, got {groups!r}")
+        total = self.rows
+        if total == 0:
+            return np.zeros(self.bins, dtype=np.int64)
+        middle = np.cumsum(self.counts) - self.counts / 2.0
+        return np.minimum(np.floor(groups * middle / total).astype(np.int64), groups - 1)
+
+    def reliability(self, groups: int = 10) -> List[Dict[str, float]]:
+        """The reliability table: per non-empty equal-count group of predicted probability
+        (deciles for ``groups=10``), ``group`` (1-based), ``n`` rows, ``low``/``high`` (the
+        edges of the fine bins it spans), ``mean_predicted`` and ``observed`` (click rate)."""
+        of_bin = self.group_of_bins(groups)
+        n = np.bincount(of_bin, weights=self.counts, minlength=groups)
+        clicks = np.bincount(of_bin, weights=self.positives, minlength=groups)
+        predicted = np.bincount(of_bin, weights=self.prediction_sums, minlength=groups)
+        table = []
+        for g in np.flatnonzero(n > 0):
+            spanned = np.flatnonzero((of_bin == g) & (self.counts > 0))
+            table.append({"group": int(g) + 1, "n": int(n[g]),
+                          "low": float(spanned[0] / self.bins),
+                          "high": float((spanned[-1] + 1) / self.bins),
+                          "mean_predicted": float(predicted[g] / n[g]),
+                          "observed": float(clicks[g] / n[g])})
+        return table
+
+
+def expected_calibration_error(table: Sequence[Dict[str, float]]) -> float:
+    """``ECE = sum_b (n_b / N) |mean_predicted_b - observed_b|`` over a reliability table
+    (:meth:`CalibrationHistogram.reliability`); ``nan`` for an empty table."""
+    total = sum(row["n"] for row in table)
+    if total == 0:
+        return math.nan
+    return float(sum(row["n"] / total * abs(row["mean_predicted"] - row["observed"])
+                     for row in table))
+
+
+# --------------------------------------------------------------------------- ranks
+
+def average_ranks(values: ArrayLike) -> np.ndarray:
+    """1-based ascending ranks (the smallest value gets 1), tied values sharing the mean of
+    the ranks they span (as ``scipy.stats.rankdata(method="average")``), as float64."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.ndim != 1:
+        raise ValueError(f"values must be 1-D, got shape {v.shape}")
+    if np.isnan(v).any():
+        raise ValueError("values contain NaN")
+    uniq, group, counts = np.unique(v, return_inverse=True, return_counts=True)
+    last = np.cumsum(counts)                     # rank of each distinct value's last row
+    return (last - (counts - 1) / 2.0)[group].astype(np.float64)
 
 
 # --------------------------------------------------------------------------- leaderboard output

@@ -4,8 +4,9 @@ Public API
 ----------
 * :class:`Cross` -- one cross layer, in the vector (DCN), full-matrix or low-rank-matrix
   (DCN-V2) form.
-* :func:`build_dcn` -- the functional Keras model: inputs ``user_vec`` and ``news_vec``,
-  output the click *logit*, shape ``[batch, 1]``.
+* :func:`build_dcn` -- the functional Keras model: inputs ``user_vec`` and ``news_vec`` and
+  the configured side features, output the click *logit*, shape ``[batch, 1]``.
+* :class:`Standardize` -- the fixed ``(x - mean) / std`` of the dense side features.
 * :func:`dcn_spec` -- the validated, canonical construction arguments (a plain,
   JSON-serialisable dict); ``build_dcn(**dcn_spec(...))`` builds the model.
 * :func:`model_spec` -- recovers that canonical dict from a built or loaded model.
@@ -14,7 +15,13 @@ Public API
 
 Model graph (layer names in brackets)::
 
-    x0 = concat([user_vec, news_vec])                              [x0]    width d = du + dn
+    side features (each optional, `features`):
+      user_stats:  user_dense -> Standardize                       [user_dense_std]  width ku
+      news_stats:  news_dense -> Standardize                       [news_dense_std]  width kn
+      category:    category, subcategory -> Embedding(buckets, e)  [category_emb], [subcategory_emb]
+      dot:         user_vec . news_vec (the cosine baseline)       [dot]             width 1
+    x0 = concat([user_vec, user_dense_std, news_vec, news_dense_std,
+                 category_emb, subcategory_emb, dot])              [x0]    width d
     cross:  x_1 = cross_0(x0), x_{l+1} = cross_l(x0, x_l)          [cross_0 .. cross_{L-1}]
     deep:   h_{k+1} = relu(h_k @ K_k + c_k), then dropout          [deep_0 ..], [deep_dropout_0 ..]
     "stacked":  logit = Dense(1)(deep(cross(x0)))
@@ -23,12 +30,20 @@ Model graph (layer names in brackets)::
     pure deep  (cross_layers=0):  logit = Dense(1)(deep(x0))       (structure irrelevant)
     neither:                      logit = Dense(1)(x0)             (logistic regression)
 
-The model takes a dict ``{"user_vec": [batch, du], "news_vec": [batch, dn]}`` (float32) and
-returns the logit (no sigmoid): train with ``BinaryCrossentropy(from_logits=True)``.
+The model takes a dict ``{"user_vec": [batch, du], "news_vec": [batch, dn]}`` (float32), plus
+``user_dense`` [batch, ku], ``news_dense`` [batch, kn] (float32) and ``category``,
+``subcategory`` [batch] (int32) when their features are on, and returns the logit (no
+sigmoid): train with ``BinaryCrossentropy(from_logits=True)``. ``l2`` puts an L2 penalty on
+every kernel and embedding (``model.losses``).
+
+x0 is ordered user side, news side, pair: everything that depends on the user alone comes
+first (width ``du' = du + ku``), then everything that depends on the news alone (``dn' = dn +
+kn + 2e``), then the one pair feature ``dot``. Scoring relies on this split (dcn/scoring.py).
 
 Weight orientation (for code that reads weights directly, e.g. factorised scoring)
 ---------------------------------------------------------------------------------
-Features are ordered ``x0 = [user_vec (indices 0..du-1), news_vec (indices du..d-1)]``.
+Without side features, ``x0 = [user_vec (indices 0..du-1), news_vec (indices du..d-1)]``; with
+them, read ``du`` and ``dn`` below as the widths ``du'`` and ``dn'`` of the two sides.
 
 * Cross layers use the **paper's column-vector orientation**, which is the *transpose* of a
   Keras ``Dense`` kernel: ``W[i, j]`` is the weight from input feature ``j`` to output
@@ -54,9 +69,15 @@ import keras
 import numpy as np
 from keras import ops
 
-from common.columns import NEWS_VEC, USER_VEC
+from dcn.widths import side_widths, spec_widths  # noqa: F401  (re-exported)
+from common.columns import CATEGORY, NEWS_DENSE, NEWS_VEC, SUBCATEGORY, USER_DENSE, USER_VEC
 
 CROSS_KINDS = ("vector", "matrix")
+# The side features a model can take, in the order x0 holds them (see the module docstring).
+SIDE_FEATURES = ("user_stats", "news_stats", "category", "dot")
+USER_DENSE_LAYER, NEWS_DENSE_LAYER = "user_dense_std", "news_dense_std"
+CATEGORY_LAYER, SUBCATEGORY_LAYER = "category_emb", "subcategory_emb"
+DOT_LAYER = "dot"
 STRUCTURES = ("stacked", "parallel")
 
 # Layer names of the model built by build_dcn (other code may look them up).
@@ -249,6 +270,35 @@ class Cross(keras.layers.Layer):
         return config
 
 
+@keras.saving.register_keras_serializable(package="dcn")
+class Standardize(keras.layers.Layer):
+    """``(x - mean) / std`` with constants fixed at construction (the train rows' statistics,
+    computed by build_features): the dense side features enter x0 on the scale of the vectors'
+    entries instead of as raw log-counts."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float], **kwargs):
+        super().__init__(**kwargs)
+        self.mean = [float(v) for v in mean]
+        self.std = [float(v) if v > 0 else 1.0 for v in std]
+
+    def call(self, x):
+        return (x - ops.convert_to_tensor(self.mean, dtype=x.dtype)) / ops.convert_to_tensor(
+            self.std, dtype=x.dtype)
+
+    def compute_output_shape(self, shape):
+        return tuple(shape)
+
+    def get_config(self):
+        return {**super().get_config(), "mean": self.mean, "std": self.std}
+
+
+def _floats(name: str, values, width: int | None = None) -> list[float]:
+    values = [float(v) for v in (values or [])]
+    if width is not None and len(values) != width:
+        raise ValueError(f"build_dcn: {name} must have {width} entries, got {len(values)}")
+    return values
+
+
 def dcn_spec(
     user_dim: int,
     news_dim: int,
@@ -260,6 +310,14 @@ def dcn_spec(
     dropout: float = 0.0,
     structure: str = "stacked",
     seed: int = 0,
+    features: Sequence[str] = (),
+    user_dense_mean: Sequence[float] = (),
+    user_dense_std: Sequence[float] = (),
+    news_dense_mean: Sequence[float] = (),
+    news_dense_std: Sequence[float] = (),
+    category_buckets: int = 1024,
+    category_dim: int = 8,
+    l2: float = 0.0,
 ) -> dict:
     """Validates :func:`build_dcn`'s arguments and returns them as a canonical plain dict.
 
@@ -269,6 +327,8 @@ def dcn_spec(
     ``cross_layers == 0``, ``dropout`` when ``deep_units`` is empty, and ``structure``
     (to ``"stacked"``) unless both the cross network and the deep network are present.
     The dict is JSON/YAML serialisable; keep it next to a saved model if convenient.
+    ``features`` is sorted into SIDE_FEATURES order; the dense statistics and the category
+    settings are reset to their defaults when the feature that uses them is off.
     """
     for name, value in (("user_dim", user_dim), ("news_dim", news_dim)):
         if not _is_int(value) or value <= 0:
@@ -281,7 +341,38 @@ def dcn_spec(
         cross_rank = 0
     if not _is_int(cross_rank) or cross_rank < 0:
         raise ValueError(f"build_dcn: cross_rank must be None or an integer >= 0, got {cross_rank!r}")
-    d = user_dim + news_dim
+    if isinstance(features, str) or not all(f in SIDE_FEATURES for f in features):
+        raise ValueError(f"build_dcn: features must be a list of {SIDE_FEATURES}, got {features!r}")
+    features = [f for f in SIDE_FEATURES if f in features]
+    if "dot" in features and user_dim != news_dim:
+        raise ValueError(f"build_dcn: the dot feature needs vectors of one width, got "
+                         f"user_dim {user_dim} and news_dim {news_dim}")
+    if "user_stats" in features:
+        user_dense_mean = _floats("user_dense_mean", user_dense_mean)
+        user_dense_std = _floats("user_dense_std", user_dense_std, len(user_dense_mean))
+        if not user_dense_mean:
+            raise ValueError("build_dcn: user_stats needs user_dense_mean and user_dense_std")
+    else:
+        user_dense_mean, user_dense_std = [], []
+    if "news_stats" in features:
+        news_dense_mean = _floats("news_dense_mean", news_dense_mean)
+        news_dense_std = _floats("news_dense_std", news_dense_std, len(news_dense_mean))
+        if not news_dense_mean:
+            raise ValueError("build_dcn: news_stats needs news_dense_mean and news_dense_std")
+    else:
+        news_dense_mean, news_dense_std = [], []
+    if "category" in features:
+        if not _is_int(category_buckets) or category_buckets < 2:
+            raise ValueError(f"build_dcn: category_buckets must be an integer >= 2, got {category_buckets!r}")
+        if not _is_int(category_dim) or category_dim < 1:
+            raise ValueError(f"build_dcn: category_dim must be a positive integer, got {category_dim!r}")
+    else:
+        category_buckets, category_dim = 1024, 8
+    if not isinstance(l2, numbers.Real) or isinstance(l2, bool) or l2 < 0:
+        raise ValueError(f"build_dcn: l2 must be a number >= 0, got {l2!r}")
+    d = side_widths(user_dim, news_dim, features, len(user_dense_mean), len(news_dense_mean),
+                    category_dim)
+    d = sum(d)
     if cross_kind == "vector" and cross_rank:
         raise ValueError(
             f"build_dcn: cross_rank applies to cross_kind='matrix' only, got cross_rank={cross_rank} "
@@ -290,7 +381,7 @@ def dcn_spec(
     if cross_rank >= d:
         raise ValueError(
             f"build_dcn: cross_rank={cross_rank} must be smaller than the input width "
-            f"d = user_dim + news_dim = {d} (use cross_rank=0 for a full matrix)"
+            f"d = {d} (use cross_rank=0 for a full matrix)"
         )
     if isinstance(deep_units, (str, bytes)) or not isinstance(deep_units, Sequence):
         raise ValueError(f"build_dcn: deep_units must be a sequence of positive integers, got {deep_units!r}")
@@ -320,7 +411,29 @@ def dcn_spec(
         "dropout": float(dropout),
         "structure": structure,
         "seed": int(seed),
+        "features": features,
+        "user_dense_mean": user_dense_mean,
+        "user_dense_std": user_dense_std,
+        "news_dense_mean": news_dense_mean,
+        "news_dense_std": news_dense_std,
+        "category_buckets": int(category_buckets),
+        "category_dim": int(category_dim),
+        "l2": float(l2),
     }
+
+
+def input_columns(spec: dict) -> dict:
+    """The model's feature-row inputs besides the two vectors: name -> width (0: an int
+    scalar). What the trainer streams and the evaluator and scorer feed."""
+    extra = {}
+    if "user_stats" in spec["features"]:
+        extra[USER_DENSE] = len(spec["user_dense_mean"])
+    if "news_stats" in spec["features"]:
+        extra[NEWS_DENSE] = len(spec["news_dense_mean"])
+    if "category" in spec["features"]:
+        extra[CATEGORY] = 0
+        extra[SUBCATEGORY] = 0
+    return extra
 
 
 def _layer_seed(seed: int, index: int) -> int:
@@ -328,21 +441,10 @@ def _layer_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, index]).generate_state(1)[0] % (2**31 - 1))
 
 
-def build_dcn(
-    user_dim: int,
-    news_dim: int,
-    *,
-    cross_layers: int = 3,
-    cross_kind: str = "vector",
-    cross_rank: Optional[int] = 0,
-    deep_units: Sequence[int] = (256, 128),
-    dropout: float = 0.0,
-    structure: str = "stacked",
-    seed: int = 0,
-) -> keras.Model:
+def build_dcn(user_dim: int, news_dim: int, **arguments) -> keras.Model:
     """Builds the (uncompiled) DCN click model; see the module docstring for the graph.
 
-    Args:
+    Args (validated and made canonical by :func:`dcn_spec`):
       user_dim, news_dim: widths of the ``user_vec`` and ``news_vec`` inputs.
       cross_layers: number of :class:`Cross` layers (0: no cross network).
       cross_kind, cross_rank: the cross form (``Cross(kind, rank)``); rank 0 = full matrix.
@@ -354,31 +456,51 @@ def build_dcn(
         and the architecture.  The ``logit`` kernel initializer carries ``seed`` itself
         (which is how :func:`model_spec` recovers it); every other layer gets its own seed
         derived from ``(seed, layer index)``.
+      features: side features, a subset of SIDE_FEATURES.
+      user_dense_mean/std, news_dense_mean/std: the dense features' standardization (their
+        lengths are the inputs' widths).
+      category_buckets, category_dim: the category embeddings' rows and width.
+      l2: L2 penalty on every kernel and embedding.
 
     Returns:
-      A functional ``keras.Model`` with inputs ``{"user_vec", "news_vec"}`` and output the
-      logit [batch, 1].
+      A functional ``keras.Model`` with inputs ``{"user_vec", "news_vec", ...}`` and output
+      the logit [batch, 1].
     """
-    spec = dcn_spec(
-        user_dim,
-        news_dim,
-        cross_layers=cross_layers,
-        cross_kind=cross_kind,
-        cross_rank=cross_rank,
-        deep_units=deep_units,
-        dropout=dropout,
-        structure=structure,
-        seed=seed,
-    )
+    spec = dcn_spec(user_dim, news_dim, **arguments)
     seed = spec["seed"]
     seed_index = iter(range(1, 1_000_000))
+    regularizer = (lambda: keras.regularizers.L2(spec["l2"])) if spec["l2"] else (lambda: None)
 
     def glorot():
         return keras.initializers.GlorotUniform(seed=_layer_seed(seed, next(seed_index)))
 
     user_in = keras.Input(shape=(spec["user_dim"],), name=USER_VEC, dtype="float32")
     news_in = keras.Input(shape=(spec["news_dim"],), name=NEWS_VEC, dtype="float32")
-    x0 = keras.layers.Concatenate(axis=-1, name=X0_LAYER)([user_in, news_in])
+    inputs = {USER_VEC: user_in, NEWS_VEC: news_in}
+    user_side, news_side, pair = [user_in], [news_in], []
+    features = spec["features"]
+    if "user_stats" in features:
+        dense = keras.Input(shape=(len(spec["user_dense_mean"]),), name=USER_DENSE, dtype="float32")
+        inputs[USER_DENSE] = dense
+        user_side.append(Standardize(spec["user_dense_mean"], spec["user_dense_std"],
+                                     name=USER_DENSE_LAYER)(dense))
+    if "news_stats" in features:
+        dense = keras.Input(shape=(len(spec["news_dense_mean"]),), name=NEWS_DENSE, dtype="float32")
+        inputs[NEWS_DENSE] = dense
+        news_side.append(Standardize(spec["news_dense_mean"], spec["news_dense_std"],
+                                     name=NEWS_DENSE_LAYER)(dense))
+    if "category" in features:
+        for column, layer in ((CATEGORY, CATEGORY_LAYER), (SUBCATEGORY, SUBCATEGORY_LAYER)):
+            ids = keras.Input(shape=(), name=column, dtype="int32")
+            inputs[column] = ids
+            news_side.append(keras.layers.Embedding(
+                spec["category_buckets"], spec["category_dim"], name=layer,
+                embeddings_initializer=keras.initializers.RandomNormal(
+                    stddev=0.05, seed=_layer_seed(seed, next(seed_index))),
+                embeddings_regularizer=regularizer())(ids))
+    if "dot" in features:
+        pair.append(keras.layers.Dot(axes=1, name=DOT_LAYER)([user_in, news_in]))
+    x0 = keras.layers.Concatenate(axis=-1, name=X0_LAYER)(user_side + news_side + pair)
 
     def cross_net(x0_tensor):
         x = None
@@ -387,6 +509,7 @@ def build_dcn(
                 kind=spec["cross_kind"],
                 rank=spec["cross_rank"],
                 kernel_initializer=glorot(),
+                kernel_regularizer=regularizer(),
                 name=f"{CROSS_LAYER_PREFIX}{i}",
             )
             x = layer(x0_tensor) if x is None else layer(x0_tensor, x)
@@ -395,7 +518,8 @@ def build_dcn(
     def deep_net(h):
         for k, units in enumerate(spec["deep_units"]):
             h = keras.layers.Dense(
-                units, activation="relu", kernel_initializer=glorot(), name=f"{DEEP_LAYER_PREFIX}{k}"
+                units, activation="relu", kernel_initializer=glorot(),
+                kernel_regularizer=regularizer(), name=f"{DEEP_LAYER_PREFIX}{k}"
             )(h)
             if spec["dropout"] > 0:
                 h = keras.layers.Dropout(
@@ -412,9 +536,10 @@ def build_dcn(
     else:
         top = deep_net(cross_net(x0))
     logit = keras.layers.Dense(
-        1, kernel_initializer=keras.initializers.GlorotUniform(seed=seed), name=LOGIT_LAYER
+        1, kernel_initializer=keras.initializers.GlorotUniform(seed=seed),
+        kernel_regularizer=regularizer(), name=LOGIT_LAYER
     )(top)
-    return keras.Model(inputs={USER_VEC: user_in, NEWS_VEC: news_in}, outputs=logit, name="dcn")
+    return keras.Model(inputs=inputs, outputs=logit, name="dcn")
 
 
 def _input_widths(model: keras.Model) -> tuple[int, int]:
@@ -449,7 +574,20 @@ def model_spec(model: keras.Model) -> dict:
     dropouts = numbered(DROPOUT_LAYER_PREFIX)
     if LOGIT_LAYER not in names:
         raise ValueError(f"model {model.name!r} has no {LOGIT_LAYER!r} layer; was it built by build_dcn?")
-    seed = names[LOGIT_LAYER].get_config()["kernel_initializer"]["config"].get("seed")
+    logit_config = names[LOGIT_LAYER].get_config()
+    seed = logit_config["kernel_initializer"]["config"].get("seed")
+    regularizer = logit_config.get("kernel_regularizer") or {}
+    l2 = float((regularizer.get("config") or {}).get("l2", 0.0)) if regularizer else 0.0
+    side = {"features": [f for f, layer in (("user_stats", USER_DENSE_LAYER),
+                                            ("news_stats", NEWS_DENSE_LAYER),
+                                            ("category", CATEGORY_LAYER), ("dot", DOT_LAYER))
+                         if layer in names]}
+    for key, layer in (("user_dense", USER_DENSE_LAYER), ("news_dense", NEWS_DENSE_LAYER)):
+        if layer in names:
+            side[f"{key}_mean"], side[f"{key}_std"] = names[layer].mean, names[layer].std
+    if CATEGORY_LAYER in names:
+        side["category_buckets"] = int(names[CATEGORY_LAYER].input_dim)
+        side["category_dim"] = int(names[CATEGORY_LAYER].output_dim)
     return dcn_spec(
         user_dim,
         news_dim,
@@ -460,6 +598,8 @@ def model_spec(model: keras.Model) -> dict:
         dropout=float(dropouts[0].rate) if dropouts else 0.0,
         structure="parallel" if PARALLEL_CONCAT_LAYER in names else "stacked",
         seed=int(seed) if _is_int(seed) else 0,
+        l2=l2,
+        **side,
     )
 
 
@@ -484,7 +624,7 @@ def count_flops_per_example(spec: dict) -> int:
     O(d) per layer and memory-bound).  Equivalently: 2 x the number of non-bias weights.
     """
     spec = dcn_spec(**spec)
-    d = spec["user_dim"] + spec["news_dim"]
+    d = sum(spec_widths(spec))
     if spec["cross_kind"] == "vector":
         per_cross = 2 * d
     elif spec["cross_rank"]:

@@ -1,6 +1,10 @@
 """Scoring users against a candidate matrix: the plain model call, the exact factorized form,
 and exact top-k selection.
 
+Both scorers take a batch of users and the pool as their *sides*: `user_side(user_vec,
+user_dense)` and `news_side(news_vec, news_dense, category, subcategory)` build them from the
+columns (what the model's side features need), and `logits(users, news)` scores every pair.
+
 Factorized scoring (vector cross form, DCN). With x0 = [u; n] and the layer
 `x_{l+1} = x0 * (x_l . w_l) + b_l + x_l`, every layer's output has the form
 `x_l = x0 * a_l + c_l` with a per-pair scalar `a_l` and a constant vector `c_l`
@@ -33,18 +37,64 @@ def _relu(x: np.ndarray) -> np.ndarray:
     return np.maximum(x, 0.0, out=x)
 
 
-class FactorizedScorer:
+def _side_settings(spec: dict) -> dict:
+    """What turns a user's or a news item's columns into its side of x0 (numpy arrays)."""
+    return {"features": list(spec["features"]),
+            "user_dense_mean": np.asarray(spec["user_dense_mean"], np.float32),
+            "user_dense_std": np.asarray(spec["user_dense_std"], np.float32),
+            "news_dense_mean": np.asarray(spec["news_dense_mean"], np.float32),
+            "news_dense_std": np.asarray(spec["news_dense_std"], np.float32)}
+
+
+class _Sides:
+    """Builds the user side and the news side of x0 from their columns, as build_dcn does:
+    [user_vec, standardized user_dense] and [news_vec, standardized news_dense, category and
+    subcategory embeddings]."""
+
+    def _init_sides(self, spec: dict, embeddings: dict[str, np.ndarray]) -> None:
+        self.side = _side_settings(spec)
+        self.vec_dims = (spec["user_dim"], spec["news_dim"])
+        self.embeddings = embeddings
+
+    def user_side(self, user_vec, user_dense=None) -> np.ndarray:
+        parts = [np.asarray(user_vec, np.float32)]
+        if "user_stats" in self.side["features"]:
+            parts.append((np.asarray(user_dense, np.float32) - self.side["user_dense_mean"])
+                         / self.side["user_dense_std"])
+        return np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
+
+    def news_side(self, news_vec, news_dense=None, category=None, subcategory=None) -> np.ndarray:
+        parts = [np.asarray(news_vec, np.float32)]
+        if "news_stats" in self.side["features"]:
+            parts.append((np.asarray(news_dense, np.float32) - self.side["news_dense_mean"])
+                         / self.side["news_dense_std"])
+        if "category" in self.side["features"]:
+            parts.append(self.embeddings["category"][np.asarray(category, np.int64)])
+            parts.append(self.embeddings["subcategory"][np.asarray(subcategory, np.int64)])
+        return np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
+
+
+class FactorizedScorer(_Sides):
     """Exact logits of every (user, news) pair of a batch, for DCN models with vector cross
-    layers (or none), in numpy. See the module docstring for the algebra."""
+    layers (or none), in numpy. See the module docstring for the algebra; side features keep
+    it: x0 = [user side (du'), news side (dn'), pair], where the pair part is the one scalar
+    s = user_vec . news_vec (the `dot` feature), so x0 . w = u'.w_u + n'.w_n + s w_s and a
+    first dense layer's pre-activation gains the broadcast term s * K[-1]."""
 
     def __init__(self, model):
-        from dcn.model import CROSS_LAYER_PREFIX, DEEP_LAYER_PREFIX, LOGIT_LAYER, model_spec
+        from dcn.model import (CATEGORY_LAYER, CROSS_LAYER_PREFIX, DEEP_LAYER_PREFIX,
+                               LOGIT_LAYER, SUBCATEGORY_LAYER, model_spec, spec_widths)
         spec = model_spec(model)
         if spec["cross_layers"] and spec["cross_kind"] != "vector":
             raise NotFactorizable(f"cross_kind {spec['cross_kind']!r} has no factorized form")
-        self.du, self.dn = spec["user_dim"], spec["news_dim"]
+        self.du, self.dn, self.pair = spec_widths(spec)
+        embeddings = {}
+        if "category" in spec["features"]:
+            for key, layer in (("category", CATEGORY_LAYER), ("subcategory", SUBCATEGORY_LAYER)):
+                embeddings[key] = np.asarray(model.get_layer(layer).get_weights()[0], np.float32)
+        self._init_sides(spec, embeddings)
         self.structure = spec["structure"]
-        d = self.du + self.dn
+        d = self.du + self.dn + self.pair
         weights = lambda name: [np.asarray(w, dtype=np.float64) for w in model.get_layer(name).get_weights()]  # noqa: E731
         cross = [model.get_layer(f"{CROSS_LAYER_PREFIX}{i}").weight_arrays()
                  for i in range(spec["cross_layers"])]
@@ -59,15 +109,21 @@ class FactorizedScorer:
         self.deep = [weights(f"{DEEP_LAYER_PREFIX}{k}") for k in range(len(spec["deep_units"]))]
         self.logit_kernel, self.logit_bias = weights(LOGIT_LAYER)
 
-    ARRAYS_FORMAT = 1
+    ARRAYS_FORMAT = 2
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """Everything `logits` needs, as numpy arrays (saved beside an exported model)."""
         arrays = {"format": np.array(self.ARRAYS_FORMAT), "du": np.array(self.du),
-                  "dn": np.array(self.dn), "structure": np.array(self.structure),
+                  "dn": np.array(self.dn), "pair": np.array(self.pair),
+                  "vec_dims": np.asarray(self.vec_dims), "structure": np.array(self.structure),
+                  "features": np.array(",".join(self.side["features"])),
                   "cross_w": self.cross_w, "cross_cw": np.asarray(self.cross_cw, np.float64),
                   "cross_c": self.cross_c, "logit_kernel": self.logit_kernel,
                   "logit_bias": self.logit_bias, "deep_layers": np.array(len(self.deep))}
+        for key in ("user_dense_mean", "user_dense_std", "news_dense_mean", "news_dense_std"):
+            arrays[key] = self.side[key]
+        for key, table in self.embeddings.items():
+            arrays[f"embedding_{key}"] = table
         for k, (kernel, bias) in enumerate(self.deep):
             arrays[f"deep_kernel_{k}"], arrays[f"deep_bias_{k}"] = kernel, bias
         return arrays
@@ -79,7 +135,15 @@ class FactorizedScorer:
             raise ValueError(f"factorized scorer arrays of format {int(arrays['format'])}, "
                              f"expected {cls.ARRAYS_FORMAT}")
         scorer = cls.__new__(cls)
-        scorer.du, scorer.dn = int(arrays["du"]), int(arrays["dn"])
+        scorer.du, scorer.dn, scorer.pair = (int(arrays[k]) for k in ("du", "dn", "pair"))
+        features = [f for f in str(arrays["features"]).split(",") if f]
+        spec = {"features": features, "user_dim": int(arrays["vec_dims"][0]),
+                "news_dim": int(arrays["vec_dims"][1]),
+                **{k: arrays[k] for k in ("user_dense_mean", "user_dense_std",
+                                          "news_dense_mean", "news_dense_std")}}
+        scorer._init_sides(spec, {k: np.asarray(arrays[f"embedding_{k}"], np.float32)
+                                  for k in ("category", "subcategory")
+                                  if f"embedding_{k}" in arrays})
         scorer.structure = str(arrays["structure"])
         scorer.cross_w = np.asarray(arrays["cross_w"], np.float32)
         scorer.cross_cw = [float(x) for x in arrays["cross_cw"]]
@@ -90,21 +154,32 @@ class FactorizedScorer:
         scorer.logit_bias = np.asarray(arrays["logit_bias"])
         return scorer
 
-    def _cross_scalar(self, users: np.ndarray, news: np.ndarray) -> np.ndarray:
+    def _pair_scalar(self, users: np.ndarray, news: np.ndarray) -> np.ndarray | None:
+        """s = user_vec . news_vec for every pair [B, P], or None without the dot feature."""
+        if not self.pair:
+            return None
+        return users[:, :self.vec_dims[0]] @ news[:, :self.vec_dims[1]].T
+
+    def _cross_scalar(self, users: np.ndarray, news: np.ndarray, s) -> np.ndarray:
         """a_L for every pair, [B, P]."""
         pu = users @ self.cross_w[:self.du]                                      # [B, L]
-        qn = news @ self.cross_w[self.du:]                                       # [P, L]
+        qn = news @ self.cross_w[self.du:self.du + self.dn]                      # [P, L]
         a = np.ones((len(users), len(news)), dtype=np.float32)
         for layer, cw in enumerate(self.cross_cw):
-            a = a * (1.0 + pu[:, layer, None] + qn[None, :, layer]) + np.float32(cw)
+            scale = 1.0 + pu[:, layer, None] + qn[None, :, layer]
+            if s is not None:
+                scale += s * self.cross_w[-1, layer]
+            a = a * scale + np.float32(cw)
         return a
 
-    def _split_dot(self, users, news, kernel, a=None, const=0.0):
+    def _split_dot(self, users, news, kernel, s, a=None, const=0.0):
         """`x @ kernel` for every pair where x = x0 * a + c (a=None: x = x0): [B, P, out].
         One [B, P, out] array, updated in place (it is the largest array of a batch)."""
         ku = (users @ kernel[:self.du].astype(np.float32))[:, None, :]
-        kn = (news @ kernel[self.du:].astype(np.float32))[None, :, :]
+        kn = (news @ kernel[self.du:self.du + self.dn].astype(np.float32))[None, :, :]
         base = ku + kn
+        if s is not None:
+            base += s[:, :, None] * kernel[-1].astype(np.float32)
         if a is not None:
             base *= a[:, :, None]
         base += np.asarray(const, dtype=np.float32)
@@ -123,51 +198,75 @@ class FactorizedScorer:
                                  self.cross_w.shape[1], n_news)
 
     def logits(self, users: np.ndarray, news: np.ndarray) -> np.ndarray:
-        """Logits [B, P] of every pair of `users` [B, du] and `news` [P, dn]."""
+        """Logits [B, P] of every pair of `users` [B, du'] and `news` [P, dn'] (the sides
+        `user_side` and `news_side` build; without side features, the two vectors)."""
         users = np.asarray(users, dtype=np.float32)
         news = np.asarray(news, dtype=np.float32)
+        s = self._pair_scalar(users, news)
         has_cross = self.cross_w.shape[1] > 0
-        a = self._cross_scalar(users, news) if has_cross else None
+        a = self._cross_scalar(users, news, s) if has_cross else None
         w, b = self.logit_kernel, float(self.logit_bias[0])
-        d = self.du + self.dn
+        d = self.du + self.dn + self.pair
         if self.structure == "parallel":
-            cross_part = self._split_dot(users, news, w[:d], a, self.cross_c @ w[:d])[..., 0]
+            cross_part = self._split_dot(users, news, w[:d], s, a, self.cross_c @ w[:d])[..., 0]
             kernel, bias = self.deep[0]
-            h = self._deep_rest(_relu(self._split_dot(users, news, kernel, None, bias)))
+            h = self._deep_rest(_relu(self._split_dot(users, news, kernel, s, None, bias)))
             return cross_part + (h @ w[d:].astype(np.float32))[..., 0] + b
         if not self.deep:                                  # pure cross (or logistic regression)
             const = self.cross_c @ w if has_cross else 0.0
-            return self._split_dot(users, news, w, a, const)[..., 0] + b
+            return self._split_dot(users, news, w, s, a, const)[..., 0] + b
         kernel, bias = self.deep[0]
         const = (self.cross_c @ kernel if has_cross else 0.0) + bias
-        h = self._deep_rest(_relu(self._split_dot(users, news, kernel, a, const)))
+        h = self._deep_rest(_relu(self._split_dot(users, news, kernel, s, a, const)))
         return (h @ w.astype(np.float32))[..., 0] + b
 
 
 class PlainScorer:
-    """Logits of every (user, news) pair through the Keras model itself, in chunks of pairs."""
+    """Logits of every (user, news) pair through the Keras model itself, in chunks of pairs.
+    Its sides are the model's own input columns (dicts of arrays)."""
 
     def __init__(self, model, max_pairs: int = 65536):
         import tensorflow as tf
-        from dcn.model import model_spec
+        from dcn.model import model_spec, spec_widths
         self.model = model
         self.max_pairs = max_pairs
         spec = model_spec(model)
-        self._width = 2 * (spec["user_dim"] + spec["news_dim"]) + sum(spec["deep_units"])
+        self.features = spec["features"]
+        self._width = 2 * sum(spec_widths(spec)) + sum(spec["deep_units"])
         self._call = tf.function(lambda inputs: model(inputs, training=False), reduce_retracing=True)
 
-    def logits(self, users: np.ndarray, news: np.ndarray) -> np.ndarray:
+    def user_side(self, user_vec, user_dense=None) -> dict:
+        from common.columns import USER_DENSE, USER_VEC
+        side = {USER_VEC: np.asarray(user_vec, np.float32)}
+        if "user_stats" in self.features:
+            side[USER_DENSE] = np.asarray(user_dense, np.float32)
+        return side
+
+    def news_side(self, news_vec, news_dense=None, category=None, subcategory=None) -> dict:
+        from common.columns import CATEGORY, NEWS_DENSE, NEWS_VEC, SUBCATEGORY
+        side = {NEWS_VEC: np.asarray(news_vec, np.float32)}
+        if "news_stats" in self.features:
+            side[NEWS_DENSE] = np.asarray(news_dense, np.float32)
+        if "category" in self.features:
+            side[CATEGORY] = np.asarray(category, np.int32)
+            side[SUBCATEGORY] = np.asarray(subcategory, np.int32)
+        return side
+
+    def logits(self, users, news) -> np.ndarray:
         from common.columns import NEWS_VEC, USER_VEC
-        users = np.asarray(users, dtype=np.float32)
-        news = np.asarray(news, dtype=np.float32)
-        n_users, n_news = len(users), len(news)
+        if not isinstance(users, dict):
+            users = {USER_VEC: np.asarray(users, np.float32)}
+        if not isinstance(news, dict):
+            news = {NEWS_VEC: np.asarray(news, np.float32)}
+        n_users, n_news = len(users[USER_VEC]), len(news[NEWS_VEC])
         out = np.empty(n_users * n_news, dtype=np.float32)
         rows_per_chunk = max(1, self.max_pairs // max(n_news, 1))
         for start in range(0, n_users, rows_per_chunk):
-            block = users[start:start + rows_per_chunk]
-            inputs = {USER_VEC: np.repeat(block, n_news, axis=0),
-                      NEWS_VEC: np.tile(news, (len(block), 1))}
-            out[start * n_news:(start + len(block)) * n_news] = np.asarray(self._call(inputs))[:, 0]
+            stop = min(n_users, start + rows_per_chunk)
+            inputs = {k: np.repeat(v[start:stop], n_news, axis=0) for k, v in users.items()}
+            inputs.update({k: np.tile(v, (stop - start,) + (1,) * (v.ndim - 1))
+                           for k, v in news.items()})
+            out[start * n_news:stop * n_news] = np.asarray(self._call(inputs))[:, 0]
         return out.reshape(n_users, n_news)
 
     def memory(self, n_news: int) -> tuple[int, int]:
@@ -177,7 +276,7 @@ class PlainScorer:
 # Per-pair arrays of a scored batch besides the scorer's own: logits and the cross scalar
 # (float32), the click probabilities with two temporaries (float32), top_k's float64 copy
 # and the exclusion mask (bool).
-BATCH_BYTES_PER_PAIR = 4 * 2 + 4 * 3 + 8 + 1
+BATCH_BYTES_PER_PAIR = 4 * 2 + 4 * 3 + 8 + 1 + 4     # + the dot feature's s
 
 
 def factorized_memory(news_dim: int, deep_units: list[int], cross_layers: int,
@@ -200,11 +299,12 @@ def spec_memory(spec: dict, n_news: int, mode: str = "auto",
                 max_pairs: int = 65536) -> tuple[int, int]:
     """`memory` of the scorer `make_scorer` would build for a model of this spec, without
     loading it (the driver checks the budget with this before any task runs)."""
+    from dcn.widths import spec_widths
     factorizable = not spec["cross_layers"] or spec["cross_kind"] == "vector"
     if mode == "plain" or not factorizable:
-        width = 2 * (spec["user_dim"] + spec["news_dim"]) + sum(spec["deep_units"])
+        width = 2 * sum(spec_widths(spec)) + sum(spec["deep_units"])
         return plain_memory(width, max_pairs)
-    return factorized_memory(spec["news_dim"], spec["deep_units"], spec["cross_layers"], n_news)
+    return factorized_memory(spec_widths(spec)[1], spec["deep_units"], spec["cross_layers"], n_news)
 
 
 class MemoryBudgetTooSmall(ValueError):

@@ -241,9 +241,44 @@ class Plan:
     resume: dict | None = None            # header of the checkpoint to resume from
 
 
-def model_arguments(cfg: Config) -> dict:
-    return {k: cfg[f"model.{k}"] for k in ("cross_layers", "cross_kind", "cross_rank",
-                                           "deep_units", "dropout", "structure", "seed")}
+def model_arguments(cfg: Config, features: D.Features | None = None) -> dict:
+    """build_dcn's arguments besides the widths: the `model.*` settings, and what the feature
+    rows say about the side features (the dense features' statistics, the category buckets)."""
+    arguments = {k: cfg[f"model.{k}"] for k in ("cross_layers", "cross_kind", "cross_rank",
+                                                "deep_units", "dropout", "structure", "seed",
+                                                "features", "category_dim")}
+    arguments["l2"] = cfg["train.l2"]
+    if features is not None:
+        stats = features.dense_stats
+        wanted = set(arguments["features"])
+        for key, column, feature in (("user_dense", "user_dense", "user_stats"),
+                                     ("news_dense", "news_dense", "news_stats")):
+            if feature in wanted:
+                if column not in stats:
+                    raise UserInputError(f"model.features has {feature} but the features at "
+                                         f"{features.path} have no {column} statistics: "
+                                         "rebuild them with this version of build_features")
+                arguments[f"{key}_mean"] = stats[column]["mean"]
+                arguments[f"{key}_std"] = stats[column]["std"]
+        side = features.lineage.get("side_features") or {}
+        arguments["category_buckets"] = side.get("category_buckets", cfg["features.category_buckets"])
+    return arguments
+
+
+def warmup_steps(cfg: Config, total_steps: int) -> int:
+    """`train.warmup_steps`, but never more than a tenth of the run: a short run would
+    otherwise spend most of its steps below the learning rate it was given."""
+    return max(0, min(cfg["train.warmup_steps"], total_steps // 10))
+
+
+def logit_correction(features: D.Features) -> float:
+    """log of the rate at which the train split's negatives were kept (features.npratio).
+
+    Sampling negatives at rate r multiplies the odds the model learns by 1/r, so adding log r
+    to the logit turns its output back into a click probability on real traffic (the
+    exported model carries it in the logit layer's bias)."""
+    rate = float(features.sampling.get("negative_keep_rate") or 1.0)
+    return math.log(rate) if 0.0 < rate < 1.0 else 0.0
 
 
 def check_checkpoint_width(header: dict, features: D.Features, where: str) -> None:
@@ -265,7 +300,8 @@ def make_plan(cfg: Config, size: int, force: bool) -> tuple[Plan, Checkpoint | N
     """
     features = D.current_features(cfg)
     D.check_shardable(features.train, size)
-    D.check_shardable(features.dev, size)
+    if features.valid is not None:
+        D.check_shardable(features.valid, size)
     run_key, identity = run_identity(cfg, features.run_id, size)
     store = CheckpointStore(checkpoints_dir(cfg, run_key), cfg["train.keep_checkpoints"])
     spe = cfg["train.steps_per_epoch"] or D.steps_per_epoch(
@@ -328,16 +364,28 @@ class Trainer:
         import tensorflow as tf
         from dcn.model import build_dcn
 
+        from dcn.model import input_columns, model_spec
+
         self.hvd = hvd
         self.model = build_dcn(features.train.user_dim, features.train.news_dim,
-                               **model_arguments(cfg))
+                               **model_arguments(cfg, features))
+        self.extra_inputs = input_columns(model_spec(self.model))
+        total_steps = cfg["train.epochs"] * (cfg["train.steps_per_epoch"] or D.steps_per_epoch(
+            features.train.rows, cfg["train.batch_size"], hvd.size()))
+        self.warmup_steps = warmup_steps(cfg, total_steps)
+        self.correction = np.float32(logit_correction(features))
         self.optimizer = keras.optimizers.Adam(learning_rate=WarmupSchedule(
-            cfg["train.learning_rate"] * hvd.size(), cfg["train.warmup_steps"]))
+            cfg["train.learning_rate"] * hvd.size(), self.warmup_steps))
         self.optimizer.build(self.model.trainable_variables)
         self.loss_sum = tf.Variable(0.0, dtype=tf.float64, trainable=False)
         self.examples = tf.Variable(0.0, dtype=tf.float64, trainable=False)
+        # the best epoch so far on the validation rows: (epoch, val_auc, model weights)
+        self.best: tuple[int, float, list] | None = None
         spec = {"user_vec": tf.TensorSpec([None, features.train.user_dim], tf.float32),
                 "news_vec": tf.TensorSpec([None, features.train.news_dim], tf.float32)}
+        for name, width in self.extra_inputs.items():
+            spec[name] = (tf.TensorSpec([None, width], tf.float32) if width
+                          else tf.TensorSpec([None], tf.int32))
         label = tf.TensorSpec([None], tf.float32)
         self.train_step = tf.function(self._train_step, input_signature=[spec, label])
         self.eval_step = tf.function(self._eval_step, input_signature=[spec, label])
@@ -356,11 +404,12 @@ class Trainer:
             logits = tf.squeeze(self.model(features, training=True), -1)
             loss = tf.reduce_mean(
                 tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits))
+            penalty = tf.add_n(self.model.losses) if self.model.losses else 0.0
         # One grouped allreduce per step: every Horovod collective costs about 5 ms here
         # (Gloo over TCP), so one is much cheaper than one per gradient.
         tape = self.hvd.DistributedGradientTape(tape, num_groups=1)
         trainable = self.model.trainable_variables
-        gradients = tape.gradient(loss, backing(trainable))
+        gradients = tape.gradient(loss + penalty, backing(trainable))
         self.optimizer.apply_gradients(zip(gradients, trainable))
         count = tf.cast(tf.shape(labels)[0], tf.float64)
         self.loss_sum.assign_add(tf.cast(loss, tf.float64) * count)
@@ -370,7 +419,8 @@ class Trainer:
     def _eval_step(self, features, labels):
         import tensorflow as tf
 
-        logits = tf.squeeze(self.model(features, training=False), -1)
+        # corrected for the negative sampling, like the exported model: a calibrated loss
+        logits = tf.squeeze(self.model(features, training=False), -1) + self.correction
         losses = tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits)
         return tf.sigmoid(logits), tf.reduce_sum(tf.cast(losses, tf.float64))
 
@@ -381,10 +431,32 @@ class Trainer:
         self.examples.assign(0.0)
         return result
 
+    def keep_if_best(self, epoch: int, val_auc) -> bool:
+        """Remember the model's weights if this epoch's validation AUC is the best so far."""
+        if val_auc is None or not math.isfinite(val_auc):
+            return False
+        if self.best is not None and val_auc <= self.best[1]:
+            return False
+        self.best = (epoch, float(val_auc), [np.array(v.numpy()) for v in self.model.variables])
+        return True
+
+    def use_best(self) -> None:
+        """Put the best epoch's weights back into the model (before the export)."""
+        if self.best is not None:
+            for variable, value in zip(self.model.variables, self.best[2]):
+                variable.assign(value)
+
     def restore(self, checkpoint: Checkpoint) -> None:
         """Assign a checkpoint's values; shapes and dtypes must match variable by variable
-        (names are not compared: Keras numbers auto-named objects per process)."""
+        (names are not compared: Keras numbers auto-named objects per process). The best
+        epoch's weights, when the checkpoint holds them, come after the training state."""
         variables = self.variables()
+        best = checkpoint.header.get("best")
+        arrays = checkpoint.arrays
+        if best:
+            kept = len(arrays) - len(self.model.variables)
+            self.best = (int(best["epoch"]), float(best["val_auc"]), list(arrays[kept:]))
+            checkpoint = Checkpoint(checkpoint.header, arrays[:kept])
         if len(checkpoint.arrays) != len(variables):
             raise UserInputError(f"checkpoint holds {len(checkpoint.arrays)} variables, this "
                                  f"model and optimizer {len(variables)}")
@@ -408,6 +480,9 @@ class Trainer:
 
     def snapshot(self, header: dict) -> Checkpoint:
         arrays = [np.asarray(v.numpy() if hasattr(v, "numpy") else v) for v in self.variables()]
+        if self.best is not None:
+            header = dict(header, best={"epoch": self.best[0], "val_auc": self.best[1]})
+            arrays = arrays + list(self.best[2])
         return Checkpoint(dict(header, variables=self.variable_names()), arrays)
 
     def weights_checksum(self) -> str:
@@ -437,7 +512,9 @@ def validate(trainer: Trainer, plan: Plan, cfg: Config, hvd) -> dict:
     """
     from dcn.metrics import HistogramAUC
 
-    table = plan.features.dev
+    table = plan.features.valid
+    if table is None:   # no rows held out (features.validation_hours: 0): nothing to judge
+        return {"val_loss": None, "val_auc": None, "val_auc_error_bound": None, "val_rows": 0}
     limit = cfg["train.validation_rows"]
     per_rank = math.ceil(limit / hvd.size()) if limit > 0 else None
     histogram = HistogramAUC(bins=AUC_BINS, clip=True)
@@ -445,7 +522,8 @@ def validate(trainer: Trainer, plan: Plan, cfg: Config, hvd) -> dict:
     with D.petastorm_batches(table.uri, table.user_dim, table.news_dim, rank=hvd.rank(),
                              size=hvd.size(), batch_size=cfg["evaluate.batch_size"],
                              reader_threads=1 if per_rank else cfg["train.reader_threads"],
-                             endless=False, shuffle=False) as batches:
+                             endless=False, shuffle=False,
+                             extra_inputs=trainer.extra_inputs) as batches:
         for features, labels in batches:
             if per_rank is not None and seen >= per_rank:
                 break
@@ -480,6 +558,7 @@ class Progress:
     def epoch(self, record: dict, total_epochs: int) -> None:
         if not self.active:
             return
+        record = {k: (math.nan if v is None else v) for k, v in record.items()}
         log.info("epoch %d/%d: step %d, %d steps in %.1fs, %.1f steps/s, %.0f examples/s, "
                  "loss %.4f, val loss %.4f, val AUC %.4f", record["epoch"], total_epochs,
                  record["global_step"], record["steps"], record["seconds"],
@@ -568,11 +647,12 @@ def run_epochs(cfg: Config, plan: Plan, trainer: Trainer, hvd, decide: RootDecis
         log.info("train rows: %s after the first epoch (shard about %.0f MB decoded, "
                  "train.cache_in_memory_mb %d)", "kept in memory" if cache else "streamed",
                  shard_bytes / 2**20, cfg["train.cache_in_memory_mb"])
+    patience = cfg["train.patience"]
     with D.petastorm_batches(table.uri, table.user_dim, table.news_dim, rank=hvd.rank(),
                              size=size, batch_size=batch,
                              reader_threads=cfg["train.reader_threads"],
                              shuffle_buffer=cfg["train.shuffle_buffer"],
-                             cache=cache) as batches:
+                             cache=cache, extra_inputs=trainer.extra_inputs) as batches:
         for epoch in range(global_step // spe, epochs):
             first = global_step - epoch * spe
             trainer.take_train_loss()
@@ -586,17 +666,30 @@ def run_epochs(cfg: Config, plan: Plan, trainer: Trainer, hvd, decide: RootDecis
             record = epoch_record(hvd, trainer, epoch + 1, global_step, spe - first, batch,
                                   time.perf_counter() - epoch_start)
             record.update(validate(trainer, plan, cfg, hvd))
+            record["best"] = trainer.keep_if_best(epoch + 1, record["val_auc"])
             history.append(record)
             progress.epoch(record, epochs)
             save(epoch + 1)
+            # every rank sees the same allreduced AUC, so all stop at the same epoch
+            if patience and trainer.best is not None and epoch + 1 - trainer.best[0] >= patience:
+                if hvd.rank() == 0:
+                    log.info("early stop after epoch %d: validation AUC has not improved for "
+                             "%d epochs (best %.4f at epoch %d)", epoch + 1, patience,
+                             trainer.best[1], trainer.best[0])
+                break
     return global_step, history, seconds_before + time.perf_counter() - started
 
 
 # --------------------------------------------------------------------------- entry points
 
 def final_metrics(history: list) -> dict:
-    last = history[-1] if history else {}
-    return {k: last.get(k) for k in ("train_loss", "val_loss", "val_auc", "val_auc_error_bound")}
+    """The exported epoch's metrics: the best on the validation rows, else the last."""
+    chosen = [r for r in history if r.get("best")] or history[-1:]
+    last = chosen[-1] if chosen else {}
+    metrics = {k: last.get(k) for k in ("train_loss", "val_loss", "val_auc", "val_auc_error_bound")}
+    metrics["epoch"] = last.get("epoch")
+    metrics["epochs_run"] = history[-1].get("epoch") if history else None
+    return metrics
 
 
 def export(cfg: Config, plan: Plan, trainer: Trainer, metrics: dict, size: int,
@@ -605,12 +698,20 @@ def export(cfg: Config, plan: Plan, trainer: Trainer, metrics: dict, size: int,
     from dcn.model import model_spec
 
     features = plan.features
+    trainer.use_best()
+    correction = logit_correction(features)
+    if correction:   # the exported logit is a click probability's on real traffic
+        bias = trainer.model.get_layer("logit").bias
+        bias.assign(bias.numpy() + np.float32(correction))
     metadata = {
+        "logit_correction": correction, "sampling": features.sampling,
+        "warmup_steps": trainer.warmup_steps,
         "user_dim": features.train.user_dim, "news_dim": features.train.news_dim,
         "model_spec": model_spec(trainer.model), "config": cfg.to_dict(),
         "features": {"run_id": features.run_id, "path": features.path,
                      "train_uri": features.train.uri, "train_rows": features.train.rows,
                      "dev_uri": features.dev.uri, "dev_rows": features.dev.rows,
+                     "valid_rows": features.valid.rows if features.valid else 0,
                      **features.lineage},
         "news_vectors": features.lineage.get("news_vectors"),
         "metrics": metrics, "horovod_size": size, "seconds": round(seconds, 3),

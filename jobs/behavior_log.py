@@ -37,11 +37,18 @@ def is_daily(cfg: Config) -> bool:
     return bool(cfg["paths.log"])
 
 
+def folder_sources(cfg: Config) -> list[tuple[str, int]]:
+    """The MIND folders that are set: (source, src). `paths.dev` may be empty (one folder,
+    split by time with build_features --time-split)."""
+    return [(source, src) for source, src in FOLDER_SOURCES
+            if source == "train" or cfg[f"paths.{source}"]]
+
+
 def news_folders(cfg: Config) -> list[str]:
     """Folders holding a news.tsv, in priority order (a news id's first row wins)."""
     if is_daily(cfg):
         return [storage.to_uri(cfg["paths.log"])]
-    return [storage.to_uri(cfg["paths.train"]), storage.to_uri(cfg["paths.dev"])]
+    return [storage.to_uri(cfg[f"paths.{source}"]) for source, _ in folder_sources(cfg)]
 
 
 def log_days(cfg: Config) -> list[dt.date]:
@@ -124,7 +131,7 @@ def read_impressions(spark: SparkSession, cfg: Config, start: dt.datetime | None
             good, bad = parse_behaviors(spark, folder, day=day.isoformat())
             parts.append((good, bad, f"{folder}/{BEHAVIORS_FILE}", "log", 0))
     else:
-        for source, src in FOLDER_SOURCES:
+        for source, src in folder_sources(cfg):
             folder = storage.to_uri(cfg[f"paths.{source}"])
             if not storage.exists(f"{folder}/{BEHAVIORS_FILE}"):
                 raise UserInputError(f"paths.{source}: {folder}/{BEHAVIORS_FILE} does not exist")

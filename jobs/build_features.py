@@ -39,10 +39,11 @@ from common.cli import StageTimer, UserInputError, run_main
 from common.config import Config
 from common.spark import cached_for_job, get_spark
 from jobs import behavior_log as log
+from jobs import side_features as side
 from jobs import user_state
 from jobs.embed_news import load_vectors
 
-TRAIN, DEV = "train", "dev"
+TRAIN, VALID, DEV = "train", C.SPLIT_VALID, "dev"
 DEV_IMPRESSIONS = "dev_impressions"
 BUILD_COMMAND = "./spark-submit.sh build_features --as-of {as_of}"
 
@@ -68,23 +69,42 @@ def sample_candidates(candidates: Column, impression_id: Column, npratio: int, s
     return F.concat(positives, F.transform(chosen, lambda k: k["c"]))
 
 
-def feature_rows(behaviors: DataFrame, impression_vectors: DataFrame, vectors: DataFrame,
-                 npratio: int, seed: int, partitions: int) -> DataFrame:
-    """One row per kept candidate with a vector (candidates without one are dropped).
+def news_table(spark: SparkSession, cfg: Config, vectors: DataFrame,
+               first_seen: DataFrame) -> DataFrame:
+    """Per news with a vector: news_vec, category and subcategory buckets, first_seen (null if
+    not seen). A catalogue, broadcast to the joins."""
+    categories = side.news_categories(spark, log.news_folders(cfg), cfg["features.category_buckets"])
+    return (vectors.withColumnRenamed(C.VECTOR, C.NEWS_VEC)
+            .join(categories, C.NEWS_ID, "left")
+            .join(first_seen, C.NEWS_ID, "left")
+            .fillna(0, [C.CATEGORY, C.SUBCATEGORY]))
+
+
+def feature_rows(behaviors: DataFrame, impression_vectors: DataFrame, news: DataFrame,
+                 popularity: DataFrame, cfg: Config, npratio: int) -> DataFrame:
+    """One row per kept candidate with a vector (candidates without one are dropped), with its
+    side features as of the impression's time.
 
     The user vector joins at the impression level and the impressions are spread over
-    `partitions` by a seeded hash before the candidates are exploded, so the only shuffle
-    moves impressions, not candidate rows; the news vectors join map-side (broadcast)."""
+    `features.files` partitions by a seeded hash before the candidates are exploded; the news
+    table joins map-side (broadcast); the popularity joins on (news, second)."""
+    seed, partitions = cfg["features.seed"], cfg["features.files"]
     impressions = (behaviors.select(
-        "src", C.IMPRESSION_ID, C.USER_ID,
+        "src", C.IMPRESSION_ID, C.USER_ID, "t",
         sample_candidates(F.col("candidates"), F.col(C.IMPRESSION_ID), npratio, seed).alias("kept"))
         .join(impression_vectors, ["src", C.IMPRESSION_ID])
         .repartition(partitions, F.xxhash64(F.lit(seed), F.col("src"), F.col(C.IMPRESSION_ID))))
-    rows = impressions.select(C.IMPRESSION_ID, C.USER_ID, C.USER_VEC, C.HISTORY_LEN,
-                              F.explode("kept").alias("c")).select(
+    rows = impressions.select(C.IMPRESSION_ID, C.USER_ID, C.USER_VEC, C.HISTORY_LEN, "t",
+                              C.USER_IMPRESSIONS, F.explode("kept").alias("c")).select(
         "*", F.col("c")[C.NEWS_ID].alias(C.NEWS_ID), F.col("c")[C.LABEL].alias(C.LABEL))
-    news = vectors.withColumnRenamed(C.VECTOR, C.NEWS_VEC)
-    return schemas.conform(rows.join(F.broadcast(news), C.NEWS_ID, "inner"), schemas.FEATURE_ROWS)
+    rows = (rows.join(F.broadcast(news), C.NEWS_ID, "inner")
+            .join(popularity, [C.NEWS_ID, "t"], "left"))
+    age = side.age_hours(F.col("t"), F.col(C.FIRST_SEEN))
+    rows = rows.select("*", age.alias(C.AGE_HOURS)).select(
+        "*", side.news_dense(F.col(C.AGE_HOURS), F.col(C.POP_IMPRESSIONS), F.col(C.POP_CLICKS),
+                             cfg).alias(C.NEWS_DENSE),
+        side.user_dense(F.col(C.HISTORY_LEN), F.col(C.USER_IMPRESSIONS)).alias(C.USER_DENSE))
+    return schemas.conform(rows, schemas.FEATURE_ROWS)
 
 
 def impression_counts(behaviors: DataFrame) -> DataFrame:
@@ -95,14 +115,26 @@ def impression_counts(behaviors: DataFrame) -> DataFrame:
 
 
 def pool_window_start(as_of: dt.datetime, cfg: Config) -> dt.datetime:
-    return as_of - dt.timedelta(hours=cfg["features.candidate_window_hours"])
+    """Start of the impressions the pool reads: its candidate window and the popularity
+    window, whichever reaches further back."""
+    hours = max(cfg["features.candidate_window_hours"], cfg["features.popularity_window_hours"])
+    return as_of - dt.timedelta(hours=hours)
 
 
-def candidate_pool(recent: DataFrame, vectors: DataFrame) -> DataFrame:
-    """The news shown in `recent` (the window's impressions) that have a vector, with their
-    impressions and clicks there."""
-    pool = impression_counts(recent).join(
-        vectors.withColumnRenamed(C.VECTOR, C.NEWS_VEC), C.NEWS_ID, "inner")
+def candidate_pool(recent: DataFrame, news: DataFrame, as_of: dt.datetime, cfg: Config) -> DataFrame:
+    """The news shown within `features.candidate_window_hours` before `as_of` that have a
+    vector, with their impressions and clicks there and their side features as of `as_of`.
+    `recent` holds the impressions from pool_window_start; `news` is news_table's (its
+    first_seen from impressions before `as_of`)."""
+    moment = log.epoch_seconds(as_of)
+    hours = lambda key: moment - cfg[key] * 3600  # noqa: E731
+    shown = impression_counts(recent.where(F.col("t") >= hours("features.candidate_window_hours")))
+    popular = side.popularity_at(recent.where(F.col("t") >= hours("features.popularity_window_hours")))
+    pool = (shown.join(F.broadcast(news), C.NEWS_ID, "inner")
+            .join(popular, C.NEWS_ID, "left")
+            .withColumn(C.AGE_HOURS, side.age_hours(F.lit(moment), F.col(C.FIRST_SEEN))))
+    pool = pool.withColumn(C.NEWS_DENSE, side.news_dense(
+        F.col(C.AGE_HOURS), F.col(C.POP_IMPRESSIONS), F.col(C.POP_CLICKS), cfg))
     return schemas.conform(pool, schemas.CANDIDATE_POOL)
 
 
@@ -134,14 +166,25 @@ def write_state(state: DataFrame, uri: str, cfg: Config) -> int:
     return state.sparkSession.read.parquet(uri).count()
 
 
-def with_split(behaviors: DataFrame, cfg: Config, as_of: dt.datetime) -> DataFrame:
-    """`split`: the folder's for MIND folders; for a daily log, dev for the last
-    `features.dev_days` days before the as-of moment and train before them."""
-    if not log.is_daily(cfg):
-        return behaviors.withColumn("split", F.col("source"))
-    dev_start = log.epoch_seconds(as_of - dt.timedelta(days=cfg["features.dev_days"]))
-    return behaviors.withColumn("split", F.when(F.col("t") >= dev_start, F.lit(DEV))
-                                .otherwise(F.lit(TRAIN)))
+def with_split(behaviors: DataFrame, cfg: Config, as_of: dt.datetime,
+               time_split: bool = False) -> tuple[DataFrame, dt.datetime]:
+    """(`behaviors` with `split`, the end of the train split). `split`: for MIND folders, the
+    folder's; for a daily log or a time split, dev for the last `features.dev_days` days
+    before the as-of moment (`--time-split DATE`: the day DATE) and train before them. The
+    last `features.validation_hours` of the train split are `valid`: held out from training,
+    they choose the epoch to export (the dev split is only reported)."""
+    if log.is_daily(cfg) or time_split:
+        days = 1 if time_split else cfg["features.dev_days"]
+        train_end = as_of - dt.timedelta(days=days)
+        split = F.when(F.col("t") >= log.epoch_seconds(train_end), F.lit(DEV)).otherwise(F.lit(TRAIN))
+    else:
+        last = behaviors.where(F.col("source") == TRAIN).agg(F.max("t")).first()[0]
+        train_end = log.from_epoch(last) + dt.timedelta(seconds=1) if last is not None else as_of
+        split = F.col("source")
+    valid_start = log.epoch_seconds(train_end - dt.timedelta(hours=cfg["features.validation_hours"]))
+    if cfg["features.validation_hours"]:
+        split = F.when((split == TRAIN) & (F.col("t") >= valid_start), F.lit(VALID)).otherwise(split)
+    return behaviors.withColumn("split", split), train_end
 
 
 def reference_counts(spark: SparkSession, cfg: Config, behaviors: DataFrame,
@@ -154,7 +197,7 @@ def reference_counts(spark: SparkSession, cfg: Config, behaviors: DataFrame,
         catalogues = [("log", log.news_folders(cfg)[0])]
     else:
         catalogues = [(source, storage.to_uri(cfg[f"paths.{source}"]))
-                      for source, _ in log.FOLDER_SOURCES]
+                      for source, _ in log.folder_sources(cfg)]
     news_ids = None
     for source, folder in catalogues:
         ids = (spark.read.text(f"{folder}/news.tsv")
@@ -196,16 +239,55 @@ def read_as_of(spark: SparkSession, cfg: Config, as_of: dt.datetime | None):
     return as_of or last + dt.timedelta(seconds=1), read, last, first_day
 
 
-def run(cfg: Config, spark: SparkSession | None = None, as_of: dt.datetime | None = None) -> dict:
+def run(cfg: Config, spark: SparkSession | None = None, as_of: dt.datetime | None = None,
+        time_split: dt.date | None = None) -> dict:
+    """`time_split` D (one MIND folder cut the way MIND was): train before D, dev on D; the
+    features are as of D + 1 day."""
+    if time_split is not None:
+        if as_of is not None:
+            raise UserInputError("--time-split and --as-of exclude each other: --time-split D "
+                                 "builds as of D + 1 day")
+        as_of = outputs.day_start(time_split + dt.timedelta(days=1))
     spark = spark or get_spark(cfg, "build_features")
     with cached_for_job(spark):
-        return _run(cfg, spark, as_of)
+        return _run(cfg, spark, as_of, time_split is not None)
 
 
-def _run(cfg: Config, spark: SparkSession, as_of: dt.datetime | None) -> dict:
+def _dense_stats(rows: DataFrame) -> dict:
+    """Mean and standard deviation of every entry of the dense arrays over `rows` (the train
+    rows): the trainer standardizes the model's dense inputs with them."""
+    stats = {}
+    for column, names in ((C.USER_DENSE, side.USER_DENSE_NAMES), (C.NEWS_DENSE, side.NEWS_DENSE_NAMES)):
+        aggs = [F.avg(F.col(column)[i]) for i in range(len(names))] + \
+               [F.stddev_pop(F.col(column)[i]) for i in range(len(names))]
+        values = rows.agg(*aggs).first()
+        n = len(names)
+        stats[column] = {"names": list(names),
+                         "mean": [float(v or 0.0) for v in values[:n]],
+                         "std": [float(v) if v else 1.0 for v in values[n:]]}
+    return stats
+
+
+def _sampling(split_rows: DataFrame, npratio: int, seed: int) -> dict:
+    """Candidates, positives and kept candidates of the train split: the rate at which its
+    negatives were kept (the trainer corrects the logits for it)."""
+    stats = split_rows.agg(
+        F.sum(F.size("candidates")).alias("candidates"),
+        F.sum(F.size(F.filter("candidates", lambda c: c[C.LABEL] == 1))).alias("positives"),
+        F.sum(F.size(sample_candidates(F.col("candidates"), F.col(C.IMPRESSION_ID), npratio,
+                                       seed))).alias("kept")).first()
+    candidates, positives, kept = (int(stats[k] or 0) for k in ("candidates", "positives", "kept"))
+    negatives = candidates - positives
+    rate = (kept - positives) / negatives if negatives else 1.0
+    return {"candidates": candidates, "positives": positives, "kept": kept,
+            "negative_keep_rate": rate}
+
+
+def _run(cfg: Config, spark: SparkSession, as_of: dt.datetime | None,
+         time_split: bool = False) -> dict:
     mode = user_state.check_mode(cfg["features.user_clicks"])
     timer = StageTimer()
-    seed, npratio, files = cfg["features.seed"], cfg["features.npratio"], cfg["features.files"]
+    seed, npratio = cfg["features.seed"], cfg["features.npratio"]
     run_id = storage.new_run_id()
 
     with timer.stage("read_inputs"):
@@ -213,13 +295,17 @@ def _run(cfg: Config, spark: SparkSession, as_of: dt.datetime | None) -> dict:
         vectors = vectors.cache()
         as_of, read, data_end, first_day = read_as_of(spark, cfg, as_of)
         news = user_state.NewsIndex.build(spark, vectors)
-        behaviors = with_split(read.behaviors, cfg, as_of)
+        behaviors, train_end = with_split(read.behaviors, cfg, as_of, time_split)
+        behaviors = behaviors.cache()
+        seen = side.first_seen(behaviors).cache()
+        news_side = news_table(spark, cfg, vectors, seen).cache()
         missing, dropped = reference_counts(spark, cfg, behaviors, vectors)
     for kind in (outputs.STATE, outputs.ROWS, outputs.POOL):   # leased until published
         storage.begin_run(storage.runs_dir(outputs.as_of_root(cfg, as_of, kind)), run_id)
     lineage = {"as_of": outputs.as_of_key(as_of), "data_end": data_end.isoformat(),
                "user_clicks": mode, "news_vectors": vectors_summary["identity"],
-               "news_vectors_run": vectors_summary["run_id"], "dim": dim}
+               "news_vectors_run": vectors_summary["run_id"], "dim": dim,
+               "side_features": side_summary(cfg)}
     with timer.stage("user_state"):
         impression_vectors, state = user_state.advance(
             user_state.empty_state(spark), behaviors, news, mode)
@@ -227,15 +313,21 @@ def _run(cfg: Config, spark: SparkSession, as_of: dt.datetime | None) -> dict:
         state_root = outputs.as_of_root(cfg, as_of, outputs.STATE)
         state_out = storage.run_dir(state_root, run_id)
         users = write_state(state, f"{state_out}/{outputs.STATE}", cfg)
+        write_first_seen(seen, f"{state_out}/{outputs.FIRST_SEEN}")
     counts = {}
     rows_root = outputs.as_of_root(cfg, as_of, outputs.ROWS)
     out = storage.run_dir(rows_root, run_id)
-    for split, split_npratio in ((TRAIN, npratio), (DEV, 0)):
+    with timer.stage("popularity"):
+        popularity = side.popularity_at_impressions(
+            behaviors, cfg["features.popularity_window_hours"]).cache()
+        sampling = _sampling(behaviors.where(F.col("split") == TRAIN), npratio, seed)
+    for split, split_npratio in ((TRAIN, npratio), (VALID, 0), (DEV, 0)):
         with timer.stage(f"{split}_rows"):
             split_rows = behaviors.where(F.col("split") == split)
             expected = split_rows.agg(F.sum(F.size(sample_candidates(
                 F.col("candidates"), F.col(C.IMPRESSION_ID), split_npratio, seed)))).first()[0] or 0
-            rows = feature_rows(split_rows, impression_vectors, vectors, split_npratio, seed, files)
+            rows = feature_rows(split_rows, impression_vectors, news_side, popularity, cfg,
+                                split_npratio)
             write_parquet(rows, f"{out}/{split}", row_group_bytes(expected, dim, cfg))
             written = spark.read.parquet(f"{out}/{split}")
             stats = written.agg(F.count("*").alias("rows"), F.sum(C.LABEL).alias("positives"),
@@ -243,6 +335,8 @@ def _run(cfg: Config, spark: SparkSession, as_of: dt.datetime | None) -> dict:
             counts[split] = {"rows": stats["rows"], "impressions": stats["impressions"],
                              "positive_share": round((stats["positives"] or 0) / max(stats["rows"], 1), 5),
                              "files": len(written.inputFiles())}
+            if split == TRAIN:
+                dense_stats = _dense_stats(written)
     with timer.stage("dev_impressions"):
         listing = behaviors.where(F.col("split") == DEV).select(
             C.IMPRESSION_ID, F.transform("candidates", lambda c: c[C.NEWS_ID]).alias(C.CANDIDATES))
@@ -252,7 +346,7 @@ def _run(cfg: Config, spark: SparkSession, as_of: dt.datetime | None) -> dict:
         pool_root = outputs.as_of_root(cfg, as_of, outputs.POOL)
         pool_out = storage.run_dir(pool_root, run_id)
         recent = behaviors.where(F.col("t") >= log.epoch_seconds(pool_window_start(as_of, cfg)))
-        pool_size = write_pool(candidate_pool(recent, vectors), pool_out)
+        pool_size = write_pool(candidate_pool(recent, news_side, as_of, cfg), pool_out)
         popularity = impression_counts(behaviors.where(F.col("split") == TRAIN))
         schemas.conform(popularity, schemas.NEWS_POPULARITY).coalesce(1).write.parquet(
             f"{out}/news_popularity")
@@ -261,6 +355,9 @@ def _run(cfg: Config, spark: SparkSession, as_of: dt.datetime | None) -> dict:
 
     summary = {
         "run_id": run_id, "output": out, **lineage, "npratio": npratio, "seed": seed,
+        "train_end": train_end.isoformat(), "time_split": time_split,
+        "validation_hours": cfg["features.validation_hours"],
+        "sampling": sampling, "dense_stats": dense_stats,
         "rows": counts, "users": users, "candidate_pool": pool_size,
         "sources": {"layout": "daily" if log.is_daily(cfg) else "folders",
                     "dev": storage.to_uri(cfg["paths.log"] or cfg["paths.dev"])},
@@ -284,6 +381,20 @@ def _run(cfg: Config, spark: SparkSession, as_of: dt.datetime | None) -> dict:
     return summary
 
 
+def side_summary(cfg: Config) -> dict:
+    """The settings that shape the side features (the model records them: scoring with other
+    settings would feed it other features)."""
+    return {"category_buckets": cfg["features.category_buckets"],
+            "popularity_window_hours": cfg["features.popularity_window_hours"],
+            "ctr_prior": cfg["features.ctr_prior"],
+            "ctr_prior_impressions": cfg["features.ctr_prior_impressions"],
+            "user_dense": list(side.USER_DENSE_NAMES), "news_dense": list(side.NEWS_DENSE_NAMES)}
+
+
+def write_first_seen(seen: DataFrame, uri: str) -> None:
+    schemas.conform(seen, schemas.NEWS_FIRST_SEEN).coalesce(1).write.parquet(uri)
+
+
 def write_pool(pool: DataFrame, out: str) -> int:
     pool.coalesce(1).write.parquet(f"{out}/candidate_pool")
     return pool.sparkSession.read.parquet(f"{out}/candidate_pool").count()
@@ -298,12 +409,27 @@ def parse_as_of_argument(text: str | None) -> dt.datetime | None:
         raise UserInputError(f"--as-of: {err}") from None
 
 
+def parse_time_split(text: str | None) -> dt.date | None:
+    if not text:
+        return None
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise UserInputError(f"--time-split {text!r} is not a date YYYY-MM-DD") from None
+
+
+def _arguments(parser) -> None:
+    parser.add_argument("--as-of", help="use only impressions before this moment, "
+                                        "YYYY-MM-DD[THH:MM:SS] UTC (default: the end of the data)")
+    parser.add_argument("--time-split", help="one MIND folder cut by time: train on the "
+                                             "impressions before DATE, evaluate on DATE (YYYY-MM-DD)")
+
+
 def main(argv: list[str] | None = None) -> int:
     return run_main("Build the train/dev feature rows, user state and candidate pool as of a moment.",
-                    lambda cfg, args: run(cfg, as_of=parse_as_of_argument(args.as_of)), argv,
-                    extra_arguments=lambda p: p.add_argument(
-                        "--as-of", help="use only impressions before this moment, "
-                                        "YYYY-MM-DD[THH:MM:SS] UTC (default: the end of the data)"))
+                    lambda cfg, args: run(cfg, as_of=parse_as_of_argument(args.as_of),
+                                          time_split=parse_time_split(args.time_split)),
+                    argv, extra_arguments=_arguments)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from common.config import Config
 from common.spark import cached_for_job, get_spark
 from jobs import behavior_log as log
 from jobs import build_features, user_state
+from jobs import side_features as side
 from jobs.embed_news import load_vectors
 
 DAY = dt.timedelta(days=1)
@@ -87,7 +88,8 @@ class StateChain:
             base -= DAY
         pointer = self.valid(base)
         if pointer is None:   # the first day or before: nothing happened before it
-            pointer = self._publish(base, user_state.empty_state(self.spark), None, 0, "empty")
+            pointer = self._publish(base, user_state.empty_state(self.spark), self._no_news_seen(),
+                                    None, 0, "empty")
         while base < day:
             pointer = self._advance(base, pointer)
             base += DAY
@@ -102,9 +104,10 @@ class StateChain:
             read = (log.read_impressions(self.spark, self.cfg, start=start, end=start + DAY)
                     if not log.is_daily(self.cfg) or day in set(log.log_days(self.cfg)) else None)
             prior = self.spark.read.parquet(f"{prior_pointer['path']}/{outputs.STATE}")
+            prior_seen = self.first_seen(prior_pointer)
             previous_end = prior_pointer["summary"].get("data_end")
             if read is None:
-                return self._publish(day + DAY, prior, previous_end, 0, "incremental")
+                return self._publish(day + DAY, prior, prior_seen, previous_end, 0, "incremental")
             behaviors = read.behaviors.cache()
             stats = behaviors.agg({"t": "max", "*": "count"}).first()
             impressions, last = stats["count(1)"], stats["max(t)"]
@@ -112,18 +115,28 @@ class StateChain:
             data_end = previous_end
             if last is not None:
                 data_end = max(filter(None, [previous_end, log.from_epoch(last).isoformat()]))
-            pointer = self._publish(day + DAY, state, data_end, impressions, "incremental",
+            seen = side.merge_first_seen(prior_seen, side.first_seen(behaviors))
+            pointer = self._publish(day + DAY, state, seen, data_end, impressions, "incremental",
                                     rejected=read.rejected)
             self._last_day = (start, start + DAY, behaviors)   # the pool may read it again
             return pointer
 
-    def _publish(self, day: dt.date, state, data_end: str | None, impressions: int, kind: str,
-                 rejected=None) -> dict:
+    def _no_news_seen(self):
+        from common import schemas
+        return self.spark.createDataFrame([], schemas.NEWS_FIRST_SEEN)
+
+    def first_seen(self, pointer: dict):
+        """The news first-seen table kept with the state of `pointer`."""
+        return self.spark.read.parquet(f"{pointer['path']}/{outputs.FIRST_SEEN}")
+
+    def _publish(self, day: dt.date, state, seen, data_end: str | None, impressions: int,
+                 kind: str, rejected=None) -> dict:
         as_of = outputs.day_start(day)
         root = outputs.as_of_root(self.cfg, as_of, outputs.STATE)
         run_id = storage.start_run(root)
         out = storage.run_dir(root, run_id)
         users = build_features.write_state(state, f"{out}/{outputs.STATE}", self.cfg)
+        build_features.write_first_seen(seen, f"{out}/{outputs.FIRST_SEEN}")
         if rejected is not None:
             rejected.coalesce(1).write.parquet(f"{out}/rejected")
         summary = {"as_of": outputs.as_of_key(as_of), "chain": self.chain(day), "kind": kind,
@@ -134,8 +147,9 @@ class StateChain:
         self.computed.append(outputs.as_of_key(as_of))
         return storage.current_run(root, "state")
 
-    def pool(self, day: dt.date) -> dict:
-        """Publish the candidate pool as of `day` 00:00."""
+    def pool(self, day: dt.date, state_pointer: dict) -> dict:
+        """Publish the candidate pool as of `day` 00:00 (`state_pointer`: the state as of then,
+        whose first-seen table gives the news' ages)."""
         with self.timer.stage("pool"):
             as_of = outputs.day_start(day)
             start = build_features.pool_window_start(as_of, self.cfg)
@@ -145,11 +159,15 @@ class StateChain:
                 recent = log.read_impressions(self.spark, self.cfg, start=start, end=as_of).behaviors
             root = outputs.as_of_root(self.cfg, as_of, outputs.POOL)
             run_id = storage.start_run(root)
-            size = build_features.write_pool(build_features.candidate_pool(recent, self.vectors),
-                                             storage.run_dir(root, run_id))
+            news = build_features.news_table(self.spark, self.cfg, self.vectors,
+                                             self.first_seen(state_pointer))
+            size = build_features.write_pool(
+                build_features.candidate_pool(recent, news, as_of, self.cfg),
+                storage.run_dir(root, run_id))
             storage.publish_run(root, run_id, {
                 "as_of": outputs.as_of_key(as_of), "candidates": size,
-                "news_vectors": self.vectors_summary["identity"], "dim": self.dim},
+                "news_vectors": self.vectors_summary["identity"], "dim": self.dim,
+                "side_features": build_features.side_summary(self.cfg)},
                 self.cfg["paths.keep_runs"])
             return storage.current_run(root, "pool")
 
@@ -167,7 +185,7 @@ def run(cfg: Config, date: dt.date, score: bool = True, spark: SparkSession | No
     with cached_for_job(spark):
         chain = StateChain(spark, cfg, timer)
         state = chain.ensure(date)
-        pool = chain.pool(date)
+        pool = chain.pool(date, state)
         chain.release()
     summary = {"date": date.isoformat(), "state": state["path"], "states_computed": chain.computed,
                "users": state["summary"]["users"], "data_end": state["summary"]["data_end"],

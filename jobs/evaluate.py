@@ -80,13 +80,28 @@ from common.spark import get_spark
 from dcn import metrics as M
 from dcn.export import check_lineage, load_model, model_folder
 from jobs.build_features import DEV_IMPRESSIONS, current_rows, parse_as_of_argument
+from jobs.side_features import NEWS_DENSE_NAMES
 
-OUTPUT_FILES = ("metrics.json", "prediction.txt", "report.md", "metrics.png")
-BASELINES = ("random", "popularity", "cosine")
-PROBABILITY_SCORERS = ("dcn", "oracle")   # global AUC and log loss are computed for these
+OUTPUT_FILES = ("metrics.json", "prediction.txt", "report.md", "metrics.png", "reliability.png")
+BASELINES = ("random", "popularity", "cosine", "ctr", "ctr_cosine")
+# Scorers computed per impression from other scorers' scores: name -> the scorers it combines.
+DERIVED_SCORERS = {"ctr_cosine": ("ctr", "cosine")}
+# global AUC and log loss are computed for these (their scores are click probabilities)
+PROBABILITY_SCORERS = ("dcn", "ctr", "oracle")
 GAP_METRICS = ("auc", "ndcg@10")
 POSITION = "position"
 LISTED = "listed"
+CTR_INDEX = NEWS_DENSE_NAMES.index("smoothed_ctr")   # the ctr baseline: news_dense[CTR_INDEX]
+# Besides the model's inputs, the dev-row columns the baselines and the segments read.
+CONTEXT_COLUMNS = (C.HISTORY_LEN, C.AGE_HOURS)
+CALIBRATION_BINS = 10_000     # fine bins of the dcn probability; deciles are formed from them
+CALIBRATION_GROUPS = 10
+FRESH_HOURS = 24.0            # a candidate younger than this (age_hours) is fresh
+# (lower bound of history_len, bucket name), increasing
+HISTORY_BUCKETS = ((0, "0"), (1, "1-4"), (5, "5-19"), (20, "20+"))
+SEGMENTS = {"user": ("cold", "warm"),
+            "history_len": tuple(name for _, name in HISTORY_BUCKETS),
+            "news_age": ("fresh", "older")}
 TRUTH_FILE = "dev.tsv"
 TRUTH_SCHEMA = StructType([
     StructField(C.IMPRESSION_ID, LongType(), False),
@@ -94,7 +109,7 @@ TRUTH_SCHEMA = StructType([
     StructField(C.CLICK_PROB, DoubleType(), False),
 ])
 SCORED_SCHEMA = (f"{C.IMPRESSION_ID} long, {C.NEWS_ID} string, {C.LABEL} int, "
-                 "dcn double, cosine double")
+                 f"{C.HISTORY_LEN} int, {C.AGE_HOURS} double, ctr double, dcn double, cosine double")
 RANDOM_MASK = (1 << 53) - 1
 
 
@@ -119,16 +134,24 @@ class Inputs:
     feature_rows: int | None
     dev_folder: str
     truth_uri: str | None
-    widths: tuple[int, int]
+    # The model's inputs, all feature-row columns: name -> width (0: an int32 scalar column,
+    # > 0: a float32 array column), user_vec and news_vec first.
+    widths: dict
 
     @property
     def scorers(self) -> tuple[str, ...]:
         return ("dcn", *BASELINES) + (("oracle",) if self.truth_uri else ())
 
+    @property
+    def row_scorers(self) -> tuple[str, ...]:
+        """The scorers with a score per dev row (the others are derived per impression)."""
+        return tuple(s for s in self.scorers if s not in DERIVED_SCORERS)
+
 
 def resolve_inputs(spark: SparkSession, cfg: Config, as_of=None) -> Inputs:
     """Find the model and the data, and check that they fit, before any real work."""
-    from dcn.model import check_input_width  # imports Keras: keep it out of module import
+    # imports Keras: keep it out of module import
+    from dcn.model import check_input_width, input_columns, model_spec
 
     try:
         folder = model_folder(cfg, cfg["evaluate.model_version"])
@@ -137,15 +160,19 @@ def resolve_inputs(spark: SparkSession, cfg: Config, as_of=None) -> Inputs:
         raise UserInputError(str(err)) from None
     model, metadata = load_model(folder)
     dev = spark.read.parquet(f"{features['path']}/dev")
-    first = dev.select(F.size(C.USER_VEC).alias("u"), F.size(C.NEWS_VEC).alias("n")).first()
+    extra = input_columns(model_spec(model))
+    check_dev_columns(dev, [*extra, C.NEWS_DENSE, *CONTEXT_COLUMNS], features)
+    arrays = [C.USER_VEC, C.NEWS_VEC] + [name for name, width in extra.items() if width]
+    first = dev.select(*[F.size(name).alias(name) for name in arrays]).first()
     if first is None:
         raise UserInputError(f"{features['path']}/dev holds no dev rows")
-    widths = (int(first["u"]), int(first["n"]))
     try:
-        check_input_width(model, *widths)
+        check_input_width(model, int(first[C.USER_VEC]), int(first[C.NEWS_VEC]))
+        check_extra_widths(extra, {name: int(first[name]) for name in arrays})
     except ValueError as err:
         raise UserInputError(f"model {folder} does not fit the dev rows of features run "
                              f"{features['run_id']}: {err}") from None
+    widths = {C.USER_VEC: int(first[C.USER_VEC]), C.NEWS_VEC: int(first[C.NEWS_VEC]), **extra}
     try:
         check_lineage(metadata, features.get("summary", {}).get("news_vectors"), features["path"])
     except ValueError as err:
@@ -162,6 +189,24 @@ def resolve_inputs(spark: SparkSession, cfg: Config, as_of=None) -> Inputs:
         raise UserInputError(f"evaluate.prediction_scorer must be one of {list(inputs.scorers)}, "
                              f"got {cfg['evaluate.prediction_scorer']!r}")
     return inputs
+
+
+def check_dev_columns(dev: DataFrame, needed: list[str], features: dict) -> None:
+    """The model's side inputs, the ctr baseline and the segments read these dev-row columns:
+    rows built before the side features existed lack them."""
+    missing = [name for name in dict.fromkeys(needed) if name not in dev.columns]
+    if missing:
+        raise UserInputError(f"the dev rows of features run {features['run_id']} "
+                             f"({features['path']}/dev) have no {', '.join(missing)}: rebuild "
+                             "them with this version of build_features")
+
+
+def check_extra_widths(extra: dict, found: dict) -> None:
+    """A ValueError naming the first array input whose width in the data is not the model's."""
+    for name, width in extra.items():
+        if width and found[name] != width:
+            raise ValueError(f"model expects {name} width {width}, but the data has "
+                             f"{name} width {found[name]}")
 
 
 def read_truth(spark: SparkSession, uri: str) -> DataFrame:
@@ -226,10 +271,21 @@ def sigmoid(logits: np.ndarray) -> np.ndarray:
     return out
 
 
-def model_logits(model, user: np.ndarray, news: np.ndarray, batch_size: int) -> np.ndarray:
-    chunks = [np.asarray(model.predict_on_batch({C.USER_VEC: user[s:s + batch_size],
-                                                 C.NEWS_VEC: news[s:s + batch_size]})).reshape(-1)
-              for s in range(0, len(user), batch_size)]
+def model_inputs(batch: pd.DataFrame, widths: dict) -> dict:
+    """The model's input dict of a batch of dev rows: float32 [rows, width] matrices for the
+    array columns, int32 [rows] for the scalar ones (width 0, the category buckets)."""
+    return {name: (stack_vectors(batch[name], width, name) if width
+                   else batch[name].to_numpy().astype(np.int32))
+            for name, width in widths.items()}
+
+
+def model_logits(model, inputs: dict, batch_size: int) -> np.ndarray:
+    """The model's logits of every row of `inputs` (a dict of equal-length arrays), in model
+    calls of at most `batch_size` rows."""
+    rows = len(next(iter(inputs.values())))
+    chunks = [np.asarray(model.predict_on_batch(
+                  {name: values[s:s + batch_size] for name, values in inputs.items()})).reshape(-1)
+              for s in range(0, rows, batch_size)]
     return np.concatenate(chunks) if chunks else np.zeros(0)
 
 
@@ -241,18 +297,22 @@ def cosine_rows(user: np.ndarray, news: np.ndarray) -> np.ndarray:
     return np.divide(dot, norms, out=np.zeros_like(dot), where=norms > 0)
 
 
-def _score_partitions(folder: str, batch_size: int, threads: int, widths: tuple[int, int]):
+def _score_partitions(folder: str, batch_size: int, threads: int, widths: dict):
+    """Kernel: dev rows (the model's input columns, the context columns and `ctr`) -> rows of
+    SCORED_SCHEMA."""
     def score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         model = cached_model(folder, threads)
         for batch in batches:
-            user = stack_vectors(batch[C.USER_VEC], widths[0], C.USER_VEC)
-            news = stack_vectors(batch[C.NEWS_VEC], widths[1], C.NEWS_VEC)
+            inputs = model_inputs(batch, widths)
             yield pd.DataFrame({
                 C.IMPRESSION_ID: batch[C.IMPRESSION_ID].to_numpy(),
                 C.NEWS_ID: batch[C.NEWS_ID].to_numpy(),
                 C.LABEL: batch[C.LABEL].to_numpy(),
-                "dcn": sigmoid(model_logits(model, user, news, batch_size)),
-                "cosine": cosine_rows(user, news),
+                C.HISTORY_LEN: batch[C.HISTORY_LEN].to_numpy(),
+                C.AGE_HOURS: batch[C.AGE_HOURS].to_numpy().astype(np.float64),
+                "ctr": batch["ctr"].to_numpy().astype(np.float64),
+                "dcn": sigmoid(model_logits(model, inputs, batch_size)),
+                "cosine": cosine_rows(inputs[C.USER_VEC], inputs[C.NEWS_VEC]),
             })
     return score
 
@@ -278,9 +338,11 @@ def listed_candidates(spark: SparkSession, features_path: str) -> tuple[DataFram
 
 def scored_rows(spark: SparkSession, cfg: Config, inputs: Inputs, positions: DataFrame,
                 truth: DataFrame | None) -> DataFrame:
-    """One row per dev feature row: impression, position, label and a column per scorer."""
-    dev = spark.read.parquet(f"{inputs.features_path}/dev").select(
-        C.IMPRESSION_ID, C.NEWS_ID, C.LABEL, C.USER_VEC, C.NEWS_VEC)
+    """One row per dev feature row: impression, position, label, the context columns and a
+    column per row scorer. Only the columns the model and the baselines read go to Python."""
+    ctr = F.col(C.NEWS_DENSE)[CTR_INDEX].cast("double").alias("ctr")
+    columns = dict.fromkeys([C.IMPRESSION_ID, C.NEWS_ID, C.LABEL, *inputs.widths, *CONTEXT_COLUMNS])
+    dev = spark.read.parquet(f"{inputs.features_path}/dev").select(*columns, ctr)
     score = _score_partitions(inputs.model_folder, cfg["evaluate.batch_size"],
                               cfg["evaluate.threads_per_task"], inputs.widths)
     rows = dev.mapInPandas(score, schema=SCORED_SCHEMA)
@@ -293,40 +355,87 @@ def scored_rows(spark: SparkSession, cfg: Config, inputs: Inputs, positions: Dat
     if truth is not None:
         rows = rows.join(truth.withColumnRenamed(C.CLICK_PROB, "oracle"),
                          [C.IMPRESSION_ID, C.NEWS_ID], "left")
-    return rows.select(C.IMPRESSION_ID, POSITION, C.LABEL, *inputs.scorers)
+    return rows.select(C.IMPRESSION_ID, POSITION, C.LABEL, *CONTEXT_COLUMNS, *inputs.row_scorers)
 
 
 def per_impression(rows: DataFrame, impressions: DataFrame, scorers: tuple[str, ...]) -> DataFrame:
-    """Every dev impression with its listed count and, in listed order, arrays of positions,
-    labels and each scorer's scores (null arrays when no candidate has a feature row)."""
-    fields = [POSITION, C.LABEL, *scorers]
+    """Every dev impression with its listed count, its history_len and, in listed order,
+    arrays of positions, labels, candidate ages and each row scorer's scores (null when no
+    candidate has a feature row)."""
+    fields = [POSITION, C.LABEL, C.AGE_HOURS, *scorers]
     items = F.array_sort(F.collect_list(F.struct(*fields)))  # sorted by position first
-    grouped = rows.groupBy(C.IMPRESSION_ID).agg(items.alias("items"))
-    grouped = grouped.select(C.IMPRESSION_ID, *[F.col("items").getField(f).alias(f) for f in fields])
+    # history_len is the impression's (its user's as of the impression): one value per group
+    grouped = rows.groupBy(C.IMPRESSION_ID).agg(items.alias("items"),
+                                                F.max(C.HISTORY_LEN).alias(C.HISTORY_LEN))
+    grouped = grouped.select(C.IMPRESSION_ID, C.HISTORY_LEN,
+                             *[F.col("items").getField(f).alias(f) for f in fields])
     return impressions.join(grouped, C.IMPRESSION_ID, "left")
 
 
 # ------------------------------------------------------------------------------ metrics (workers)
 
 
+def rank_average(*scores) -> np.ndarray:
+    """The mean of each candidate's ranks under several scores of one impression: ascending
+    average ranks (M.average_ranks, ties share their mean rank), so a higher value is a
+    better candidate. The `ctr_cosine` baseline is rank_average(ctr, cosine)."""
+    return np.mean([M.average_ranks(values) for values in scores], axis=0)
+
+
+def with_derived_scores(scores: dict, scorers: tuple[str, ...]) -> dict:
+    """One impression's scores (listed order) of the row scorers, plus those of the derived
+    scorers among `scorers` (DERIVED_SCORERS), computed from them."""
+    out = dict(scores)
+    for name in scorers:
+        if name in DERIVED_SCORERS:
+            out[name] = rank_average(*[np.asarray(scores[s], dtype=np.float64)
+                                       for s in DERIVED_SCORERS[name]])
+    return out
+
+
+def user_segment(history_len: int) -> str:
+    """cold: the user had clicked nothing known before the impression."""
+    return "cold" if int(history_len) == 0 else "warm"
+
+
+def history_bucket(history_len: int) -> str:
+    """The HISTORY_BUCKETS name of an impression's history_len."""
+    n = int(history_len)
+    if n < 0:
+        raise ValueError(f"history_len must be >= 0, got {n}")
+    return [name for low, name in HISTORY_BUCKETS if n >= low][-1]
+
+
+def freshness_masks(age_hours) -> dict:
+    """{"fresh": candidates younger than FRESH_HOURS, "older": the others}, boolean arrays."""
+    fresh = np.asarray(age_hours, dtype=np.float64) < FRESH_HOURS
+    return {"fresh": fresh, "older": ~fresh}
+
+
 class EvaluationPartial:
     """Everything the metrics need from a set of impressions, mergeable across partitions:
     a MetricAccumulator per scorer, and per probability scorer a HistogramAUC and the sum of
-    per-row log losses; plus counts of impressions and candidates."""
+    per-row log losses; a CalibrationHistogram of the dcn probabilities; a MetricAccumulator
+    per (segment dimension, segment, scorer); plus counts of impressions and candidates."""
 
-    def __init__(self, scorers: tuple[str, ...], auc_bins: int):
+    def __init__(self, scorers: tuple[str, ...], auc_bins: int,
+                 calibration_bins: int = CALIBRATION_BINS):
         self.scorers = tuple(scorers)
         self.metrics = {s: M.MetricAccumulator() for s in self.scorers}
         probability = [s for s in self.scorers if s in PROBABILITY_SCORERS]
         self.histograms = {s: M.HistogramAUC(bins=auc_bins, clip=True) for s in probability}
         self.log_loss_sums = {s: 0.0 for s in probability}
+        self.calibration = M.CalibrationHistogram(bins=calibration_bins)
+        self.segments = {(dimension, segment): {s: M.MetricAccumulator() for s in self.scorers}
+                         for dimension, names in SEGMENTS.items() for segment in names}
         self.impressions_listed = 0
         self.impressions_without_rows = 0
         self.candidates_listed = 0
         self.rows = 0
 
-    def add(self, listed: int, labels, scores: dict) -> None:
-        """One impression: `labels` and `scores[scorer]` in listed order (None: no rows)."""
+    def add(self, listed: int, labels, scores: dict, history_len=None, age_hours=None) -> None:
+        """One impression: `labels`, `scores[scorer]` (every scorer, derived ones included)
+        and `age_hours` in listed order (labels None: no rows); `history_len` its user's."""
         self.impressions_listed += 1
         self.candidates_listed += int(listed)
         if labels is None or len(labels) == 0:
@@ -334,19 +443,39 @@ class EvaluationPartial:
             return
         labels = np.asarray(labels, dtype=np.int64)
         self.rows += labels.size
+        values = {s: np.asarray(scores[s], dtype=np.float64) for s in self.scorers}
+        user_segments = [("user", user_segment(history_len)),
+                         ("history_len", history_bucket(history_len))]
         for scorer in self.scorers:
-            values = np.asarray(scores[scorer], dtype=np.float64)
-            self.metrics[scorer].add(labels, values)
+            result = self.metrics[scorer].add(labels, values[scorer])
+            for key in user_segments:   # the impression's own metrics: nothing to recompute
+                self.segments[key][scorer].add_metrics(result)
             if scorer in self.histograms:
-                self.histograms[scorer].add(labels, values)
-                self.log_loss_sums[scorer] += M.log_loss(labels, values) * labels.size
+                self.histograms[scorer].add(labels, values[scorer])
+                self.log_loss_sums[scorer] += M.log_loss(labels, values[scorer]) * labels.size
+        if "dcn" in values:
+            self.calibration.add(labels, values["dcn"])
+        self._add_freshness(labels, values, age_hours)
+
+    def _add_freshness(self, labels: np.ndarray, values: dict, age_hours) -> None:
+        """Per freshness, the metrics over only the impression's candidates of that freshness
+        (an impression without any is not in the segment; one left with a single class is
+        skipped and counted, as for the whole impressions)."""
+        for segment, mask in freshness_masks(age_hours).items():
+            if not mask.any():
+                continue
+            for scorer in self.scorers:
+                self.segments[("news_age", segment)][scorer].add(labels[mask], values[scorer][mask])
 
     def merge(self, other: "EvaluationPartial") -> "EvaluationPartial":
         for scorer in self.scorers:
             self.metrics[scorer].merge(other.metrics[scorer])
+            for key in self.segments:
+                self.segments[key][scorer].merge(other.segments[key][scorer])
         for scorer in self.histograms:
             self.histograms[scorer].merge(other.histograms[scorer])
             self.log_loss_sums[scorer] += other.log_loss_sums[scorer]
+        self.calibration.merge(other.calibration)
         self.impressions_listed += other.impressions_listed
         self.impressions_without_rows += other.impressions_without_rows
         self.candidates_listed += other.candidates_listed
@@ -362,15 +491,50 @@ class EvaluationPartial:
             out["log_loss"] = self.log_loss_sums[scorer] / self.rows if self.rows else math.nan
         return out
 
+    def segment_metrics(self) -> dict:
+        """{dimension: {segment: {scorer: MetricAccumulator result}}}, in SEGMENTS order."""
+        return {dimension: {segment: {s: self.segments[(dimension, segment)][s].result()
+                                      for s in self.scorers}
+                            for segment in names}
+                for dimension, names in SEGMENTS.items()}
+
+    def calibration_summary(self, groups: int = CALIBRATION_GROUPS) -> dict:
+        """The dcn probabilities' reliability: mean prediction against the observed click
+        rate, the equal-count groups (deciles) and their ECE (log loss: scorer_metrics)."""
+        table = self.calibration.reliability(groups)
+        return {"rows": self.calibration.rows,
+                "mean_predicted": self.calibration.mean_predicted(),
+                "observed_ctr": self.calibration.observed_rate(),
+                "ece": M.expected_calibration_error(table),
+                "bins": self.calibration.bins, "groups": groups, "deciles": table}
+
+
+def impression_scores(columns: dict, i: int, scorers: tuple[str, ...]) -> dict:
+    """Impression i's scores of every scorer (derived ones computed) from a batch's columns."""
+    stored = {s: columns[s][i] for s in scorers if s not in DERIVED_SCORERS}
+    if stored and any(v is None for v in stored.values()):   # no candidate with a row
+        return {s: None for s in scorers}
+    return with_derived_scores(stored, scorers)
+
+
+def _row_columns(scorers: tuple[str, ...]) -> list[str]:
+    """The row scorers the derived ones among `scorers` need, and the others."""
+    needed = [s for s in scorers if s not in DERIVED_SCORERS]
+    needed += [s for name in scorers if name in DERIVED_SCORERS for s in DERIVED_SCORERS[name]]
+    return list(dict.fromkeys(needed))
+
 
 def _metric_partials(scorers: tuple[str, ...], auc_bins: int):
     def compute(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         partial = EvaluationPartial(scorers, auc_bins)
+        names = (LISTED, C.LABEL, C.HISTORY_LEN, C.AGE_HOURS, *_row_columns(scorers))
         for batch in batches:
-            columns = {name: batch[name].to_numpy() for name in (LISTED, C.LABEL, *scorers)}
+            columns = {name: batch[name].to_numpy() for name in names}
             for i in range(len(batch)):
                 partial.add(columns[LISTED][i], columns[C.LABEL][i],
-                            {s: columns[s][i] for s in scorers})
+                            impression_scores(columns, i, scorers),
+                            history_len=columns[C.HISTORY_LEN][i],
+                            age_hours=columns[C.AGE_HOURS][i])
         # The histograms are mostly zeros: compressing keeps the collected partials small.
         yield pd.DataFrame({"partial": [zlib.compress(pickle.dumps(partial))]})
     return compute
@@ -400,10 +564,12 @@ def _prediction_lines(scorer: str):
     def lines(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:
             ids, listed = batch[C.IMPRESSION_ID].to_numpy(), batch[LISTED].to_numpy()
-            positions, scores = batch[POSITION].to_numpy(), batch[scorer].to_numpy()
+            positions = batch[POSITION].to_numpy()
+            columns = {name: batch[name].to_numpy() for name in _row_columns((scorer,))}
             yield pd.DataFrame({
                 C.IMPRESSION_ID: ids,
-                "line": [prediction_line(ids[i], listed[i], positions[i], scores[i])
+                "line": [prediction_line(ids[i], listed[i], positions[i],
+                                         impression_scores(columns, i, (scorer,))[scorer])
                          for i in range(len(batch))],
             })
     return lines

@@ -40,6 +40,7 @@ from common.config import Config
 from common.spark import get_spark, metastore_errors
 from common import outputs
 from dcn import export
+from jobs import side_features as side
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 MODEL_VERSION, SCORED_AT, RUN_DATE = C.MODEL_VERSION, C.SCORED_AT, C.RUN_DATE
@@ -77,10 +78,13 @@ def load_pool(uri: str) -> dict:
         raise UserInputError(f"the candidate pool {uri} is empty: nothing to recommend "
                              "(widen features.candidate_window_hours?)")
     vectors = np.stack(table.column(C.NEWS_VEC).to_numpy(zero_copy_only=False)).astype(np.float32)
-    clicks = table.column(C.CLICKS).to_numpy().astype(np.float64)
-    impressions = table.column(C.IMPRESSIONS).to_numpy().astype(np.float64)
+    dense = np.stack(table.column(C.NEWS_DENSE).to_numpy(zero_copy_only=False)).astype(np.float32)
     return {"ids": np.asarray(table.column(C.NEWS_ID).to_pylist(), dtype=object),
-            "vectors": vectors, "clicks": clicks, "ctr": clicks / np.maximum(impressions, 1)}
+            "vectors": vectors, "dense": dense,
+            "category": table.column(C.CATEGORY).to_numpy().astype(np.int32),
+            "subcategory": table.column(C.SUBCATEGORY).to_numpy().astype(np.int32),
+            # the smoothed click rate as of the run date (side_features.NEWS_DENSE_NAMES)
+            "ctr": dense[:, side.NEWS_DENSE_NAMES.index("smoothed_ctr")].astype(np.float64)}
 
 
 def _get_scorer(model_folder: str, mode: str, threads: int):
@@ -137,11 +141,13 @@ def score_partitions(pool_broadcast, model_folder: str, version: str, settings: 
         pool = pool_broadcast.value
         n_news = len(pool["ids"])
         position = {news_id: i for i, news_id in enumerate(pool["ids"])}
-        scorer, batch = None, None
+        scorer, batch, news = None, None, None
         for frame in frames:
             if scorer is None:
                 scorer = _get_scorer(model_folder, mode, threads)
                 batch = users_per_batch(scorer.memory(n_news), n_news, budget, cap)
+                news = scorer.news_side(pool["vectors"], pool["dense"], pool["category"],
+                                        pool["subcategory"])
             for start in range(0, len(frame), batch):
                 part = frame.iloc[start:start + batch]
                 excluded = np.zeros((len(part), n_news), dtype=bool)
@@ -149,22 +155,22 @@ def score_partitions(pool_broadcast, model_folder: str, version: str, settings: 
                     cols = [position[n] for n in clicked if n in position]
                     excluded[row, cols] = True
                 cold = part[C.HISTORY_LEN].to_numpy() == 0
-                warm = ~cold
+                warm = ~cold if cold_policy != "model" else np.ones(len(part), dtype=bool)
                 if warm.any():
-                    users = np.stack(part[C.USER_VEC].to_numpy()[warm]).astype(np.float32)
-                    logits = scorer.logits(users, pool["vectors"])
+                    users = scorer.user_side(
+                        np.stack(part[C.USER_VEC].to_numpy()[warm]).astype(np.float32),
+                        np.stack(part[C.USER_DENSE].to_numpy()[warm]).astype(np.float32))
+                    logits = scorer.logits(users, news)
                     idx, ok = top_k(logits, k, excluded[warm])
                     yield _rows(part[C.USER_ID].to_numpy()[warm], idx, ok,
                                 1.0 / (1.0 + np.exp(-logits)), pool["ids"], version, scored_at)
                     del logits
                 if cold.any() and cold_policy == "popularity":
-                    n_cold = int(cold.sum())
-                    popularity = np.broadcast_to(pool["clicks"] + pool["ctr"] * 1e-6,
-                                                 (n_cold, n_news))
+                    # ranked by the smoothed click rate, which is also the score
+                    popularity = np.broadcast_to(pool["ctr"], (int(cold.sum()), n_news))
                     idx, ok = top_k(popularity, k, excluded[cold])
-                    yield _rows(part[C.USER_ID].to_numpy()[cold], idx, ok,
-                                np.broadcast_to(pool["ctr"], popularity.shape), pool["ids"],
-                                POPULARITY_VERSION, scored_at)
+                    yield _rows(part[C.USER_ID].to_numpy()[cold], idx, ok, popularity,
+                                pool["ids"], POPULARITY_VERSION, scored_at)
     return run
 
 
@@ -234,6 +240,21 @@ def remove_stale_attempts(writer: "TableWriter", run_date: str, date_folder: str
     return removed
 
 
+def check_side_features(metadata: dict, pool_pointer: dict) -> None:
+    """Refuse a model whose side features were built with other settings than the pool's
+    (another category hashing, popularity window or click-rate prior): it would be fed
+    features it never saw."""
+    if not (metadata.get("model_spec") or {}).get("features"):
+        return
+    trained = (metadata.get("features") or {}).get("side_features")
+    serving = (pool_pointer.get("summary") or {}).get("side_features")
+    if trained != serving:
+        raise UserInputError(
+            f"model {metadata.get('version')} was trained on side features built with "
+            f"{trained}, but the candidate pool {pool_pointer['path']} has {serving}: rebuild "
+            "the pool with the model's features.* settings, or retrain")
+
+
 def check_memory_budget(cfg: Config, metadata: dict, n_news: int) -> None:
     """On the driver: a budget in which not even one user fits next to the pool is an error
     now, not in every task later."""
@@ -290,6 +311,7 @@ def run(cfg: Config, run_date: str | None = None, spark: SparkSession | None = N
             export.check_lineage(metadata, state["summary"].get("news_vectors"), state["path"])
         except ValueError as err:
             raise UserInputError(str(err)) from None
+        check_side_features(metadata, pool_pointer)
         pool = load_pool(f"{pool_pointer['path']}/candidate_pool")
         check_memory_budget(cfg, metadata, len(pool["ids"]))
         writer = TableWriter(spark, cfg)
@@ -304,7 +326,9 @@ def run(cfg: Config, run_date: str | None = None, spark: SparkSession | None = N
         profiles = spark.read.parquet(f"{state['path']}/{outputs.STATE}")
         partitions = cfg["score.partitions"]
         # only what the scorer reads travels to Python (not the state's float64 vector sums)
-        needed = profiles.select(C.USER_ID, C.CLICKED_NEWS, C.HISTORY_LEN, C.USER_VEC)
+        needed = profiles.select(C.USER_ID, C.CLICKED_NEWS, C.HISTORY_LEN, C.USER_VEC,
+                                 side.user_dense(F.col(C.HISTORY_LEN),
+                                                 F.col(C.IMPRESSIONS)).alias(C.USER_DENSE))
         recs = needed.repartition(partitions, C.USER_ID).mapInPandas(
             score_partitions(spark.sparkContext.broadcast(pool), model_dir, metadata["version"],
                              settings, scored_at), schema=RECOMMENDATIONS)
@@ -322,7 +346,7 @@ def run(cfg: Config, run_date: str | None = None, spark: SparkSession | None = N
         storage.end_run(date_folder, run_id)
         removed = remove_stale_attempts(writer, run_date, date_folder)
     cold = int(profile_stats["cold"] or 0)
-    warm_users = int(profile_stats["users"]) - cold
+    warm_users = int(profile_stats["users"]) - (cold if cfg["score.cold_users"] != "model" else 0)
     pairs = warm_users * len(pool["ids"])
     summary = {
         "run_id": run_id, "run_date": run_date, "table": f"{writer.database}.{writer.table}",

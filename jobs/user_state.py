@@ -59,10 +59,12 @@ KERNEL_OUTPUT = StructType([
     StructField(C.VECTOR_SUM, ArrayType(DoubleType(), False), False),
     StructField(C.HISTORY_LEN, IntegerType(), False),
     StructField(C.USER_VEC, ArrayType(FloatType(), False), False),
+    StructField(C.IMPRESSIONS, LongType(), False),
     StructField("ev_src", ArrayType(IntegerType(), False), False),
     StructField("ev_imp", ArrayType(LongType(), False), False),
     StructField("ev_vec", ArrayType(ArrayType(FloatType(), False), False), False),
     StructField("ev_len", ArrayType(IntegerType(), False), False),
+    StructField("ev_seen", ArrayType(LongType(), False), False),
 ])
 
 
@@ -101,9 +103,14 @@ class NewsIndex:
         self.broadcast.destroy()
 
 
+# Bumped when a state's content changes meaning (2: impressions, news first seen): states of
+# an older format no longer match their chain and are recomputed.
+STATE_FORMAT = 2
+
+
 def state_salt(mode: str, vectors_identity: dict) -> str:
     """What shapes a state besides the log: the chain fingerprint of every state includes it."""
-    return f"{mode}:{vectors_identity['id']}"
+    return f"{mode}:{vectors_identity['id']}:{STATE_FORMAT}"
 
 
 def empty_state(spark: SparkSession) -> DataFrame:
@@ -160,8 +167,8 @@ def advance_batch(batch: pa.RecordBatch, news_index: pd.Index, matrix: np.ndarra
                   accumulate: bool) -> pa.RecordBatch:
     """The kernel on one Arrow batch of users (see the module docstring).
 
-    Input columns: user_id; prior_clicked, prior_sum, prior_len (the state before the span,
-    null for a new user); events: list of struct(t, src, impression_id, history, clicks)
+    Input columns: user_id; prior_clicked, prior_sum, prior_len, prior_impressions (the state
+    before the span, null for a new user); events: list of struct(t, src, impression_id, history, clicks)
     sorted by (t, src, impression_id), history and clicks being news ids.
 
     The set logic is vectorized: every id occurrence (prior ids first, then each event's
@@ -174,6 +181,7 @@ def advance_batch(batch: pa.RecordBatch, news_index: pd.Index, matrix: np.ndarra
     n_users = len(users)
     prior_sum = np.zeros((n_users, dim), dtype=np.float64)
     prior_len = np.zeros(n_users, dtype=np.int64)
+    prior_impressions = batch.column("prior_impressions").fill_null(0).to_numpy().astype(np.int64)
     if accumulate:
         sums = batch.column("prior_sum")
         valid = ~np.asarray(sums.is_null().to_numpy(zero_copy_only=False))
@@ -196,6 +204,10 @@ def advance_batch(batch: pa.RecordBatch, news_index: pd.Index, matrix: np.ndarra
     ev_group = np.cumsum(starts_group) - 1
     n_groups = int(ev_group[-1]) + 1 if n_ev else 0
     group_user = ev_user[starts_group]
+    # impressions the user had before each event's second (same-second ones do not count)
+    group_first_event = np.flatnonzero(starts_group)
+    ev_seen = (prior_impressions[ev_user] + group_first_event[ev_group]
+               - ev_offsets[:-1][ev_user]) if n_ev else np.zeros(0, np.int64)
 
     # every id occurrence: prior ids (position -1), then histories and clicks by event
     p_off, h_off, c_off = (_offsets(prior_clicked), _offsets(fields["history"]),
@@ -277,10 +289,12 @@ def advance_batch(batch: pa.RecordBatch, news_index: pd.Index, matrix: np.ndarra
         vectors(state_sum, pa.float64()),
         pa.array(state_len.astype(np.int32)),
         vectors(state_vec, pa.float32()),
+        pa.array(prior_impressions + np.diff(ev_offsets)),
         _list_array(ev_offsets, fields["src"].cast(pa.int32())),
         _list_array(ev_offsets, fields[C.IMPRESSION_ID].cast(pa.int64())),
         _list_array(ev_offsets, vectors(ev_vec, pa.float32())),
         _list_array(ev_offsets, pa.array(ev_len.astype(np.int32))),
+        _list_array(ev_offsets, pa.array(ev_seen.astype(np.int64))),
     ], schema=pa.schema([pa.field(f.name, _arrow_type(f.dataType), nullable=f.nullable)
                          for f in KERNEL_OUTPUT.fields]))
 
@@ -314,7 +328,8 @@ def _kernel(news_broadcast, key: str, accumulate: bool):
 def advance(prior: DataFrame, impressions: DataFrame, news: NewsIndex,
             mode: str) -> tuple[DataFrame, DataFrame]:
     """(impression vectors, state after): the user vector of every impression in
-    `impressions` (src, impression_id, user_vec, history_len), and the state (schemas.USER_STATE) of every
+    `impressions` (src, impression_id, user_vec, history_len, user_impressions: the user's
+    impressions in earlier seconds), and the state (schemas.USER_STATE) of every
     user of `prior` or `impressions` after them. `prior` is the state as of the start of the
     span (schemas.USER_STATE); `impressions` are behavior_log rows of the span.
 
@@ -327,14 +342,16 @@ def advance(prior: DataFrame, impressions: DataFrame, news: NewsIndex,
     per_user = (events.groupBy(C.USER_ID).agg(F.array_sort(F.collect_list("e")).alias(EVENTS))
                 .join(prior.select(C.USER_ID, F.col(C.CLICKED_NEWS).alias("prior_clicked"),
                                    F.col(C.VECTOR_SUM).alias("prior_sum"),
-                                   F.col(C.HISTORY_LEN).alias("prior_len")),
+                                   F.col(C.HISTORY_LEN).alias("prior_len"),
+                                   F.col(C.IMPRESSIONS).alias("prior_impressions")),
                       C.USER_ID, "left"))   # already partitioned by user: no more shuffle
     computed = per_user.mapInArrow(_kernel(news.broadcast, news.key, accumulate), KERNEL_OUTPUT).cache()
 
-    vectors = computed.select(F.explode(F.arrays_zip("ev_src", "ev_imp", "ev_vec", "ev_len"))
-                              .alias("e")).select(
+    vectors = computed.select(F.explode(F.arrays_zip("ev_src", "ev_imp", "ev_vec", "ev_len",
+                                                     "ev_seen")).alias("e")).select(
         F.col("e.ev_src").alias("src"), F.col("e.ev_imp").alias(C.IMPRESSION_ID),
-        F.col("e.ev_vec").alias(C.USER_VEC), F.col("e.ev_len").alias(C.HISTORY_LEN))
+        F.col("e.ev_vec").alias(C.USER_VEC), F.col("e.ev_len").alias(C.HISTORY_LEN),
+        F.col("e.ev_seen").alias(C.USER_IMPRESSIONS))
     unchanged = prior.join(computed.select(C.USER_ID), C.USER_ID, "left_anti")
     state = schemas.conform(computed, schemas.USER_STATE).unionByName(
         schemas.conform(unchanged, schemas.USER_STATE))

@@ -58,7 +58,7 @@ def make_cfg(root, *extra):
         f"paths.train={root / 'train'}", f"paths.dev={root / 'dev'}", f"paths.work={root / 'work'}",
         "embed.encoder=hashing", "embed.hashing_dim=16", "embed.projection_dim=0",
         "features.min_row_groups=4", "features.npratio=2", "features.candidate_window_hours=24",
-        *extra])
+        "features.validation_hours=0", *extra])
 
 
 def read_table(uri):

@@ -97,8 +97,8 @@ def test_petastorm_shard_rows_with_and_without_cache(tmp_path, cache):
 
 def test_shard_bytes_estimates_the_largest_shard():
     table = data.Table(uri="x", rows=1000, row_groups=10, user_dim=8, news_dim=8)
-    assert data.shard_bytes(table, 1) == 1000 * 17 * 4
-    assert data.shard_bytes(table, 3) == 400 * 17 * 4      # 4 of the 10 row groups
+    assert data.shard_bytes(table, 1) == 1000 * (17 + data.EXTRA_FLOATS_PER_ROW) * 4
+    assert data.shard_bytes(table, 3) == 400 * (17 + data.EXTRA_FLOATS_PER_ROW) * 4     # 4 of the 10 row groups
 
 
 class _Echo:

@@ -315,7 +315,7 @@ def test_dropout_layers_only_in_training():
         (dict(cross_layers=-1), "cross_layers must be an integer >= 0"),
         (dict(cross_kind="diag"), "cross_kind must be one of"),
         (dict(cross_kind="matrix", cross_rank=-2), "cross_rank must be"),
-        (dict(cross_kind="matrix", cross_rank=8), r"cross_rank=8 must be smaller than the input width d = user_dim \+ news_dim = 8"),
+        (dict(cross_kind="matrix", cross_rank=8), r"cross_rank=8 must be smaller than the input width d = 8"),
         (dict(cross_kind="vector", cross_rank=2), "cross_rank applies to cross_kind='matrix' only"),
         (dict(deep_units=(8, 0)), "deep_units must all be positive integers"),
         (dict(deep_units=8), "deep_units must be a sequence"),

@@ -1,0 +1,112 @@
+"""Side features of a (user, news) pair beside the two vectors, each as of a moment, from the
+same log and the same as-of machinery as the user state (jobs/user_state.py):
+
+- news side: `category` and `subcategory` (news.tsv's own columns, hashed into
+  `features.category_buckets` buckets; bucket 0 is "none"), the news item's age (hours since
+  its first appearance in the log, as a candidate or in a history), and its popularity
+  (impressions and clicks in the `features.popularity_window_hours` before the moment);
+- user side: the clicked-set size (`history_len`) and the impressions before this one
+  (`user_impressions`, from the user state's kernel).
+
+"As of t" means strictly before t, in seconds: an impression's candidates see the
+impressions of earlier seconds only, the same rule as the user state. A train or dev row's
+moment is its impression's time; the scoring pool's moment is the as-of moment (the run date,
+00:00), so popularity as of the run date is a news-side feature.
+
+The dense features reach the model as two small arrays, `user_dense` and `news_dense`, made
+by `user_dense` and `news_dense` below (the one definition of their transforms; rows, pool and
+scoring profiles all use it). Counts enter as log1p, the click rate smoothed toward
+`features.ctr_prior` with the weight of `features.ctr_prior_impressions` impressions.
+"""
+from __future__ import annotations
+
+from pyspark.sql import Column, DataFrame, SparkSession, Window, functions as F
+
+from common import columns as C
+from common.config import Config
+from jobs.mind import parse_news
+
+# The order of the entries of the dense arrays (the model's metadata records them).
+USER_DENSE_NAMES = ("log1p_history_len", "log1p_user_impressions")
+NEWS_DENSE_NAMES = ("log1p_age_hours", "log1p_pop_impressions", "log1p_pop_clicks", "smoothed_ctr")
+
+
+def bucket(value: Column, buckets: int) -> Column:
+    """A category name's bucket in 1..buckets-1 (seeded hash), 0 for none or empty."""
+    hashed = F.pmod(F.xxhash64(F.lit("category"), value), F.lit(buckets - 1)) + 1
+    return F.when(value.isNull() | (F.trim(value) == ""), F.lit(0)).otherwise(hashed).cast("int")
+
+
+def news_categories(spark: SparkSession, folders: list[str], buckets: int) -> DataFrame:
+    """(news_id, category, subcategory) buckets of every news in the folders' news.tsv; a
+    news id's row in the first folder that lists it wins (as for its vector)."""
+    frames = None
+    for priority, folder in enumerate(folders):
+        good, _ = parse_news(spark, folder)
+        frame = good.select(C.NEWS_ID, F.lit(priority).alias("priority"),
+                            bucket(F.col("category"), buckets).alias(C.CATEGORY),
+                            bucket(F.col("subcategory"), buckets).alias(C.SUBCATEGORY))
+        frames = frame if frames is None else frames.unionByName(frame)
+    first = F.min(F.struct("priority", C.CATEGORY, C.SUBCATEGORY))
+    return (frames.groupBy(C.NEWS_ID).agg(first.alias("f"))
+            .select(C.NEWS_ID, F.col("f")[C.CATEGORY].alias(C.CATEGORY),
+                    F.col("f")[C.SUBCATEGORY].alias(C.SUBCATEGORY)))
+
+
+def first_seen(behaviors: DataFrame) -> DataFrame:
+    """(news_id, first_seen): the time (epoch seconds) of the first impression that shows the
+    news or has it in its history. A catalogue-sized table."""
+    seen = (behaviors.select("t", F.explode("history").alias(C.NEWS_ID))
+            .unionByName(behaviors.select("t", F.explode("candidates").alias("c"))
+                         .select("t", F.col("c")[C.NEWS_ID].alias(C.NEWS_ID))))
+    return seen.groupBy(C.NEWS_ID).agg(F.min("t").alias(C.FIRST_SEEN))
+
+
+def merge_first_seen(prior: DataFrame, later: DataFrame) -> DataFrame:
+    """The first-seen table after `later`'s impressions, from the one before them."""
+    return prior.unionByName(later).groupBy(C.NEWS_ID).agg(F.min(C.FIRST_SEEN).alias(C.FIRST_SEEN))
+
+
+def _shown_per_second(behaviors: DataFrame) -> DataFrame:
+    shown = behaviors.select("t", F.explode("candidates").alias("c"))
+    return (shown.groupBy(F.col("c")[C.NEWS_ID].alias(C.NEWS_ID), "t")
+            .agg(F.count("*").alias("n"), F.sum(F.col("c")[C.LABEL]).alias("k")))
+
+
+def popularity_at_impressions(behaviors: DataFrame, window_hours: int) -> DataFrame:
+    """(news_id, t, pop_impressions, pop_clicks) for every second t in which the news was shown:
+    its impressions and clicks in [t - window, t), so nothing of its own second."""
+    window = (Window.partitionBy(C.NEWS_ID).orderBy("t")
+              .rangeBetween(-int(window_hours) * 3600, -1))
+    per_second = _shown_per_second(behaviors)
+    return per_second.select(
+        C.NEWS_ID, "t",
+        F.coalesce(F.sum("n").over(window), F.lit(0)).cast("long").alias(C.POP_IMPRESSIONS),
+        F.coalesce(F.sum("k").over(window), F.lit(0)).cast("long").alias(C.POP_CLICKS))
+
+
+def popularity_at(behaviors: DataFrame) -> DataFrame:
+    """(news_id, pop_impressions, pop_clicks) over `behaviors` (the impressions of the window
+    before a moment, selected by the caller)."""
+    shown = behaviors.select(F.explode("candidates").alias("c"))
+    return (shown.groupBy(F.col("c")[C.NEWS_ID].alias(C.NEWS_ID))
+            .agg(F.count("*").alias(C.POP_IMPRESSIONS),
+                 F.sum(F.col("c")[C.LABEL]).cast("long").alias(C.POP_CLICKS)))
+
+
+def age_hours(moment_seconds: Column, seen: Column) -> Column:
+    """Hours from the news item's first appearance to the moment (0 if not seen before)."""
+    return F.greatest(F.lit(0.0), (moment_seconds - F.coalesce(seen, moment_seconds)) / 3600.0)
+
+
+def news_dense(age: Column, impressions: Column, clicks: Column, cfg: Config) -> Column:
+    """The news side's dense features, in NEWS_DENSE_NAMES order (float)."""
+    prior, weight = cfg["features.ctr_prior"], cfg["features.ctr_prior_impressions"]
+    impressions, clicks = F.coalesce(impressions, F.lit(0)), F.coalesce(clicks, F.lit(0))
+    ctr = (clicks + F.lit(prior * weight)) / (impressions + F.lit(float(weight)))
+    return F.array(*[F.log1p(age), F.log1p(impressions), F.log1p(clicks), ctr]).cast("array<float>")
+
+
+def user_dense(history_len: Column, impressions: Column) -> Column:
+    """The user side's dense features, in USER_DENSE_NAMES order (float)."""
+    return F.array(F.log1p(history_len), F.log1p(F.coalesce(impressions, F.lit(0)))).cast("array<float>")
