@@ -93,7 +93,8 @@ def worker(spec: dict) -> None:
     cfg = load_config(overrides=[f"paths.work={spec['work']}",
                                  f"train.threads_per_rank={spec['threads']}",
                                  f"train.reader_threads={spec['reader_threads']}",
-                                 f"train.batch_size={spec['batch_size']}"])
+                                 f"train.batch_size={spec['batch_size']}",
+                                 f"model.features={json.dumps(spec.get('features', []))}"])
     T.configure_threads(spec["threads"])
     if spec["kind"] == "matmul":
         return _emit(matmul_rate(spec["threads"], spec["seconds"]))
@@ -107,13 +108,14 @@ def worker(spec: dict) -> None:
         spec = dict(spec, steps=spec["passes"] * D.steps_per_epoch(table.rows, batch, hvd.size())
                     - spec["warmup"])
     if spec["kind"] == "read":
-        with _batches(spec["source"], table, cfg, hvd, spec.get("cache", False)) as batches:
+        with _batches(spec["source"], table, cfg, hvd, spec.get("cache", False), {}) as batches:
             rate = _timed(lambda: next(batches), spec["warmup"], spec["steps"]) * batch
         return _emit({"rows_per_second": rate, "cores_busy": CPU_USED[0]})
     trainer = T.Trainer(cfg, features, hvd)
     trainer.broadcast_from_root()
     step = _local_step(trainer) if spec["kind"] == "train_local" else trainer.train_step
-    with _batches(spec["source"], table, cfg, hvd, spec.get("cache", False)) as batches:
+    with _batches(spec["source"], table, cfg, hvd, spec.get("cache", False),
+                  trainer.extra_inputs) as batches:
         steps_per_second = _timed(lambda: step(*next(batches)), spec["warmup"], spec["steps"])
     if hvd.rank() == 0:
         from dcn.model import count_flops_per_example, model_spec
@@ -156,10 +158,11 @@ def _local_step(trainer):
 class _batches:
     """Petastorm or in-memory batches of this rank's shard, as a context manager."""
 
-    def __init__(self, source, table, cfg, hvd, cache=False):
+    def __init__(self, source, table, cfg, hvd, cache=False, extra_inputs=None):
         from dcn import data as D
 
         self.args = (source, table, cfg, hvd)
+        self.extra = extra_inputs or {}
         self.cache = cache
         self.D = D
         self.context = None
@@ -170,10 +173,13 @@ class _batches:
             self.context = self.D.petastorm_batches(
                 table.uri, table.user_dim, table.news_dim, rank=hvd.rank(), size=hvd.size(),
                 batch_size=cfg["train.batch_size"], reader_threads=cfg["train.reader_threads"],
-                shuffle_buffer=cfg["train.shuffle_buffer"], cache=self.cache)
+                shuffle_buffer=cfg["train.shuffle_buffer"], cache=self.cache,
+                extra_inputs=self.extra)
             return self.context.__enter__()
-        user, news, label = self.D.load_rows(table.uri, hvd.rank(), hvd.size())
-        return iter(self.D.memory_batches(user, news, label, cfg["train.batch_size"]))
+        arrays = self.D.load_rows(table.uri, hvd.rank(), hvd.size(), extra_inputs=self.extra)
+        names = self.D.input_widths(table.user_dim, table.news_dim, self.extra)
+        return iter(self.D.memory_batches(dict(zip(names, arrays[:-1])), arrays[-1],
+                                          cfg["train.batch_size"]))
 
     def __exit__(self, *exc):
         if self.context is not None:
@@ -294,6 +300,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--epochs", type=int, default=5,
                         help="passes over the shard in the whole-run comparison")
+    parser.add_argument("--side-features", action="store_true",
+                        help="only compare the side-feature model with the vectors-only one")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -310,6 +318,9 @@ def main() -> None:
 
     def spec(**changes):
         return dict(base, **changes)
+
+    if args.side_features:
+        return side_feature_cost(args, spec)
 
     print(f"data: {features.train.uri}: {features.train.rows:,} rows, "
           f"{features.train.row_groups} row groups, vectors {features.train.user_dim}+"
@@ -359,6 +370,34 @@ def main() -> None:
     }, args.repeats)
     report(args, features, feed, scaling, scaling_pinned, matmul,
            (load_before, os.getloadavg()))
+
+
+ALL_SIDE_FEATURES = ["user_stats", "news_stats", "category", "dot"]
+
+
+def side_feature_cost(args, spec) -> None:
+    """Examples/s of the model with every side feature against today's vectors-only model,
+    one rank, Petastorm-fed, in alternating fresh processes (issue target: >= 0.8). Two
+    ways: streaming every step, and whole passes with the shard cached (as training runs)."""
+    print("side features: training examples/s, all side features vs vectors only",
+          file=sys.stderr)
+    run = dict(passes=args.epochs, warmup=10, cache=True)
+    results = alternate({
+        "vectors_only": (spec(source="petastorm", threads=0), 1),
+        "side_features": (spec(source="petastorm", threads=0, features=ALL_SIDE_FEATURES), 1),
+        "vectors_only_cached_run": (spec(source="petastorm", threads=0, **run), 1),
+        "side_features_cached_run": (spec(source="petastorm", threads=0,
+                                          features=ALL_SIDE_FEATURES, **run), 1),
+    }, args.repeats)
+    rate = {name: median(values, "examples_per_second") for name, values in results.items()}
+    streamed = rate["side_features"] / rate["vectors_only"]
+    cached = rate["side_features_cached_run"] / rate["vectors_only_cached_run"]
+    print(f"side features / vectors only, examples per second: streamed {streamed:.3f}, "
+          f"cached whole passes {cached:.3f} (target >= 0.8)")
+    out = RESULTS.with_name("train_side_features.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"ratio_streamed": streamed, "ratio_cached_run": cached,
+                               "examples_per_second": rate, "runs": results}, indent=2))
 
 
 def report(args, features, feed, scaling, scaling_pinned, matmul, load) -> None:

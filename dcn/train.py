@@ -404,12 +404,14 @@ class Trainer:
             logits = tf.squeeze(self.model(features, training=True), -1)
             loss = tf.reduce_mean(
                 tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits))
-            penalty = tf.add_n(self.model.losses) if self.model.losses else 0.0
+            # the L2 penalty (train.l2), added inside the tape so it is differentiated
+            total = loss + tf.add_n(self.model.losses) if self.model.losses else loss
         # One grouped allreduce per step: every Horovod collective costs about 5 ms here
-        # (Gloo over TCP), so one is much cheaper than one per gradient.
-        tape = self.hvd.DistributedGradientTape(tape, num_groups=1)
+        # (Gloo over TCP), so one is much cheaper than one per gradient. The embeddings'
+        # gradients (IndexedSlices) are made dense to join that group.
+        tape = self.hvd.DistributedGradientTape(tape, num_groups=1, sparse_as_dense=True)
         trainable = self.model.trainable_variables
-        gradients = tape.gradient(loss + penalty, backing(trainable))
+        gradients = tape.gradient(total, backing(trainable))
         self.optimizer.apply_gradients(zip(gradients, trainable))
         count = tf.cast(tf.shape(labels)[0], tf.float64)
         self.loss_sum.assign_add(tf.cast(loss, tf.float64) * count)

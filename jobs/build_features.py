@@ -347,7 +347,8 @@ def _run(cfg: Config, spark: SparkSession, as_of: dt.datetime | None,
         pool_out = storage.run_dir(pool_root, run_id)
         recent = behaviors.where(F.col("t") >= log.epoch_seconds(pool_window_start(as_of, cfg)))
         pool_size = write_pool(candidate_pool(recent, news_side, as_of, cfg), pool_out)
-        popularity = impression_counts(behaviors.where(F.col("split") == TRAIN))
+        # the train period's counts (the popularity baseline): train and validation rows
+        popularity = impression_counts(behaviors.where(F.col("split").isin(TRAIN, VALID)))
         schemas.conform(popularity, schemas.NEWS_POPULARITY).coalesce(1).write.parquet(
             f"{out}/news_popularity")
     with timer.stage("rejected_rows"):

@@ -11,7 +11,10 @@ vectors as those rows (its metadata records their identity).
 
 Scorers, all computed on the same dev rows (one row per candidate that has a vector):
 
-- `dcn`: sigmoid(model logit), the model loaded once per Spark Python worker.
+- `dcn`: sigmoid(model logit), the model loaded once per Spark Python worker and fed every
+  input it has (dcn.model.input_columns: the side features' columns of the dev rows besides
+  the two vectors). The exported logit is corrected for the train split's negative sampling,
+  so this is meant as a click probability: its calibration is measured (below).
 - `random`: xxhash64(evaluate.seed as a 32-bit int, impression_id, news_id), its low 53 bits
   divided by 2^53: a uniform number in [0, 1), reproducible and independent of row order.
 - `popularity`: the news' clicks in the train impressions (news_popularity), 0 for a news the
@@ -19,6 +22,12 @@ Scorers, all computed on the same dev rows (one row per candidate that has a vec
   score: AUC gives them half credit and the ranking rule below orders them.
 - `cosine`: cosine of user_vec and news_vec; 0 when either vector is all zeros (a user with
   no known history).
+- `ctr`: the news' point-in-time smoothed click rate (news_dense[CTR_INDEX], see
+  jobs/side_features.py): its clicks over its impressions in the features.popularity_window_hours
+  before the impression, smoothed toward a prior.
+- `ctr_cosine`: within each impression, the mean of a candidate's ctr rank and cosine rank
+  (ascending average ranks, ties sharing theirs), so the higher the better; derived per
+  impression in the metric kernels, never a column of the dev rows.
 - `oracle` (only with paths.ground_truth): the planted click probability `click_prob` of
   ground_truth/dev.tsv; every dev row must have one.
 
@@ -29,17 +38,33 @@ order, as in prediction.txt. Impressions with a single class after dropping cand
 a vector are skipped and counted (MetricAccumulator); impressions none of whose candidates has
 a vector have no rows and are counted separately. Global AUC (a merged HistogramAUC of
 `evaluate.auc_bins` bins, reported with its error bound) and log loss are computed over all
-rows for the scorers that output probabilities (dcn, oracle).
+rows for the scorers that output probabilities (dcn, ctr, oracle).
+
+Calibration of dcn: a CalibrationHistogram (rows, clicks, sum of predictions in each of
+CALIBRATION_BINS bins over [0, 1]) per partition, merged; on the driver, deciles (10
+equal-count groups of the dev rows by predicted probability, up to one fine bin), each
+decile's mean prediction against its observed click rate, and ECE = sum_b (n_b / N)
+|mean_predicted_b - observed_b|; with the log loss and the overall mean prediction against
+the dev click rate.
+
+Segments (every scorer, the same per-impression metrics): users cold (history_len 0) or warm;
+history_len buckets 0, 1-4, 5-19, 20+ (HISTORY_BUCKETS; the impression's history_len); and
+the candidates' age, fresh (age_hours < FRESH_HOURS = 24) or older, where each impression's
+metrics are over only its candidates of that age (an impression with none is not in the
+segment; one left with a single class is skipped and counted).
 
 How it runs in Spark (nothing per row reaches the driver):
-1. dev rows --mapInPandas--> (impression, news, label, dcn, cosine); model calls of
-   `evaluate.batch_size` rows, the Keras model cached per worker by model folder.
+1. dev rows (only the model's inputs, history_len, age_hours and news_dense's ctr entry)
+   --mapInPandas--> (impression, news, label, history_len, age_hours, ctr, dcn, cosine);
+   model calls of `evaluate.batch_size` rows, the Keras model cached per worker by model folder.
 2. Broadcast join with popularity, `random` as an expression, join with the listed position
    of each candidate (posexplode of behaviors' candidates) and with the oracle.
-3. groupBy impression -> arrays sorted by listed position (a few hundred entries at most),
-   left-joined to every dev impression with its listed candidate count; persisted.
+3. groupBy impression -> arrays sorted by listed position (a few hundred entries at most)
+   and the impression's history_len, left-joined to every dev impression with its listed
+   candidate count; persisted.
 4. mapInPandas over those impressions: one EvaluationPartial per partition (MetricAccumulator
-   per scorer, histograms, log-loss sums, counts), pickled; the driver merges the handful.
+   per scorer and per segment and scorer, histograms, log-loss sums, the calibration
+   histogram, counts), pickled; the driver merges the handful.
 5. mapInPandas over the same impressions: one prediction line each, written by Spark sorted by
    impression id into a single file, copied to `prediction.txt`.
 
@@ -49,9 +74,11 @@ candidate, several of them in their listed order. News ids are assumed distinct 
 impression, as in MIND.
 
 Outputs, in a new folder `paths.work/evaluation/runs/<id>/`, committed (common/storage.py)
-only once all are written: metrics.json, prediction.txt,
-report.md (table of scorer x metric, and the share of the gap between the best baseline and
-the oracle that the DCN closes), metrics.png.
+only once all are written: metrics.json (keys `scorers`, `gap_closed`, `calibration`,
+`segments`, counts, settings), prediction.txt, report.md (table of scorer x metric, the share
+of the gap between the best baseline and the oracle that the DCN closes, the calibration
+table, the segment tables), metrics.png (bars per metric and scorer), reliability.png
+(observed against predicted per decile, with the diagonal).
 """
 from __future__ import annotations
 
@@ -414,9 +441,11 @@ def freshness_masks(age_hours) -> dict:
 
 class EvaluationPartial:
     """Everything the metrics need from a set of impressions, mergeable across partitions:
-    a MetricAccumulator per scorer, and per probability scorer a HistogramAUC and the sum of
-    per-row log losses; a CalibrationHistogram of the dcn probabilities; a MetricAccumulator
-    per (segment dimension, segment, scorer); plus counts of impressions and candidates."""
+    a MetricAccumulator per scorer and per (segment dimension, segment, scorer), fed one
+    impression at a time (`add`); per probability scorer a HistogramAUC and the sum of
+    per-row log losses, and a CalibrationHistogram of the dcn probabilities, fed any batch of
+    rows (`add_rows`: per batch of impressions, since each call costs a pass over the
+    histograms' bins); plus counts of impressions and candidates."""
 
     def __init__(self, scorers: tuple[str, ...], auc_bins: int,
                  calibration_bins: int = CALIBRATION_BINS):
@@ -434,8 +463,9 @@ class EvaluationPartial:
         self.rows = 0
 
     def add(self, listed: int, labels, scores: dict, history_len=None, age_hours=None) -> None:
-        """One impression: `labels`, `scores[scorer]` (every scorer, derived ones included)
-        and `age_hours` in listed order (labels None: no rows); `history_len` its user's."""
+        """One impression's per-impression metrics and counts: `labels`, `scores[scorer]`
+        (every scorer, derived ones included) and `age_hours` in listed order (labels None:
+        no rows); `history_len` its user's. Its rows go to `add_rows` too (the caller's)."""
         self.impressions_listed += 1
         self.candidates_listed += int(listed)
         if labels is None or len(labels) == 0:
@@ -450,11 +480,6 @@ class EvaluationPartial:
             result = self.metrics[scorer].add(labels, values[scorer])
             for key in user_segments:   # the impression's own metrics: nothing to recompute
                 self.segments[key][scorer].add_metrics(result)
-            if scorer in self.histograms:
-                self.histograms[scorer].add(labels, values[scorer])
-                self.log_loss_sums[scorer] += M.log_loss(labels, values[scorer]) * labels.size
-        if "dcn" in values:
-            self.calibration.add(labels, values["dcn"])
         self._add_freshness(labels, values, age_hours)
 
     def _add_freshness(self, labels: np.ndarray, values: dict, age_hours) -> None:
@@ -464,8 +489,27 @@ class EvaluationPartial:
         for segment, mask in freshness_masks(age_hours).items():
             if not mask.any():
                 continue
+            accumulators = self.segments[("news_age", segment)]
+            subset = labels[mask]
+            single_class = subset.min() == subset.max()
             for scorer in self.scorers:
-                self.segments[("news_age", segment)][scorer].add(labels[mask], values[scorer][mask])
+                if single_class:   # skipped: no need to look at the scores
+                    accumulators[scorer].add_metrics(None)
+                else:
+                    accumulators[scorer].add(subset, values[scorer][mask])
+
+    def add_rows(self, labels, scores: dict) -> None:
+        """Rows of any number of impressions (labels and each probability scorer's scores,
+        aligned) into the global AUC histograms, the log-loss sums and the calibration."""
+        labels = np.asarray(labels, dtype=np.int64)
+        if labels.size == 0:
+            return
+        for scorer in self.histograms:
+            values = np.asarray(scores[scorer], dtype=np.float64)
+            self.histograms[scorer].add(labels, values)
+            self.log_loss_sums[scorer] += M.log_loss(labels, values) * labels.size
+        if "dcn" in self.scorers:
+            self.calibration.add(labels, scores["dcn"])
 
     def merge(self, other: "EvaluationPartial") -> "EvaluationPartial":
         for scorer in self.scorers:
@@ -510,9 +554,10 @@ class EvaluationPartial:
 
 
 def impression_scores(columns: dict, i: int, scorers: tuple[str, ...]) -> dict:
-    """Impression i's scores of every scorer (derived ones computed) from a batch's columns."""
-    stored = {s: columns[s][i] for s in scorers if s not in DERIVED_SCORERS}
-    if stored and any(v is None for v in stored.values()):   # no candidate with a row
+    """Impression i's scores of every scorer (derived ones computed) from a batch's columns
+    (those of _row_columns(scorers)); all None for an impression without rows."""
+    stored = {s: columns[s][i] for s in _row_columns(scorers)}
+    if any(v is None for v in stored.values()):
         return {s: None for s in scorers}
     return with_derived_scores(stored, scorers)
 
@@ -524,10 +569,22 @@ def _row_columns(scorers: tuple[str, ...]) -> list[str]:
     return list(dict.fromkeys(needed))
 
 
+def batch_rows(columns: dict, scorers: list[str]) -> tuple[np.ndarray, dict]:
+    """(labels, {scorer: scores}) of every row of a batch of impressions, concatenated (the
+    impressions without rows contribute none): what EvaluationPartial.add_rows takes."""
+    present = [i for i, labels in enumerate(columns[C.LABEL]) if labels is not None]
+    def joined(name, dtype):
+        if not present:
+            return np.zeros(0, dtype=dtype)
+        return np.concatenate([np.asarray(columns[name][i], dtype=dtype) for i in present])
+    return joined(C.LABEL, np.int64), {s: joined(s, np.float64) for s in scorers}
+
+
 def _metric_partials(scorers: tuple[str, ...], auc_bins: int):
     def compute(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         partial = EvaluationPartial(scorers, auc_bins)
         names = (LISTED, C.LABEL, C.HISTORY_LEN, C.AGE_HOURS, *_row_columns(scorers))
+        global_scorers = [s for s in scorers if s in partial.histograms or s == "dcn"]
         for batch in batches:
             columns = {name: batch[name].to_numpy() for name in names}
             for i in range(len(batch)):
@@ -535,6 +592,7 @@ def _metric_partials(scorers: tuple[str, ...], auc_bins: int):
                             impression_scores(columns, i, scorers),
                             history_len=columns[C.HISTORY_LEN][i],
                             age_hours=columns[C.AGE_HOURS][i])
+            partial.add_rows(*batch_rows(columns, global_scorers))
         # The histograms are mostly zeros: compressing keeps the collected partials small.
         yield pd.DataFrame({"partial": [zlib.compress(pickle.dumps(partial))]})
     return compute
@@ -643,10 +701,14 @@ def metrics_document(run_id: str, inputs: Inputs, cfg: Config, merged: Evaluatio
             "feature_rows": inputs.feature_rows,
         },
         "gap_closed": {m: gap_closed(scores, m) for m in GAP_METRICS},
+        "calibration": {**merged.calibration_summary(), "log_loss": dcn["log_loss"]},
+        "segments": merged.segment_metrics(),
+        "model_inputs": dict(inputs.widths),
         "prediction_file": {"scorer": cfg["evaluate.prediction_scorer"],
                             "lines": merged.impressions_listed},
         "settings": {"seed": cfg["evaluate.seed"], "auc_bins": cfg["evaluate.auc_bins"],
-                     "batch_size": cfg["evaluate.batch_size"]},
+                     "batch_size": cfg["evaluate.batch_size"],
+                     "calibration_bins": merged.calibration.bins, "fresh_hours": FRESH_HOURS},
         "seconds": seconds,
     }
 
@@ -697,6 +759,44 @@ def gap_lines(doc: dict) -> list[str]:
     return lines
 
 
+def calibration_lines(doc: dict) -> list[str]:
+    """The dcn probabilities' calibration: summary lines and the reliability table."""
+    cal = doc["calibration"]
+    lines = [f"- log loss {_cell(cal['log_loss'])}, expected calibration error (ECE, "
+             f"{cal['groups']} equal-count groups) {_cell(cal['ece'])}",
+             f"- mean predicted probability {_cell(cal['mean_predicted'])} against the observed "
+             f"dev click rate {_cell(cal['observed_ctr'])} over {cal['rows']} rows",
+             "",
+             "| decile | rows | predicted range | mean predicted | observed |",
+             "| ---: | ---: | --- | ---: | ---: |"]
+    lines += [f"| {row['group']} | {row['n']} | [{row['low']:.4f}, {row['high']:.4f}) | "
+              f"{_cell(row['mean_predicted'])} | {_cell(row['observed'])} |"
+              for row in cal["deciles"]]
+    return lines
+
+
+SEGMENT_TITLES = {"user": "users: cold (history_len 0) or warm",
+                  "history_len": "the impression's history_len",
+                  "news_age": f"candidates' age: fresh (< {FRESH_HOURS:g} h) or older"}
+
+
+def segment_lines(doc: dict) -> list[str]:
+    """One table per segment dimension: a row per (segment, scorer)."""
+    lines = []
+    for dimension, segments in doc["segments"].items():
+        lines += [f"### By {SEGMENT_TITLES.get(dimension, dimension)}", "",
+                  "| segment | scorer | impressions | " +
+                  " | ".join(title for _, title in TABLE_COLUMNS[:4]) + " |",
+                  "| --- | --- | ---: |" + " ---: |" * 4]
+        for segment, scorers in segments.items():
+            for scorer, values in scorers.items():
+                lines.append(f"| {segment} | {scorer} | {values['impressions']} | " +
+                             " | ".join(_cell(values.get(key)) for key, _ in TABLE_COLUMNS[:4])
+                             + " |")
+        lines.append("")
+    return lines
+
+
 def report_markdown(doc: dict) -> str:
     imp, cand = doc["impressions"], doc["candidates"]
     dcn = doc["scorers"]["dcn"]
@@ -712,6 +812,22 @@ def report_markdown(doc: dict) -> str:
         "",
         *gap_lines(doc),
         "",
+        "## Calibration of the DCN probabilities",
+        "",
+        *calibration_lines(doc),
+        "",
+        "Deciles: the dev rows sorted by the DCN probability, cut into equal-count groups "
+        f"(from a histogram of {doc['settings']['calibration_bins']} bins: equal up to one bin). "
+        "ECE = sum over deciles of (rows / all rows) x |mean predicted - observed|. "
+        "See reliability.png.",
+        "",
+        "## Metrics by segment",
+        "",
+        "Impressions: those counted (with a click and a non-click). By age, each impression's "
+        "metrics are over its candidates of that age only; impressions left with a single "
+        "class are skipped.",
+        "",
+        *segment_lines(doc),
         "## Counts",
         "",
         f"- impressions: {imp['listed']} listed, {imp['counted']} counted, "
@@ -726,7 +842,9 @@ def report_markdown(doc: dict) -> str:
         "",
         "Per-impression metrics are means over counted impressions. Ties: AUC gives equal scores "
         "half credit; MRR, nDCG and prediction.txt rank the candidate listed first ahead. The "
-        "popularity baseline (train clicks) does not break its ties.",
+        "popularity baseline (train clicks) does not break its ties. `ctr` is the news' "
+        "smoothed click rate in the popularity window before the impression; `ctr_cosine` the "
+        "mean of a candidate's ctr rank and cosine rank within the impression.",
         "",
     ]
     return "\n".join(parts)
@@ -752,7 +870,34 @@ def metrics_plot_png(doc: dict) -> bytes:
     axes.set_ylim(0, 1)
     axes.set_ylabel("mean over impressions")
     axes.set_title(f"MIND dev metrics, model {doc['model_version']}")
-    axes.legend(loc="upper left", ncols=len(scorers), fontsize="small")
+    axes.legend(loc="upper left", ncols=min(len(scorers), 4), fontsize="small")
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    return buffer.getvalue()
+
+
+def reliability_plot_png(doc: dict) -> bytes:
+    """Observed click rate against mean predicted probability per decile, with the diagonal
+    (perfect calibration); the axes span the deciles' values, not all of [0, 1]."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    cal = doc["calibration"]
+    predicted = [row["mean_predicted"] for row in cal["deciles"]]
+    observed = [row["observed"] for row in cal["deciles"]]
+    top = max([*predicted, *observed, 1e-3]) * 1.1
+    figure = Figure(figsize=(5.5, 5.5))
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    axes.plot([0, top], [0, top], linestyle="--", color="grey", label="perfect calibration")
+    axes.plot(predicted, observed, marker="o", label="dcn, by decile")
+    axes.set_xlim(0, top)
+    axes.set_ylim(0, top)
+    axes.set_xlabel("mean predicted probability")
+    axes.set_ylabel("observed click rate")
+    axes.set_title(f"Reliability, model {doc['model_version']}\nECE {_cell(cal['ece'])}, "
+                   f"log loss {_cell(cal['log_loss'])}", fontsize="medium")
+    axes.legend(loc="upper left", fontsize="small")
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100)
     return buffer.getvalue()
@@ -763,6 +908,7 @@ def write_outputs(out: str, doc: dict) -> None:
                        json.dumps(_json_safe(doc), indent=2, sort_keys=True))
     storage.write_text(f"{out}/report.md", report_markdown(doc))
     storage.write_bytes(f"{out}/metrics.png", metrics_plot_png(doc))
+    storage.write_bytes(f"{out}/reliability.png", reliability_plot_png(doc))
 
 
 # ------------------------------------------------------------------------------ the job
@@ -786,7 +932,8 @@ def evaluate(cfg: Config, spark: SparkSession | None = None, as_of=None) -> dict
     out = storage.run_dir(root, run_id)
     impressions, positions = listed_candidates(spark, inputs.features_path)
     rows = scored_rows(spark, cfg, inputs, positions, truth)
-    table = per_impression(rows, impressions, inputs.scorers).persist(StorageLevel.MEMORY_AND_DISK)
+    table = per_impression(rows, impressions, inputs.row_scorers).persist(
+        StorageLevel.MEMORY_AND_DISK)
     try:
         with timer.stage("score_and_metrics"):
             merged = collect_metrics(table, inputs.scorers, cfg["evaluate.auc_bins"])
@@ -813,6 +960,7 @@ def _job(cfg: Config, args) -> dict:
     doc = evaluate(cfg, as_of=parse_as_of_argument(args.as_of))
     print(metrics_table(doc))
     print("\n".join(gap_lines(doc)))
+    print("\n".join(calibration_lines(doc)[:2]))   # dcn: log loss, ECE, mean vs observed
     return {"run_id": doc["run_id"], "output": doc["output"], "model_version": doc["model_version"],
             "features_run_id": doc["features_run_id"], "impressions": doc["impressions"],
             "seconds": doc["seconds"]}

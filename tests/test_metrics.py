@@ -5,7 +5,8 @@ import pickle
 import numpy as np
 import pytest
 
-from dcn.metrics import (HistogramAUC, MetricAccumulator, format_prediction_line, global_auc,
+from dcn.metrics import (CalibrationHistogram, HistogramAUC, MetricAccumulator, average_ranks,
+                         expected_calibration_error, format_prediction_line, global_auc,
                          impression_auc, impression_metrics, log_loss, mrr, ndcg_at_k,
                          prediction_ranks)
 
@@ -299,6 +300,16 @@ def test_accumulator_merge_equals_single():
         assert r2[name] == approx(r1[name], rel=1e-12)
 
 
+def test_add_metrics_reuses_an_impressions_metrics():
+    whole, segment = MetricAccumulator(), MetricAccumulator()
+    segment.add_metrics(whole.add([1, 0, 0, 1], [0.9, 0.8, 0.1, 0.3]))   # auc .75, mrr 2/3
+    segment.add_metrics(whole.add([0, 0], [0.3, 0.2]))                   # skipped in both
+    r = segment.result()
+    assert (r["impressions"], r["skipped_impressions"]) == (1, 1)
+    assert r["auc"] == 0.75 and r["mrr"] == approx(2 / 3)
+    assert whole.result() == approx(r, nan_ok=True)
+
+
 def test_empty_accumulator_result():
     r = MetricAccumulator().result()
     assert math.isnan(r["auc"]) and r["impressions"] == 0 and r["skipped_impressions"] == 0
@@ -388,6 +399,83 @@ def test_histogram_auc_score_of_one_lands_in_last_bin():
     h.add([1, 0, 0], [1.0, 0.99, 0.0])
     assert h.pos.tolist() == [0, 0, 0, 1]
     assert h.neg.tolist() == [1, 0, 0, 1]
+
+
+# --------------------------------------------------------------------------- calibration
+
+def hand_made_histogram():
+    """10 fine bins over [0, 1]; 10 rows: 4 at 0.05 (no click), 2 at 0.25 (1 click), 2 at
+    0.35 (1 click), 1 at 0.65 (a click), 1 at 0.75 (none)."""
+    h = CalibrationHistogram(bins=10)
+    h.counts[:] = [4, 0, 2, 2, 0, 0, 1, 1, 0, 0]
+    h.positives[:] = [0, 0, 1, 1, 0, 0, 1, 0, 0, 0]
+    h.prediction_sums[:] = [0.2, 0, 0.5, 0.7, 0, 0, 0.65, 0.75, 0, 0]
+    return h
+
+
+def test_reliability_groups_and_ece_of_a_hand_made_histogram():
+    h = hand_made_histogram()
+    # 5 groups of 2 rows. A bin goes to the group of its middle row: bin 0 (ranks 0-3, middle
+    # 2) -> group 2 (group 1 is left empty); bin 2 (middle 5) -> 3; bin 3 (7) -> 4; bins 6
+    # and 7 (8.5, 9.5) -> 5.
+    assert h.group_of_bins(5)[[0, 2, 3, 6, 7]].tolist() == [1, 2, 3, 4, 4]
+    table = h.reliability(5)
+    assert [(r["group"], r["n"]) for r in table] == [(2, 4), (3, 2), (4, 2), (5, 2)]
+    assert [r["low"] for r in table] == approx([0.0, 0.2, 0.3, 0.6])
+    assert [r["high"] for r in table] == approx([0.1, 0.3, 0.4, 0.8])
+    assert [r["mean_predicted"] for r in table] == approx([0.05, 0.25, 0.35, 0.70])
+    assert [r["observed"] for r in table] == approx([0.0, 0.5, 0.5, 0.5])
+    # 0.4 * |0.05 - 0| + 0.2 * |0.25 - 0.5| + 0.2 * |0.35 - 0.5| + 0.2 * |0.7 - 0.5|
+    # = 0.02 + 0.05 + 0.03 + 0.04
+    assert expected_calibration_error(table) == approx(0.14)
+    assert h.rows == 10 and h.mean_predicted() == approx(0.28) and h.observed_rate() == 0.3
+    # one group: the ECE is |mean prediction - click rate|
+    assert expected_calibration_error(h.reliability(1)) == approx(0.02)
+
+
+def test_deciles_of_rows_added_are_equal_count():
+    h = CalibrationHistogram(bins=10_000)
+    p = (np.arange(20) + 1 / 3) / 20         # 20 distinct predictions, 2 per decile
+    labels = np.arange(20) % 2               # every other row a click
+    h.add(labels[:7], p[:7])
+    other = CalibrationHistogram(bins=10_000)
+    other.add(labels[7:], p[7:])
+    table = h.merge(pickle.loads(pickle.dumps(other))).reliability(10)
+    assert [r["n"] for r in table] == [2] * 10
+    assert [r["mean_predicted"] for r in table] == approx([(p[2 * i] + p[2 * i + 1]) / 2
+                                                           for i in range(10)])
+    assert [r["observed"] for r in table] == [0.5] * 10
+    # the edges are those of the fine bins (1e-4 wide) holding the decile's rows
+    assert table[0]["low"] <= p[0] < table[0]["low"] + 1e-4
+    assert table[-1]["high"] - 1e-4 <= p[-1] < table[-1]["high"]
+    assert table[3]["high"] <= table[4]["low"]
+
+
+def test_calibration_histogram_edges_checks_and_perfect_calibration():
+    h = CalibrationHistogram(bins=4)
+    h.add([1, 0, 0, 1], [1.0, 0.0, 0.25, 0.9999])
+    assert h.counts.tolist() == [1, 1, 0, 2]          # 1.0 in the last bin, 0.25 in bin 1
+    assert h.positives.tolist() == [0, 0, 0, 2]
+    with pytest.raises(ValueError):
+        h.merge(CalibrationHistogram(bins=5))
+    with pytest.raises(ValueError):
+        h.reliability(0)
+    calibrated = [{"n": 3, "mean_predicted": 0.2, "observed": 0.2},
+                  {"n": 1, "mean_predicted": 0.9, "observed": 0.9}]
+    assert expected_calibration_error(calibrated) == 0.0
+    assert math.isnan(expected_calibration_error([]))
+    empty = CalibrationHistogram(bins=10)
+    assert empty.reliability() == [] and math.isnan(empty.mean_predicted())
+
+
+# --------------------------------------------------------------------------- ranks
+
+def test_average_ranks_ties_share_their_mean_rank():
+    assert average_ranks([0.10, 0.30, 0.30, 0.05]).tolist() == [2.0, 3.5, 3.5, 1.0]
+    assert average_ranks([7, 7, 7]).tolist() == [2.0, 2.0, 2.0]
+    assert average_ranks([3.0, -1.0, 2.0]).tolist() == [3.0, 1.0, 2.0]
+    with pytest.raises(ValueError):
+        average_ranks([0.1, float("nan")])
 
 
 # --------------------------------------------------------------------------- leaderboard output

@@ -494,3 +494,60 @@ def test_bad_training_settings_are_rejected_when_the_config_loads(override, mess
     load_config()
     with pytest.raises(ConfigError, match=message):
         load_config(overrides=[override])
+
+
+# ------------------------------------------------------------------ side features
+
+SIDE = dict(features=["user_stats", "news_stats", "category", "dot"],
+            user_dense_mean=[1.0, 2.0], user_dense_std=[1.0, 4.0],
+            news_dense_mean=[0.0, 0.0, 0.0, 0.5], news_dense_std=[1.0, 1.0, 2.0, 0.5],
+            category_buckets=5, category_dim=2)
+
+
+def test_logistic_regression_on_the_side_features_by_hand():
+    """No cross or deep layer: logit = w . x0 + b with x0 = [u, (ud - m)/s, n, (nd - m)/s,
+    E_cat[c], E_sub[s], u . n], each weight set by hand."""
+    from dcn.model import build_dcn
+    model = build_dcn(2, 2, cross_layers=0, deep_units=[], **SIDE)
+    emb = np.arange(10, dtype=np.float32).reshape(5, 2) / 10
+    model.get_layer("category_emb").set_weights([emb])
+    model.get_layer("subcategory_emb").set_weights([-emb])
+    w = np.arange(1, 16, dtype=np.float32)[:, None] / 10      # d = 2+2 + 2+4+2+2 + 1 = 15
+    model.get_layer("logit").set_weights([w, np.array([0.5], np.float32)])
+    u, ud = np.array([[1.0, 2.0]]), np.array([[2.0, 6.0]])
+    n, nd = np.array([[3.0, -1.0]]), np.array([[1.0, 2.0, 4.0, 1.5]])
+    x0 = np.concatenate([u, [[1.0, 1.0]], n, [[1.0, 2.0, 2.0, 2.0]], emb[[3]], -emb[[1]],
+                         [[1.0 * 3.0 + 2.0 * -1.0]]], axis=1)
+    expected = float(x0 @ w + 0.5)
+    got = model({"user_vec": u.astype("f"), "news_vec": n.astype("f"),
+                 "user_dense": ud.astype("f"), "news_dense": nd.astype("f"),
+                 "category": np.array([3], "i"), "subcategory": np.array([1], "i")})
+    assert float(np.asarray(got)[0, 0]) == pytest.approx(expected, rel=1e-6)
+
+
+def test_side_feature_model_round_trips(tmp_path):
+    from dcn.model import build_dcn, input_columns, model_spec
+    model = build_dcn(4, 4, deep_units=[8], l2=1e-4, **SIDE)
+    spec = model_spec(model)
+    assert spec["features"] == SIDE["features"] and spec["l2"] == pytest.approx(1e-4)
+    assert input_columns(spec) == {"user_dense": 2, "news_dense": 4, "category": 0, "subcategory": 0}
+    assert len(model.losses) > 0
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert model_spec(loaded) == spec
+    rng = np.random.default_rng(0)
+    batch = {"user_vec": rng.normal(size=(3, 4)).astype("f"), "news_vec": rng.normal(size=(3, 4)).astype("f"),
+             "user_dense": rng.normal(size=(3, 2)).astype("f"), "news_dense": rng.normal(size=(3, 4)).astype("f"),
+             "category": np.array([0, 1, 4], "i"), "subcategory": np.array([2, 2, 3], "i")}
+    np.testing.assert_allclose(np.asarray(loaded(batch)), np.asarray(model(batch)), rtol=1e-6)
+
+
+def test_dot_needs_equal_widths_and_stats_need_their_statistics():
+    from dcn.model import build_dcn
+    with pytest.raises(ValueError, match="dot feature needs vectors of one width"):
+        build_dcn(4, 6, features=["dot"])
+    with pytest.raises(ValueError, match="news_stats needs news_dense_mean"):
+        build_dcn(4, 4, features=["news_stats"])
+    with pytest.raises(ValueError, match="features must be a list"):
+        build_dcn(4, 4, features=["popularity"])

@@ -81,7 +81,7 @@ def tiny(spark, tmp_path_factory):
         f"paths.train={root / 'mind' / 'MINDsmall_train'}",
         f"paths.dev={root / 'mind' / 'MINDsmall_dev'}", f"paths.work={root / 'work'}",
         "embed.encoder=hashing", "embed.hashing_dim=16", "embed.projection_dim=0",
-        "features.min_row_groups=4", "features.files=4"])
+        "features.min_row_groups=4", "features.files=4", "features.validation_hours=0"])
     embed_news.run(cfg, spark)
     rows = log_rows(read_folder_rows(root / "mind" / "MINDsmall_train"),
                     read_folder_rows(root / "mind" / "MINDsmall_dev"))
