@@ -3,6 +3,7 @@ generator seeds, and an ablation of its side features.
 
     .venv/bin/python bench/dcn_quality.py [--scale small] [--seeds 0,1,2] [--encoder use]
                                           [--ablation-seed 0] [--work work/quality]
+                                          [--set KEY=VALUE ...]
 
 For each seed: generate the synthetic MIND sample (jobs/generate_mind.py), run embed_news,
 build_features --as-of 2019-11-16, train (one rank) and evaluate through ./spark-submit.sh,
@@ -12,8 +13,9 @@ popularity). Prints the mean ± std over the seeds of impression AUC and nDCG@10
 the reference ranker and the best baseline, and whether the DCN matches the reference.
 
 On `--ablation-seed`'s features, the DCN is trained again with each side-feature set
-(vectors only; + dot; + category; + news_stats (popularity and age); all) and each row gives
-AUC, nDCG@10 and the dev log loss. Results: bench/results/dcn_quality.json.
+(vectors only; + dot; the low-rank matrix cross instead; + category; + news_stats
+(popularity and age); all) and each row gives
+AUC, nDCG@10 and the dev log loss. Results: bench/results/dcn_quality_<scale>.json.
 """
 from __future__ import annotations
 
@@ -32,12 +34,15 @@ from bench.quality_bounds import reference_metrics  # noqa: E402
 
 RUN_DATE = "2019-11-16"
 REFERENCE = "history_topic_counts_plus_popularity"
+# name -> (model.features, other settings). The low-rank matrix cross (DCN-V2) is the other
+# way to let the model express u . v: x0 * (W x) holds every bilinear term u_i W_ij n_j.
 ABLATION = {
-    "vectors only": [],
-    "+ u.v": ["dot"],
-    "+ category": ["category"],
-    "+ popularity and age": ["news_stats"],
-    "all": ["user_stats", "news_stats", "category", "dot"],
+    "vectors only": ([], []),
+    "+ u.v": (["dot"], []),
+    "matrix cross (rank 32)": ([], ["model.cross_kind=matrix", "model.cross_rank=32"]),
+    "+ category": (["category"], []),
+    "+ popularity and age": (["news_stats"], []),
+    "all": (["user_stats", "news_stats", "category", "dot"], []),
 }
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TF_ENABLE_ONEDNN_OPTS="0")
 
@@ -49,8 +54,11 @@ def job(name: str, settings: list[str], *options: str) -> None:
         sys.exit(f"{name} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
 
 
-def train(settings: list[str], features: list[str] | None = None) -> None:
+def train(settings: list[str], features: list[str] | None = None,
+          others: tuple[str, ...] = ()) -> None:
     extra = ["--set", f"model.features={json.dumps(features)}"] if features is not None else []
+    for item in others:
+        extra += ["--set", item]
     done = subprocess.run([sys.executable, "-m", "dcn.train", "--force", *settings, *extra],
                           cwd=ROOT, env=dict(ENV, PYTHONPATH=str(ROOT)), capture_output=True,
                           text=True)
@@ -75,6 +83,8 @@ def run_seed(args, seed: int) -> tuple[list[str], Path, dict]:
     for key, value in (("train", data / "MINDsmall_train"), ("dev", data / "MINDsmall_dev"),
                        ("ground_truth", data / "ground_truth"), ("work", work)):
         settings += ["--set", f"paths.{key}={value}"]
+    for item in args.set:
+        settings += ["--set", item]
     job("embed_news", settings)
     job("build_features", settings, "--as-of", RUN_DATE)
     train(settings)
@@ -99,6 +109,8 @@ def main() -> None:
     parser.add_argument("--ablation-seed", type=int, default=0)
     parser.add_argument("--no-ablation", action="store_true")
     parser.add_argument("--work", default=str(ROOT / "work" / "quality"))
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a setting for every job (repeatable), as spark-submit.sh takes it")
     args = parser.parse_args()
 
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -131,19 +143,21 @@ def main() -> None:
         work = Path(args.work) / f"{args.scale}-{seed}"
         print(f"\nablation on seed {seed}:")
         print(f"{'features':<24}{'auc':>9}{'ndcg@10':>9}{'log loss':>10}")
-        for name, features in ABLATION.items():
-            train(settings, features)
+        for name, (features, others) in ABLATION.items():
+            train(settings, features, others)
             job("evaluate", settings)
             doc = evaluation(work)
             dcn = doc["scorers"]["dcn"]
             loss = (doc.get("calibration") or {}).get("log_loss")
-            ablation[name] = {"features": features, "auc": dcn["auc"], "ndcg@10": dcn["ndcg@10"],
+            ablation[name] = {"features": features, "settings": others,
+                              "auc": dcn["auc"], "ndcg@10": dcn["ndcg@10"],
                               "log_loss": loss}
             print(f"{name:<24}{dcn['auc']:9.4f}{dcn['ndcg@10']:9.4f}"
                   f"{loss if loss is not None else float('nan'):10.4f}", flush=True)
-    out = ROOT / "bench" / "results" / "dcn_quality.json"
+    out = ROOT / "bench" / "results" / f"dcn_quality_{args.scale}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"scale": args.scale, "seeds": seeds, "encoder": args.encoder,
+                               "settings": args.set,
                                "per_seed": results, "ablation": ablation}, indent=2, default=str))
     print(f"saved {out.relative_to(ROOT)}")
 

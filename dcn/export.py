@@ -51,6 +51,19 @@ def check_lineage(metadata: dict, news_vectors: dict | None, features_where: str
                          "features, or rebuild the features with the model's embedding settings")
 
 
+def check_side_features(metadata: dict, side_features: dict | None, where: str) -> None:
+    """Refuse a model whose side features were built with other settings (category hashing,
+    popularity window, click-rate prior) than the rows or pool at `where`: it would be fed
+    features it never saw. A vectors-only model reads none of them."""
+    if not (metadata.get("model_spec") or {}).get("features"):
+        return
+    trained = (metadata.get("features") or {}).get("side_features")
+    if trained != side_features:
+        raise ValueError(f"model {metadata.get('version')} was trained on side features built "
+                         f"with {trained}, but {where} has {side_features}: rebuild with the "
+                         "model's features.* settings, or retrain")
+
+
 def export_model(cfg: Config, model, metadata: dict, version: str | None = None) -> str:
     """Save `model` and `metadata` as a new version, then commit it (it becomes current)."""
     version = storage.begin_run(storage.runs_dir(models_root(cfg)), version)

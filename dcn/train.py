@@ -448,6 +448,15 @@ class Trainer:
             for variable, value in zip(self.model.variables, self.best[2]):
                 variable.assign(value)
 
+    def finalize(self) -> None:
+        """The model to export: the best epoch's weights, with the logit corrected for the
+        negative sampling (see logit_correction) so its output is a click probability on
+        real traffic."""
+        self.use_best()
+        if self.correction:
+            bias = self.model.get_layer("logit").bias
+            bias.assign(bias.numpy() + self.correction)
+
     def restore(self, checkpoint: Checkpoint) -> None:
         """Assign a checkpoint's values; shapes and dtypes must match variable by variable
         (names are not compared: Keras numbers auto-named objects per process). The best
@@ -700,13 +709,8 @@ def export(cfg: Config, plan: Plan, trainer: Trainer, metrics: dict, size: int,
     from dcn.model import model_spec
 
     features = plan.features
-    trainer.use_best()
-    correction = logit_correction(features)
-    if correction:   # the exported logit is a click probability's on real traffic
-        bias = trainer.model.get_layer("logit").bias
-        bias.assign(bias.numpy() + np.float32(correction))
     metadata = {
-        "logit_correction": correction, "sampling": features.sampling,
+        "logit_correction": float(trainer.correction), "sampling": features.sampling,
         "warmup_steps": trainer.warmup_steps,
         "user_dim": features.train.user_dim, "news_dim": features.train.news_dim,
         "model_spec": model_spec(trainer.model), "config": cfg.to_dict(),
@@ -774,6 +778,7 @@ def train(cfg: Config, force: bool = False) -> dict:
     if not history:  # resumed a run whose last epoch ended just before the export
         history = [validate(trainer, plan, cfg, hvd)]
     metrics = final_metrics(history)
+    trainer.finalize()     # on every rank: they all hold the model that is exported
     _dump_weights(trainer, hvd, global_step)
     version = decide("export", lambda: export(cfg, plan, trainer, metrics, hvd.size(),
                                               train_seconds, global_step))

@@ -107,13 +107,6 @@ def feature_rows(behaviors: DataFrame, impression_vectors: DataFrame, news: Data
     return schemas.conform(rows, schemas.FEATURE_ROWS)
 
 
-def impression_counts(behaviors: DataFrame) -> DataFrame:
-    """Impressions and clicks per news over the given behaviors."""
-    shown = behaviors.select(F.explode("candidates").alias("c"))
-    return (shown.groupBy(F.col("c")[C.NEWS_ID].alias(C.NEWS_ID))
-            .agg(F.count("*").alias(C.IMPRESSIONS), F.sum(F.col("c")[C.LABEL]).alias(C.CLICKS)))
-
-
 def pool_window_start(as_of: dt.datetime, cfg: Config) -> dt.datetime:
     """Start of the impressions the pool reads: its candidate window and the popularity
     window, whichever reaches further back."""
@@ -128,7 +121,7 @@ def candidate_pool(recent: DataFrame, news: DataFrame, as_of: dt.datetime, cfg: 
     first_seen from impressions before `as_of`)."""
     moment = log.epoch_seconds(as_of)
     hours = lambda key: moment - cfg[key] * 3600  # noqa: E731
-    shown = impression_counts(recent.where(F.col("t") >= hours("features.candidate_window_hours")))
+    shown = side.impression_counts(recent.where(F.col("t") >= hours("features.candidate_window_hours")))
     popular = side.popularity_at(recent.where(F.col("t") >= hours("features.popularity_window_hours")))
     pool = (shown.join(F.broadcast(news), C.NEWS_ID, "inner")
             .join(popular, C.NEWS_ID, "left")
@@ -348,7 +341,7 @@ def _run(cfg: Config, spark: SparkSession, as_of: dt.datetime | None,
         recent = behaviors.where(F.col("t") >= log.epoch_seconds(pool_window_start(as_of, cfg)))
         pool_size = write_pool(candidate_pool(recent, news_side, as_of, cfg), pool_out)
         # the train period's counts (the popularity baseline): train and validation rows
-        popularity = impression_counts(behaviors.where(F.col("split").isin(TRAIN, VALID)))
+        popularity = side.impression_counts(behaviors.where(F.col("split").isin(TRAIN, VALID)))
         schemas.conform(popularity, schemas.NEWS_POPULARITY).coalesce(1).write.parquet(
             f"{out}/news_popularity")
     with timer.stage("rejected_rows"):

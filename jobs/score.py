@@ -240,21 +240,6 @@ def remove_stale_attempts(writer: "TableWriter", run_date: str, date_folder: str
     return removed
 
 
-def check_side_features(metadata: dict, pool_pointer: dict) -> None:
-    """Refuse a model whose side features were built with other settings than the pool's
-    (another category hashing, popularity window or click-rate prior): it would be fed
-    features it never saw."""
-    if not (metadata.get("model_spec") or {}).get("features"):
-        return
-    trained = (metadata.get("features") or {}).get("side_features")
-    serving = (pool_pointer.get("summary") or {}).get("side_features")
-    if trained != serving:
-        raise UserInputError(
-            f"model {metadata.get('version')} was trained on side features built with "
-            f"{trained}, but the candidate pool {pool_pointer['path']} has {serving}: rebuild "
-            "the pool with the model's features.* settings, or retrain")
-
-
 def check_memory_budget(cfg: Config, metadata: dict, n_news: int) -> None:
     """On the driver: a budget in which not even one user fits next to the pool is an error
     now, not in every task later."""
@@ -311,7 +296,11 @@ def run(cfg: Config, run_date: str | None = None, spark: SparkSession | None = N
             export.check_lineage(metadata, state["summary"].get("news_vectors"), state["path"])
         except ValueError as err:
             raise UserInputError(str(err)) from None
-        check_side_features(metadata, pool_pointer)
+        try:
+            export.check_side_features(metadata, pool_pointer["summary"].get("side_features"),
+                                       f"the candidate pool {pool_pointer['path']}")
+        except ValueError as err:
+            raise UserInputError(str(err)) from None
         pool = load_pool(f"{pool_pointer['path']}/candidate_pool")
         check_memory_budget(cfg, metadata, len(pool["ids"]))
         writer = TableWriter(spark, cfg)

@@ -85,13 +85,19 @@ def popularity_at_impressions(behaviors: DataFrame, window_hours: int) -> DataFr
         F.coalesce(F.sum("k").over(window), F.lit(0)).cast("long").alias(C.POP_CLICKS))
 
 
+def impression_counts(behaviors: DataFrame) -> DataFrame:
+    """(news_id, impressions, clicks) over the given behaviors."""
+    shown = behaviors.select(F.explode("candidates").alias("c"))
+    return (shown.groupBy(F.col("c")[C.NEWS_ID].alias(C.NEWS_ID))
+            .agg(F.count("*").alias(C.IMPRESSIONS),
+                 F.sum(F.col("c")[C.LABEL]).cast("long").alias(C.CLICKS)))
+
+
 def popularity_at(behaviors: DataFrame) -> DataFrame:
     """(news_id, pop_impressions, pop_clicks) over `behaviors` (the impressions of the window
     before a moment, selected by the caller)."""
-    shown = behaviors.select(F.explode("candidates").alias("c"))
-    return (shown.groupBy(F.col("c")[C.NEWS_ID].alias(C.NEWS_ID))
-            .agg(F.count("*").alias(C.POP_IMPRESSIONS),
-                 F.sum(F.col("c")[C.LABEL]).cast("long").alias(C.POP_CLICKS)))
+    return (impression_counts(behaviors).withColumnRenamed(C.IMPRESSIONS, C.POP_IMPRESSIONS)
+            .withColumnRenamed(C.CLICKS, C.POP_CLICKS))
 
 
 def age_hours(moment_seconds: Column, seen: Column) -> Column:

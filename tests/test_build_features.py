@@ -94,11 +94,17 @@ def features(cfg, table, as_of=None):
     return read_table(f"{rows['path']}/{table}")
 
 
-def model_metadata(cfg, user_dim, news_dim=None):
-    """Export metadata for a test model trained on the current news vectors."""
+def model_metadata(cfg, user_dim, news_dim=None, model=None):
+    """Export metadata for a test model trained on the current news vectors (and, for a model
+    with side features, on side features built with the config's settings)."""
     _, summary = embed_news.current_vectors_uri(cfg)
-    return {"user_dim": user_dim, "news_dim": news_dim or user_dim,
-            "news_vectors": summary["identity"]}
+    metadata = {"user_dim": user_dim, "news_dim": news_dim or user_dim,
+                "news_vectors": summary["identity"],
+                "features": {"side_features": build_features.side_summary(cfg)}}
+    if model is not None:
+        from dcn.model import model_spec
+        metadata["model_spec"] = model_spec(model)
+    return metadata
 
 
 def test_embed_news_covers_both_splits(built):

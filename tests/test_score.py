@@ -40,29 +40,38 @@ def scored(spark, tmp_path_factory):
     cfg = make_cfg(root, "features.candidate_window_hours=200", "score.k=3",
                    f"score.table_location={root / 'table'}", "score.table=recs_test")
     embed_news.run(cfg, spark)
-    build_features.run(cfg, spark, as_of=SCORE_DAY)
-    model = random_model(16)
-    version = export_model(cfg, model, model_metadata(cfg, 16))
+    rows = build_features.run(cfg, spark, as_of=SCORE_DAY)
+    stats = rows["dense_stats"]
+    model = random_model(16, features=["user_stats", "news_stats", "category", "dot"],
+                         user_dense_mean=stats["user_dense"]["mean"],
+                         user_dense_std=stats["user_dense"]["std"],
+                         news_dense_mean=stats["news_dense"]["mean"],
+                         news_dense_std=stats["news_dense"]["std"], category_buckets=1024)
+    version = export_model(cfg, model, model_metadata(cfg, 16, model=model))
     summary = score.run(cfg, "2019-11-16", spark)
     return root, cfg, model, version, summary
 
 
 def brute_force(cfg, model):
-    """Expected top 3 per user: the model on every (user, pool news) pair, clicked excluded,
-    ordered by logit then news id; users without history get the most clicked pool news."""
+    """Expected top 3 per user: the Keras model (side features included) on every (user, pool
+    news) pair, clicked excluded, ordered by logit then news id; cold users too (the default
+    score.cold_users: model). Returns {user: [(news, probability)]}."""
     profiles, pool = features(cfg, "state", SCORE_DAY), features(cfg, "candidate_pool", SCORE_DAY)
     pool = pool.sort_values("news_id").reset_index(drop=True)
-    news = np.stack(pool["news_vec"]).astype(np.float32)
+    n = len(pool)
+    news = {"news_vec": np.stack(pool["news_vec"]).astype(np.float32),
+            "news_dense": np.stack(pool["news_dense"]).astype(np.float32),
+            "category": pool["category"].to_numpy(np.int32),
+            "subcategory": pool["subcategory"].to_numpy(np.int32)}
     expected = {}
     for _, user in profiles.iterrows():
         clicked = set(user["clicked_news"])
-        if user["history_len"] == 0:
-            keys = [(-c, n) for c, n in zip(pool["clicks"], pool["news_id"]) if n not in clicked]
-        else:
-            users = np.repeat(np.asarray(user["user_vec"], np.float32)[None], len(pool), axis=0)
-            logits = np.asarray(model({"user_vec": users, "news_vec": news}))[:, 0]
-            keys = [(-l, n) for l, n in zip(logits, pool["news_id"]) if n not in clicked]
-        expected[user["user_id"]] = [n for _, n in sorted(keys)[:3]]
+        dense = np.log1p([user["history_len"], user["impressions"]]).astype(np.float32)
+        inputs = dict(news, user_vec=np.repeat(np.asarray(user["user_vec"], np.float32)[None], n, axis=0),
+                      user_dense=np.repeat(dense[None], n, axis=0))
+        logits = np.asarray(model(inputs))[:, 0]
+        keys = sorted((-l, n) for l, n in zip(logits, pool["news_id"]) if n not in clicked)
+        expected[user["user_id"]] = [(n, 1 / (1 + np.exp(l))) for l, n in keys[:3]]
     return expected
 
 
@@ -75,10 +84,14 @@ def table_rows(spark, run_date):
 def test_top_k_equals_brute_force(spark, scored):
     _, cfg, model, version, summary = scored
     expected = brute_force(cfg, model)
-    got = {}
+    got, scores = {}, {}
     for row in table_rows(spark, "2019-11-16"):
         got.setdefault(row["user_id"], []).append(row["news_id"])
-    assert got == expected
+        scores.setdefault(row["user_id"], []).append(row["score"])
+    assert got == {user: [n for n, _ in top] for user, top in expected.items()}
+    for user, top in expected.items():     # probabilities, cold users' on the same scale
+        assert scores[user] == pytest.approx([p for _, p in top], rel=1e-4, abs=1e-6)
+        assert scores[user] == sorted(scores[user], reverse=True)
     assert summary["users"] == len(expected) and summary["rows_written"] == sum(map(len, expected.values()))
     ranks = {}
     for row in table_rows(spark, "2019-11-16"):

@@ -160,3 +160,15 @@ def test_factorized_scoring_with_side_features_equals_the_model(structure):
     restored = FactorizedScorer.from_arrays(fact.to_arrays())
     np.testing.assert_array_equal(
         restored.logits(restored.user_side(uv, ud), restored.news_side(nv, nd, cat, sub)), got)
+
+
+def test_a_model_refuses_side_features_built_with_other_settings():
+    from dcn.export import check_side_features
+    built = {"category_buckets": 1024, "popularity_window_hours": 24}
+    metadata = {"version": "v1", "model_spec": {"features": ["news_stats"]},
+                "features": {"side_features": built}}
+    check_side_features(metadata, dict(built), "the pool")
+    with pytest.raises(ValueError, match="popularity_window_hours.: 48"):
+        check_side_features(metadata, dict(built, popularity_window_hours=48), "the pool")
+    vectors_only = dict(metadata, model_spec={"features": []})
+    check_side_features(vectors_only, dict(built, popularity_window_hours=48), "the pool")

@@ -8,6 +8,7 @@ written with pyarrow and published as a build_features run.
 from __future__ import annotations
 
 import glob
+import math
 import json
 import os
 import re
@@ -35,8 +36,11 @@ TIMEOUT = 240  # seconds for one training command; a hang fails the test
 ENV = dict(os.environ, TF_ENABLE_ONEDNN_OPTS="0", TF_CPP_MIN_LOG_LEVEL="2",
            PYTHONPATH=str(ROOT))
 # Small and quick: the tiny sample has about 3,300 train and 7,700 dev rows.
+# Vectors only and every epoch run: these tests are about the distributed loop (the side
+# features and early stopping have their own test).
 QUICK = ["model.deep_units=[64,32]", "model.dropout=0.0", "train.warmup_steps=10",
-         "train.threads_per_rank=1", "train.reader_threads=1", "train.shuffle_buffer=1024"]
+         "train.threads_per_rank=1", "train.reader_threads=1", "train.shuffle_buffer=1024",
+         "model.features=[]", "train.patience=0"]
 
 
 # --------------------------------------------------------------------------- helpers
@@ -134,12 +138,14 @@ def train_uri_of(work) -> str:
 
 
 def publish_features(work: Path, train_groups, dev_groups, dim: int, seed: int = 0) -> str:
-    """Write train/ and dev/ and make them the newest build_features rows; returns its id."""
+    """Write train/, valid/ and dev/ (valid and dev of `dev_groups`) and make them the newest
+    build_features rows; returns its id."""
     root = rows_root(work)
     run_id = storage.new_run_id()
     folder = Path(storage.run_dir(root, run_id).replace("file://", ""))
+    tables = (("train", train_groups), ("valid", dev_groups), ("dev", dev_groups))
     rows = {name: {"rows": write_feature_rows(folder / name, groups, dim, seed + i)}
-            for i, (name, groups) in enumerate((("train", train_groups), ("dev", dev_groups)))}
+            for i, (name, groups) in enumerate(tables)}
     storage.publish_run(root, run_id, {"run_id": run_id, "dim": dim, "rows": rows,
                                        "as_of": TEST_AS_OF}, keep_runs=3)
     return run_id
@@ -465,3 +471,42 @@ def test_spark_submit_train_runs_horovod_on_executors(tmp_path):
     ranks = [json.loads((dump / f"rank-{r}.json").read_text()) for r in (0, 1)]
     assert ranks[0]["sha256"] == ranks[1]["sha256"]
     assert (work / "models" / "runs" / summary["version"] / "model.keras").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.spark
+def test_side_features_export_the_best_epoch_calibrated(tiny_features, tmp_path):
+    """The default model (every side feature) on real build_features rows: the exported
+    epoch is the best on the validation rows, the warm-up fits the run, and the exported
+    logit carries log(negative keep rate), which brings its mean prediction on the validation
+    rows (every candidate, as traffic is) closer to their click rate than without it."""
+    from dcn import data as D
+    from dcn.export import load_model, model_folder
+    from dcn.model import input_columns, model_spec
+
+    work = fresh_work(tiny_features, tmp_path)
+    summary = summary_of(run(train_command(work, "model.features=[user_stats,news_stats,category,dot]",
+                                           "train.patience=2", "train.epochs=6",
+                                           "train.warmup_steps=1000")))
+    history = summary["history"]
+    aucs = [r["val_auc"] for r in history]
+    assert summary["metrics"]["epoch"] == 1 + aucs.index(max(aucs))
+    assert summary["metrics"]["val_auc"] == max(aucs)
+    stopped = len(history) < 6
+    assert not stopped or summary["metrics"]["epoch"] == len(history) - 2
+    model, metadata = load_model(model_folder(features_cfg(work)))
+    assert metadata["model_spec"]["features"] == ["user_stats", "news_stats", "category", "dot"]
+    total = 6 * summary["steps_per_epoch"]
+    assert metadata["warmup_steps"] == total // 10 < 1000
+    rate = metadata["sampling"]["negative_keep_rate"]
+    assert 0 < rate < 1 and metadata["logit_correction"] == pytest.approx(math.log(rate))
+
+    features = D.current_features(features_cfg(work))
+    extra = input_columns(model_spec(model))
+    arrays = D.load_rows(features.valid.uri, extra_inputs=extra)
+    names = D.input_widths(features.valid.user_dim, features.valid.news_dim, extra)
+    logits = np.asarray(model.predict_on_batch(dict(zip(names, arrays[:-1])))).ravel()
+    observed = float(arrays[-1].mean())
+    corrected = float(np.mean(1 / (1 + np.exp(-logits))))
+    uncorrected = float(np.mean(1 / (1 + np.exp(-(logits - metadata["logit_correction"])))))
+    assert abs(corrected - observed) < abs(uncorrected - observed), (corrected, uncorrected, observed)
