@@ -401,7 +401,7 @@ def test_crash_before_the_last_file_publishes_nothing(spark, evaluated, monkeypa
     def crash(doc):
         raise RuntimeError("simulated crash while drawing the plot")
 
-    monkeypatch.setattr(ev, "metrics_plot_png", crash)
+    monkeypatch.setattr(ev.report, "metrics_plot_png", crash)
     cfg = load_config(overrides=overrides(root, "paths.ground_truth="))
     with pytest.raises(RuntimeError, match="simulated crash"):
         ev.evaluate(cfg, spark)
