@@ -14,7 +14,7 @@ the reference ranker and the best baseline, and whether the DCN matches the refe
 
 On `--ablation-seed`'s features, the DCN is trained again with each side-feature set
 (vectors only; + dot; the low-rank matrix cross instead; + category; + news_stats
-(popularity and age); all) and each row gives
+(popularity and age); + topic (user_vec . the category's mean vector); all) and each row gives
 AUC, nDCG@10 and the dev log loss. Results: bench/results/dcn_quality_<scale>.json.
 """
 from __future__ import annotations
@@ -42,7 +42,8 @@ ABLATION = {
     "matrix cross (rank 32)": ([], ["model.cross_kind=matrix", "model.cross_rank=32"]),
     "+ category": (["category"], []),
     "+ popularity and age": (["news_stats"], []),
-    "all": (["user_stats", "news_stats", "category", "dot"], []),
+    "+ topic affinity": (["topic"], []),
+    "all": (["user_stats", "news_stats", "category", "dot", "topic"], []),
 }
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TF_ENABLE_ONEDNN_OPTS="0")
 

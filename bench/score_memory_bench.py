@@ -50,7 +50,7 @@ def child(budget_mb: int, n_news: int, n_users: int, cap: int) -> dict:
     pool["ctr"] = pool["clicks"] / 100.0
     # a vectors-only model reads no side features; the pool and profiles carry them anyway
     pool.update(dense=np.zeros((n_news, 4), np.float32), category=np.zeros(n_news, np.int32),
-                subcategory=np.zeros(n_news, np.int32))
+                subcategory=np.zeros(n_news, np.int32), topic=np.zeros((n_news, dim), np.float32))
     users = pd.DataFrame({
         C.USER_ID: [f"U{i}" for i in range(n_users)],
         C.CLICKED_NEWS: [[f"N{j}" for j in rng.integers(0, n_news, 5)] for _ in range(n_users)],

@@ -89,7 +89,7 @@ RULES: dict[str, Rule] = {
     "model.dropout": within(0, 1, high_open=True),
     "model.structure": one_of("stacked", "parallel"),
     "model.seed": at_least(0),
-    "model.features": subset_of("user_stats", "news_stats", "category", "dot"),
+    "model.features": subset_of("user_stats", "news_stats", "category", "dot", "topic"),
     "model.category_dim": positive,
     "train.l2": at_least(0),
     "train.patience": at_least(0),

@@ -33,6 +33,7 @@ FEATURE_ROWS = StructType([
     StructField(C.AGE_HOURS, FloatType(), False),
     StructField(C.USER_DENSE, VECTOR_TYPE, False),
     StructField(C.NEWS_DENSE, VECTOR_TYPE, False),
+    StructField(C.PAIR_DENSE, VECTOR_TYPE, False),
 ])
 
 # A user's state as of a moment (jobs/user_state.py): every news the user clicked before it
@@ -67,6 +68,7 @@ CANDIDATE_POOL = StructType([
     StructField(C.SUBCATEGORY, IntegerType(), False),
     StructField(C.AGE_HOURS, FloatType(), False),
     StructField(C.NEWS_DENSE, VECTOR_TYPE, False),
+    StructField(C.TOPIC_VEC, VECTOR_TYPE, False),
 ])
 
 # Each dev impression's candidates in the order it lists them (the evaluation ranks in it).

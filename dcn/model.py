@@ -20,8 +20,9 @@ Model graph (layer names in brackets)::
       news_stats:  news_dense -> Standardize                       [news_dense_std]  width kn
       category:    category, subcategory -> Embedding(buckets, e)  [category_emb], [subcategory_emb]
       dot:         user_vec . news_vec (the cosine baseline)       [dot]             width 1
+      topic:       pair_dense (user_vec . topic_vec) -> Standardize [pair_dense_std] width kp
     x0 = concat([user_vec, user_dense_std, news_vec, news_dense_std,
-                 category_emb, subcategory_emb, dot])              [x0]    width d
+                 category_emb, subcategory_emb, dot, pair_dense_std])  [x0]  width d
     cross:  x_1 = cross_0(x0), x_{l+1} = cross_l(x0, x_l)          [cross_0 .. cross_{L-1}]
     deep:   h_{k+1} = relu(h_k @ K_k + c_k), then dropout          [deep_0 ..], [deep_dropout_0 ..]
     "stacked":  logit = Dense(1)(deep(cross(x0)))
@@ -38,7 +39,8 @@ every kernel and embedding (``model.losses``).
 
 x0 is ordered user side, news side, pair: everything that depends on the user alone comes
 first (width ``du' = du + ku``), then everything that depends on the news alone (``dn' = dn +
-kn + 2e``), then the one pair feature ``dot``. Scoring relies on this split (dcn/scoring.py).
+kn + 2e``), then the pair features ``dot`` and ``pair_dense`` (each a dot product of a user
+vector with a news-side vector). Scoring relies on this split (dcn/scoring.py).
 
 Weight orientation (for code that reads weights directly, e.g. factorised scoring)
 ---------------------------------------------------------------------------------
@@ -70,12 +72,13 @@ import numpy as np
 from keras import ops
 
 from dcn.widths import side_widths, spec_widths  # noqa: F401  (re-exported)
-from common.columns import CATEGORY, NEWS_DENSE, NEWS_VEC, SUBCATEGORY, USER_DENSE, USER_VEC
+from common.columns import (CATEGORY, NEWS_DENSE, NEWS_VEC, PAIR_DENSE, SUBCATEGORY, USER_DENSE,
+                            USER_VEC)
 
 CROSS_KINDS = ("vector", "matrix")
 # The side features a model can take, in the order x0 holds them (see the module docstring).
-SIDE_FEATURES = ("user_stats", "news_stats", "category", "dot")
-USER_DENSE_LAYER, NEWS_DENSE_LAYER = "user_dense_std", "news_dense_std"
+SIDE_FEATURES = ("user_stats", "news_stats", "category", "dot", "topic")
+USER_DENSE_LAYER, NEWS_DENSE_LAYER, PAIR_DENSE_LAYER = "user_dense_std", "news_dense_std", "pair_dense_std"
 CATEGORY_LAYER, SUBCATEGORY_LAYER = "category_emb", "subcategory_emb"
 DOT_LAYER = "dot"
 STRUCTURES = ("stacked", "parallel")
@@ -315,6 +318,8 @@ def dcn_spec(
     user_dense_std: Sequence[float] = (),
     news_dense_mean: Sequence[float] = (),
     news_dense_std: Sequence[float] = (),
+    pair_dense_mean: Sequence[float] = (),
+    pair_dense_std: Sequence[float] = (),
     category_buckets: int = 1024,
     category_dim: int = 8,
     l2: float = 0.0,
@@ -361,6 +366,13 @@ def dcn_spec(
             raise ValueError("build_dcn: news_stats needs news_dense_mean and news_dense_std")
     else:
         news_dense_mean, news_dense_std = [], []
+    if "topic" in features:
+        pair_dense_mean = _floats("pair_dense_mean", pair_dense_mean)
+        pair_dense_std = _floats("pair_dense_std", pair_dense_std, len(pair_dense_mean))
+        if not pair_dense_mean:
+            raise ValueError("build_dcn: topic needs pair_dense_mean and pair_dense_std")
+    else:
+        pair_dense_mean, pair_dense_std = [], []
     if "category" in features:
         if not _is_int(category_buckets) or category_buckets < 2:
             raise ValueError(f"build_dcn: category_buckets must be an integer >= 2, got {category_buckets!r}")
@@ -371,7 +383,7 @@ def dcn_spec(
     if not isinstance(l2, numbers.Real) or isinstance(l2, bool) or l2 < 0:
         raise ValueError(f"build_dcn: l2 must be a number >= 0, got {l2!r}")
     d = side_widths(user_dim, news_dim, features, len(user_dense_mean), len(news_dense_mean),
-                    category_dim)
+                    category_dim, len(pair_dense_mean))
     d = sum(d)
     if cross_kind == "vector" and cross_rank:
         raise ValueError(
@@ -416,6 +428,8 @@ def dcn_spec(
         "user_dense_std": user_dense_std,
         "news_dense_mean": news_dense_mean,
         "news_dense_std": news_dense_std,
+        "pair_dense_mean": pair_dense_mean,
+        "pair_dense_std": pair_dense_std,
         "category_buckets": int(category_buckets),
         "category_dim": int(category_dim),
         "l2": float(l2),
@@ -433,6 +447,8 @@ def input_columns(spec: dict) -> dict:
     if "category" in spec["features"]:
         extra[CATEGORY] = 0
         extra[SUBCATEGORY] = 0
+    if "topic" in spec["features"]:
+        extra[PAIR_DENSE] = len(spec["pair_dense_mean"])
     return extra
 
 
@@ -500,6 +516,11 @@ def build_dcn(user_dim: int, news_dim: int, **arguments) -> keras.Model:
                 embeddings_regularizer=regularizer())(ids))
     if "dot" in features:
         pair.append(keras.layers.Dot(axes=1, name=DOT_LAYER)([user_in, news_in]))
+    if "topic" in features:
+        dense = keras.Input(shape=(len(spec["pair_dense_mean"]),), name=PAIR_DENSE, dtype="float32")
+        inputs[PAIR_DENSE] = dense
+        pair.append(Standardize(spec["pair_dense_mean"], spec["pair_dense_std"],
+                                name=PAIR_DENSE_LAYER)(dense))
     x0 = keras.layers.Concatenate(axis=-1, name=X0_LAYER)(user_side + news_side + pair)
 
     def cross_net(x0_tensor):
@@ -580,9 +601,11 @@ def model_spec(model: keras.Model) -> dict:
     l2 = float((regularizer.get("config") or {}).get("l2", 0.0)) if regularizer else 0.0
     side = {"features": [f for f, layer in (("user_stats", USER_DENSE_LAYER),
                                             ("news_stats", NEWS_DENSE_LAYER),
-                                            ("category", CATEGORY_LAYER), ("dot", DOT_LAYER))
+                                            ("category", CATEGORY_LAYER), ("dot", DOT_LAYER),
+                                            ("topic", PAIR_DENSE_LAYER))
                          if layer in names]}
-    for key, layer in (("user_dense", USER_DENSE_LAYER), ("news_dense", NEWS_DENSE_LAYER)):
+    for key, layer in (("user_dense", USER_DENSE_LAYER), ("news_dense", NEWS_DENSE_LAYER),
+                       ("pair_dense", PAIR_DENSE_LAYER)):
         if layer in names:
             side[f"{key}_mean"], side[f"{key}_std"] = names[layer].mean, names[layer].std
     if CATEGORY_LAYER in names:

@@ -43,13 +43,16 @@ def _side_settings(spec: dict) -> dict:
             "user_dense_mean": np.asarray(spec["user_dense_mean"], np.float32),
             "user_dense_std": np.asarray(spec["user_dense_std"], np.float32),
             "news_dense_mean": np.asarray(spec["news_dense_mean"], np.float32),
-            "news_dense_std": np.asarray(spec["news_dense_std"], np.float32)}
+            "news_dense_std": np.asarray(spec["news_dense_std"], np.float32),
+            "pair_dense_mean": np.asarray(spec.get("pair_dense_mean", ()), np.float32),
+            "pair_dense_std": np.asarray(spec.get("pair_dense_std", ()), np.float32)}
 
 
 class _Sides:
     """Builds the user side and the news side of x0 from their columns, as build_dcn does:
     [user_vec, standardized user_dense] and [news_vec, standardized news_dense, category and
-    subcategory embeddings]."""
+    subcategory embeddings], followed, with the `topic` feature, by the news' topic_vec (not
+    part of x0: the pair feature user_vec . topic_vec is made from it)."""
 
     def _init_sides(self, spec: dict, embeddings: dict[str, np.ndarray]) -> None:
         self.side = _side_settings(spec)
@@ -63,7 +66,8 @@ class _Sides:
                          / self.side["user_dense_std"])
         return np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
 
-    def news_side(self, news_vec, news_dense=None, category=None, subcategory=None) -> np.ndarray:
+    def news_side(self, news_vec, news_dense=None, category=None, subcategory=None,
+                  topic_vec=None) -> np.ndarray:
         parts = [np.asarray(news_vec, np.float32)]
         if "news_stats" in self.side["features"]:
             parts.append((np.asarray(news_dense, np.float32) - self.side["news_dense_mean"])
@@ -71,15 +75,19 @@ class _Sides:
         if "category" in self.side["features"]:
             parts.append(self.embeddings["category"][np.asarray(category, np.int64)])
             parts.append(self.embeddings["subcategory"][np.asarray(subcategory, np.int64)])
+        if "topic" in self.side["features"]:
+            parts.append(np.asarray(topic_vec, np.float32))
         return np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
 
 
 class FactorizedScorer(_Sides):
     """Exact logits of every (user, news) pair of a batch, for DCN models with vector cross
     layers (or none), in numpy. See the module docstring for the algebra; side features keep
-    it: x0 = [user side (du'), news side (dn'), pair], where the pair part is the one scalar
-    s = user_vec . news_vec (the `dot` feature), so x0 . w = u'.w_u + n'.w_n + s w_s and a
-    first dense layer's pre-activation gains the broadcast term s * K[-1]."""
+    it: x0 = [user side (du'), news side (dn'), pair], where each pair feature is a scalar
+    s_k per pair, a dot product of user_vec with a news-side vector (`dot`: news_vec,
+    `topic`: topic_vec, standardized), one [B, P] matrix product each. So x0 . w = u'.w_u +
+    n'.w_n + sum_k s_k w_k, and a first dense layer's pre-activation gains the broadcast terms
+    s_k * K[du' + dn' + k]."""
 
     def __init__(self, model):
         from dcn.model import (CATEGORY_LAYER, CROSS_LAYER_PREFIX, DEEP_LAYER_PREFIX,
@@ -120,7 +128,8 @@ class FactorizedScorer(_Sides):
                   "cross_w": self.cross_w, "cross_cw": np.asarray(self.cross_cw, np.float64),
                   "cross_c": self.cross_c, "logit_kernel": self.logit_kernel,
                   "logit_bias": self.logit_bias, "deep_layers": np.array(len(self.deep))}
-        for key in ("user_dense_mean", "user_dense_std", "news_dense_mean", "news_dense_std"):
+        for key in ("user_dense_mean", "user_dense_std", "news_dense_mean", "news_dense_std",
+                    "pair_dense_mean", "pair_dense_std"):
             arrays[key] = self.side[key]
         for key, table in self.embeddings.items():
             arrays[f"embedding_{key}"] = table
@@ -140,7 +149,8 @@ class FactorizedScorer(_Sides):
         spec = {"features": features, "user_dim": int(arrays["vec_dims"][0]),
                 "news_dim": int(arrays["vec_dims"][1]),
                 **{k: arrays[k] for k in ("user_dense_mean", "user_dense_std",
-                                          "news_dense_mean", "news_dense_std")}}
+                                          "news_dense_mean", "news_dense_std",
+                                          "pair_dense_mean", "pair_dense_std")}}
         scorer._init_sides(spec, {k: np.asarray(arrays[f"embedding_{k}"], np.float32)
                                   for k in ("category", "subcategory")
                                   if f"embedding_{k}" in arrays})
@@ -154,32 +164,37 @@ class FactorizedScorer(_Sides):
         scorer.logit_bias = np.asarray(arrays["logit_bias"])
         return scorer
 
-    def _pair_scalar(self, users: np.ndarray, news: np.ndarray) -> np.ndarray | None:
-        """s = user_vec . news_vec for every pair [B, P], or None without the dot feature."""
-        if not self.pair:
-            return None
-        return users[:, :self.vec_dims[0]] @ news[:, :self.vec_dims[1]].T
+    def _pair_scalars(self, users: np.ndarray, news: np.ndarray) -> list[np.ndarray]:
+        """The pair features s_k for every pair, each [B, P], in x0's order."""
+        user_vec = users[:, :self.vec_dims[0]]
+        scalars = []
+        if "dot" in self.side["features"]:
+            scalars.append(user_vec @ news[:, :self.vec_dims[1]].T)
+        if "topic" in self.side["features"]:
+            topic = user_vec @ news[:, self.dn:].T
+            scalars.append((topic - self.side["pair_dense_mean"][0]) / self.side["pair_dense_std"][0])
+        return scalars
 
-    def _cross_scalar(self, users: np.ndarray, news: np.ndarray, s) -> np.ndarray:
+    def _cross_scalar(self, users: np.ndarray, news: np.ndarray, pairs) -> np.ndarray:
         """a_L for every pair, [B, P]."""
         pu = users @ self.cross_w[:self.du]                                      # [B, L]
-        qn = news @ self.cross_w[self.du:self.du + self.dn]                      # [P, L]
+        qn = news[:, :self.dn] @ self.cross_w[self.du:self.du + self.dn]         # [P, L]
         a = np.ones((len(users), len(news)), dtype=np.float32)
         for layer, cw in enumerate(self.cross_cw):
             scale = 1.0 + pu[:, layer, None] + qn[None, :, layer]
-            if s is not None:
-                scale += s * self.cross_w[-1, layer]
+            for k, s in enumerate(pairs):
+                scale += s * self.cross_w[self.du + self.dn + k, layer]
             a = a * scale + np.float32(cw)
         return a
 
-    def _split_dot(self, users, news, kernel, s, a=None, const=0.0):
+    def _split_dot(self, users, news, kernel, pairs, a=None, const=0.0):
         """`x @ kernel` for every pair where x = x0 * a + c (a=None: x = x0): [B, P, out].
         One [B, P, out] array, updated in place (it is the largest array of a batch)."""
         ku = (users @ kernel[:self.du].astype(np.float32))[:, None, :]
-        kn = (news @ kernel[self.du:self.du + self.dn].astype(np.float32))[None, :, :]
+        kn = (news[:, :self.dn] @ kernel[self.du:self.du + self.dn].astype(np.float32))[None, :, :]
         base = ku + kn
-        if s is not None:
-            base += s[:, :, None] * kernel[-1].astype(np.float32)
+        for k, s in enumerate(pairs):
+            base += s[:, :, None] * kernel[self.du + self.dn + k].astype(np.float32)
         if a is not None:
             base *= a[:, :, None]
         base += np.asarray(const, dtype=np.float32)
@@ -202,7 +217,7 @@ class FactorizedScorer(_Sides):
         `user_side` and `news_side` build; without side features, the two vectors)."""
         users = np.asarray(users, dtype=np.float32)
         news = np.asarray(news, dtype=np.float32)
-        s = self._pair_scalar(users, news)
+        s = self._pair_scalars(users, news)
         has_cross = self.cross_w.shape[1] > 0
         a = self._cross_scalar(users, news, s) if has_cross else None
         w, b = self.logit_kernel, float(self.logit_bias[0])
@@ -242,9 +257,12 @@ class PlainScorer:
             side[USER_DENSE] = np.asarray(user_dense, np.float32)
         return side
 
-    def news_side(self, news_vec, news_dense=None, category=None, subcategory=None) -> dict:
-        from common.columns import CATEGORY, NEWS_DENSE, NEWS_VEC, SUBCATEGORY
+    def news_side(self, news_vec, news_dense=None, category=None, subcategory=None,
+                  topic_vec=None) -> dict:
+        from common.columns import CATEGORY, NEWS_DENSE, NEWS_VEC, SUBCATEGORY, TOPIC_VEC
         side = {NEWS_VEC: np.asarray(news_vec, np.float32)}
+        if "topic" in self.features:
+            side[TOPIC_VEC] = np.asarray(topic_vec, np.float32)
         if "news_stats" in self.features:
             side[NEWS_DENSE] = np.asarray(news_dense, np.float32)
         if "category" in self.features:
@@ -253,7 +271,7 @@ class PlainScorer:
         return side
 
     def logits(self, users, news) -> np.ndarray:
-        from common.columns import NEWS_VEC, USER_VEC
+        from common.columns import NEWS_VEC, PAIR_DENSE, TOPIC_VEC, USER_VEC
         if not isinstance(users, dict):
             users = {USER_VEC: np.asarray(users, np.float32)}
         if not isinstance(news, dict):
@@ -266,6 +284,10 @@ class PlainScorer:
             inputs = {k: np.repeat(v[start:stop], n_news, axis=0) for k, v in users.items()}
             inputs.update({k: np.tile(v, (stop - start,) + (1,) * (v.ndim - 1))
                            for k, v in news.items()})
+            if TOPIC_VEC in inputs:      # the pair feature, as build_features computes it
+                topic = inputs.pop(TOPIC_VEC)
+                inputs[PAIR_DENSE] = np.sum(inputs[USER_VEC].astype(np.float64) * topic, axis=1,
+                                            keepdims=True).astype(np.float32)
             out[start * n_news:stop * n_news] = np.asarray(self._call(inputs))[:, 0]
         return out.reshape(n_users, n_news)
 
@@ -276,7 +298,7 @@ class PlainScorer:
 # Per-pair arrays of a scored batch besides the scorer's own: logits and the cross scalar
 # (float32), the click probabilities with two temporaries (float32), top_k's float64 copy
 # and the exclusion mask (bool).
-BATCH_BYTES_PER_PAIR = 4 * 2 + 4 * 3 + 8 + 1 + 4     # + the dot feature's s
+BATCH_BYTES_PER_PAIR = 4 * 2 + 4 * 3 + 8 + 1 + 4 * 2     # + the two pair features' s_k
 
 
 def factorized_memory(news_dim: int, deep_units: list[int], cross_layers: int,

@@ -252,7 +252,8 @@ def model_arguments(cfg: Config, features: D.Features | None = None) -> dict:
         stats = features.dense_stats
         wanted = set(arguments["features"])
         for key, column, feature in (("user_dense", "user_dense", "user_stats"),
-                                     ("news_dense", "news_dense", "news_stats")):
+                                     ("news_dense", "news_dense", "news_stats"),
+                                     ("pair_dense", "pair_dense", "topic")):
             if feature in wanted:
                 if column not in stats:
                     raise UserInputError(f"model.features has {feature} but the features at "

@@ -71,13 +71,14 @@ def sample_candidates(candidates: Column, impression_id: Column, npratio: int, s
 
 def news_table(spark: SparkSession, cfg: Config, vectors: DataFrame,
                first_seen: DataFrame) -> DataFrame:
-    """Per news with a vector: news_vec, category and subcategory buckets, first_seen (null if
-    not seen). A catalogue, broadcast to the joins."""
+    """Per news with a vector: news_vec, category and subcategory buckets, its category's
+    topic_vec, first_seen (null if not seen). A catalogue, broadcast to the joins."""
     categories = side.news_categories(spark, log.news_folders(cfg), cfg["features.category_buckets"])
-    return (vectors.withColumnRenamed(C.VECTOR, C.NEWS_VEC)
+    news = (vectors.withColumnRenamed(C.VECTOR, C.NEWS_VEC)
             .join(categories, C.NEWS_ID, "left")
-            .join(first_seen, C.NEWS_ID, "left")
             .fillna(0, [C.CATEGORY, C.SUBCATEGORY]))
+    return (news.join(F.broadcast(side.topic_vectors(news)), C.CATEGORY, "left")
+            .join(first_seen, C.NEWS_ID, "left"))
 
 
 def feature_rows(behaviors: DataFrame, impression_vectors: DataFrame, news: DataFrame,
@@ -103,7 +104,8 @@ def feature_rows(behaviors: DataFrame, impression_vectors: DataFrame, news: Data
     rows = rows.select("*", age.alias(C.AGE_HOURS)).select(
         "*", side.news_dense(F.col(C.AGE_HOURS), F.col(C.POP_IMPRESSIONS), F.col(C.POP_CLICKS),
                              cfg).alias(C.NEWS_DENSE),
-        side.user_dense(F.col(C.HISTORY_LEN), F.col(C.USER_IMPRESSIONS)).alias(C.USER_DENSE))
+        side.user_dense(F.col(C.HISTORY_LEN), F.col(C.USER_IMPRESSIONS)).alias(C.USER_DENSE),
+        side.pair_dense(F.col(C.USER_VEC), F.col(C.TOPIC_VEC)).alias(C.PAIR_DENSE))
     return schemas.conform(rows, schemas.FEATURE_ROWS)
 
 
@@ -250,7 +252,8 @@ def _dense_stats(rows: DataFrame) -> dict:
     """Mean and standard deviation of every entry of the dense arrays over `rows` (the train
     rows): the trainer standardizes the model's dense inputs with them."""
     stats = {}
-    for column, names in ((C.USER_DENSE, side.USER_DENSE_NAMES), (C.NEWS_DENSE, side.NEWS_DENSE_NAMES)):
+    for column, names in ((C.USER_DENSE, side.USER_DENSE_NAMES), (C.NEWS_DENSE, side.NEWS_DENSE_NAMES),
+                          (C.PAIR_DENSE, side.PAIR_DENSE_NAMES)):
         aggs = [F.avg(F.col(column)[i]) for i in range(len(names))] + \
                [F.stddev_pop(F.col(column)[i]) for i in range(len(names))]
         values = rows.agg(*aggs).first()
@@ -382,7 +385,8 @@ def side_summary(cfg: Config) -> dict:
             "popularity_window_hours": cfg["features.popularity_window_hours"],
             "ctr_prior": cfg["features.ctr_prior"],
             "ctr_prior_impressions": cfg["features.ctr_prior_impressions"],
-            "user_dense": list(side.USER_DENSE_NAMES), "news_dense": list(side.NEWS_DENSE_NAMES)}
+            "user_dense": list(side.USER_DENSE_NAMES), "news_dense": list(side.NEWS_DENSE_NAMES),
+            "pair_dense": list(side.PAIR_DENSE_NAMES)}
 
 
 def write_first_seen(seen: DataFrame, uri: str) -> None:

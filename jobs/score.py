@@ -83,6 +83,7 @@ def load_pool(uri: str) -> dict:
             "vectors": vectors, "dense": dense,
             "category": table.column(C.CATEGORY).to_numpy().astype(np.int32),
             "subcategory": table.column(C.SUBCATEGORY).to_numpy().astype(np.int32),
+            "topic": np.stack(table.column(C.TOPIC_VEC).to_numpy(zero_copy_only=False)).astype(np.float32),
             # the smoothed click rate as of the run date (side_features.NEWS_DENSE_NAMES)
             "ctr": dense[:, side.NEWS_DENSE_NAMES.index("smoothed_ctr")].astype(np.float64)}
 
@@ -147,7 +148,7 @@ def score_partitions(pool_broadcast, model_folder: str, version: str, settings: 
                 scorer = _get_scorer(model_folder, mode, threads)
                 batch = users_per_batch(scorer.memory(n_news), n_news, budget, cap)
                 news = scorer.news_side(pool["vectors"], pool["dense"], pool["category"],
-                                        pool["subcategory"])
+                                        pool["subcategory"], pool["topic"])
             for start in range(0, len(frame), batch):
                 part = frame.iloc[start:start + batch]
                 excluded = np.zeros((len(part), n_news), dtype=bool)

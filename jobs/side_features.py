@@ -6,7 +6,11 @@ same log and the same as-of machinery as the user state (jobs/user_state.py):
   its first appearance in the log, as a candidate or in a history), and its popularity
   (impressions and clicks in the `features.popularity_window_hours` before the moment);
 - user side: the clicked-set size (`history_len`) and the impressions before this one
-  (`user_impressions`, from the user state's kernel).
+  (`user_impressions`, from the user state's kernel);
+- pair: the user's affinity to the news item's topic, `topic_dot = user_vec . topic_vec`,
+  where `topic_vec` is the mean vector of every news of the news item's category (titles
+  only: content, no behavior, so it sees no future). Where `user_vec . news_vec` compares
+  the user with one title, this compares the user with the whole category.
 
 "As of t" means strictly before t, in seconds: an impression's candidates see the
 impressions of earlier seconds only, the same rule as the user state. A train or dev row's
@@ -29,6 +33,7 @@ from jobs.mind import parse_news
 # The order of the entries of the dense arrays (the model's metadata records them).
 USER_DENSE_NAMES = ("log1p_history_len", "log1p_user_impressions")
 NEWS_DENSE_NAMES = ("log1p_age_hours", "log1p_pop_impressions", "log1p_pop_clicks", "smoothed_ctr")
+PAIR_DENSE_NAMES = ("topic_dot",)
 
 
 def bucket(value: Column, buckets: int) -> Column:
@@ -51,6 +56,24 @@ def news_categories(spark: SparkSession, folders: list[str], buckets: int) -> Da
     return (frames.groupBy(C.NEWS_ID).agg(first.alias("f"))
             .select(C.NEWS_ID, F.col("f")[C.CATEGORY].alias(C.CATEGORY),
                     F.col("f")[C.SUBCATEGORY].alias(C.SUBCATEGORY)))
+
+
+def topic_vectors(news: DataFrame) -> DataFrame:
+    """(category, topic_vec): the mean news vector of each category bucket, over `news`
+    (news_id, category, news_vec: the catalogue with vectors). Catalogue-sized."""
+    entries = news.select(C.CATEGORY, F.posexplode(C.NEWS_VEC).alias("i", "x"))
+    means = entries.groupBy(C.CATEGORY, "i").agg(F.avg("x").alias("x"))
+    ordered = F.array_sort(F.collect_list(F.struct("i", "x")))
+    return (means.groupBy(C.CATEGORY).agg(ordered.alias("v"))
+            .select(C.CATEGORY, F.transform("v", lambda e: e["x"]).cast("array<float>")
+                    .alias(C.TOPIC_VEC)))
+
+
+def pair_dense(user_vec: Column, topic_vec: Column) -> Column:
+    """The pair's dense features, in PAIR_DENSE_NAMES order (float): [user_vec . topic_vec]."""
+    dot = F.aggregate(F.zip_with(user_vec, topic_vec, lambda a, b: a.cast("double") * b),
+                      F.lit(0.0).cast("double"), lambda acc, x: acc + x)
+    return F.array(dot).cast("array<float>")
 
 
 def first_seen(behaviors: DataFrame) -> DataFrame:

@@ -42,7 +42,9 @@ def scored(spark, tmp_path_factory):
     embed_news.run(cfg, spark)
     rows = build_features.run(cfg, spark, as_of=SCORE_DAY)
     stats = rows["dense_stats"]
-    model = random_model(16, features=["user_stats", "news_stats", "category", "dot"],
+    model = random_model(16, features=["user_stats", "news_stats", "category", "dot", "topic"],
+                         pair_dense_mean=stats["pair_dense"]["mean"],
+                         pair_dense_std=stats["pair_dense"]["std"],
                          user_dense_mean=stats["user_dense"]["mean"],
                          user_dense_std=stats["user_dense"]["std"],
                          news_dense_mean=stats["news_dense"]["mean"],
@@ -63,12 +65,15 @@ def brute_force(cfg, model):
             "news_dense": np.stack(pool["news_dense"]).astype(np.float32),
             "category": pool["category"].to_numpy(np.int32),
             "subcategory": pool["subcategory"].to_numpy(np.int32)}
+    topics = np.stack(pool["topic_vec"]).astype(np.float64)
     expected = {}
     for _, user in profiles.iterrows():
         clicked = set(user["clicked_news"])
         dense = np.log1p([user["history_len"], user["impressions"]]).astype(np.float32)
-        inputs = dict(news, user_vec=np.repeat(np.asarray(user["user_vec"], np.float32)[None], n, axis=0),
-                      user_dense=np.repeat(dense[None], n, axis=0))
+        user_vec = np.asarray(user["user_vec"], np.float32)
+        inputs = dict(news, user_vec=np.repeat(user_vec[None], n, axis=0),
+                      user_dense=np.repeat(dense[None], n, axis=0),
+                      pair_dense=(topics @ user_vec.astype(np.float64))[:, None].astype(np.float32))
         logits = np.asarray(model(inputs))[:, 0]
         keys = sorted((-l, n) for l, n in zip(logits, pool["news_id"]) if n not in clicked)
         expected[user["user_id"]] = [(n, 1 / (1 + np.exp(l))) for l, n in keys[:3]]

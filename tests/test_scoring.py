@@ -142,8 +142,9 @@ def test_factorized_scoring_with_side_features_equals_the_model(structure):
     from dcn.model import build_dcn
     from dcn.scoring import FactorizedScorer, PlainScorer
     model = build_dcn(6, 6, deep_units=[8, 4], structure=structure, seed=2,
-                      features=["user_stats", "news_stats", "category", "dot"],
+                      features=["user_stats", "news_stats", "category", "dot", "topic"],
                       user_dense_mean=[1.0, 2.0], user_dense_std=[1.0, 3.0],
+                      pair_dense_mean=[0.2], pair_dense_std=[0.7],
                       news_dense_mean=[0.0, 1.0, 0.0, 0.1], news_dense_std=[1.0, 2.0, 3.0, 0.2],
                       category_buckets=7, category_dim=3)
     rng = np.random.default_rng(1)
@@ -152,14 +153,15 @@ def test_factorized_scoring_with_side_features_equals_the_model(structure):
             variable.assign(rng.normal(size=variable.shape).astype("f") * 0.3)
     uv, ud = rng.normal(size=(4, 6)), rng.normal(size=(4, 2))
     nv, nd = rng.normal(size=(5, 6)), rng.normal(size=(5, 4))
-    cat, sub = rng.integers(0, 7, 5), rng.integers(0, 7, 5)
+    cat, sub, topic = rng.integers(0, 7, 5), rng.integers(0, 7, 5), rng.normal(size=(5, 6))
     fact, plain = FactorizedScorer(model), PlainScorer(model)
-    expected = plain.logits(plain.user_side(uv, ud), plain.news_side(nv, nd, cat, sub))
-    got = fact.logits(fact.user_side(uv, ud), fact.news_side(nv, nd, cat, sub))
+    expected = plain.logits(plain.user_side(uv, ud), plain.news_side(nv, nd, cat, sub, topic))
+    got = fact.logits(fact.user_side(uv, ud), fact.news_side(nv, nd, cat, sub, topic))
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)   # float32 sums
     restored = FactorizedScorer.from_arrays(fact.to_arrays())
     np.testing.assert_array_equal(
-        restored.logits(restored.user_side(uv, ud), restored.news_side(nv, nd, cat, sub)), got)
+        restored.logits(restored.user_side(uv, ud), restored.news_side(nv, nd, cat, sub, topic)),
+        got)
 
 
 def test_a_model_refuses_side_features_built_with_other_settings():

@@ -125,3 +125,13 @@ def test_time_split_one_folder(spark, tmp_path):
     assert summary["as_of"].startswith("2019-11-12T00:00:00")
     assert sorted(set(features(cfg, "train")["impression_id"])) == [1, 2, 3]
     assert sorted(set(features(cfg, "dev")["impression_id"])) == [4]
+
+
+def test_topic_dot_is_the_user_vector_against_the_category_mean(built):
+    cfg, _, rows = built
+    from tests.test_build_features import vectors_by_id, NEWS
+    vectors = vectors_by_id(cfg)
+    finance = np.mean([vectors[n] for n, (category, _) in NEWS.items()
+                       if category == "finance" and n in vectors], axis=0)
+    r = row(rows, 1, "N3")          # N3 is finance
+    assert r["pair_dense"][0] == pytest.approx(float(np.dot(r["user_vec"], finance)), rel=1e-4, abs=1e-6)

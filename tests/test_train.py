@@ -485,7 +485,7 @@ def test_side_features_export_the_best_epoch_calibrated(tiny_features, tmp_path)
     from dcn.model import input_columns, model_spec
 
     work = fresh_work(tiny_features, tmp_path)
-    summary = summary_of(run(train_command(work, "model.features=[user_stats,news_stats,category,dot]",
+    summary = summary_of(run(train_command(work, "model.features=[user_stats,news_stats,category,dot,topic]",
                                            "train.patience=2", "train.epochs=6",
                                            "train.warmup_steps=1000")))
     history = summary["history"]
@@ -495,7 +495,7 @@ def test_side_features_export_the_best_epoch_calibrated(tiny_features, tmp_path)
     stopped = len(history) < 6
     assert not stopped or summary["metrics"]["epoch"] == len(history) - 2
     model, metadata = load_model(model_folder(features_cfg(work)))
-    assert metadata["model_spec"]["features"] == ["user_stats", "news_stats", "category", "dot"]
+    assert metadata["model_spec"]["features"] == ["user_stats", "news_stats", "category", "dot", "topic"]
     total = 6 * summary["steps_per_epoch"]
     assert metadata["warmup_steps"] == total // 10 < 1000
     rate = metadata["sampling"]["negative_keep_rate"]
