@@ -372,7 +372,7 @@ def main() -> None:
            (load_before, os.getloadavg()))
 
 
-ALL_SIDE_FEATURES = ["user_stats", "news_stats", "category", "dot"]
+ALL_SIDE_FEATURES = ["user_stats", "news_stats", "category", "dot", "topic"]
 
 
 def side_feature_cost(args, spec) -> None:
