@@ -51,7 +51,7 @@ step "train (horovodrun -np 2, log: $logs/train.log)"
 PYTHONPATH="$here" "$venv/bin/horovodrun" -np 2 -H localhost:2 --gloo \
   "$venv/bin/python" -m dcn.train "${settings[@]}" > "$logs/train.log" 2>&1 \
   || { tail -30 "$logs/train.log"; echo "run-demo.sh: train failed" >&2; exit 1; }
-grep -E "epoch .*(loss|auc)" "$logs/train.log" | sed 's/^\[[0-9]*\]<stdout>://' | tail -8 || true
+grep -E "epoch .*(loss|auc)|early stop" "$logs/train.log" | sed 's/^\[[0-9]*\]<stdout>://' | tail -8 || true
 run_job evaluate
 run_job daily --date "$run_date"
 step "run summary"

@@ -66,13 +66,15 @@ def model_lines(cfg: Config) -> list[str]:
 
 def evaluation_lines(cfg: Config) -> list[str]:
     import json
-    from jobs import evaluate
+    from jobs import evaluate, evaluation_report
     pointer = _pointer(evaluate.output_root(cfg), "evaluate")
     if not pointer:
         return ["evaluation: none yet"]
     doc = json.loads(storage.read_text(f"{pointer['path']}/metrics.json"))
     return ([f"evaluation     {pointer['run_id']}   ({pointer['path']})"]
-            + evaluate.metrics_table(doc).splitlines() + evaluate.gap_lines(doc))
+            + evaluation_report.metrics_table(doc).splitlines()
+            + evaluation_report.gap_lines(doc)
+            + evaluation_report.calibration_lines(doc)[:2])
 
 
 SECTIONS = [news_vectors_lines, features_lines, model_lines, evaluation_lines]

@@ -58,8 +58,8 @@ ORACLE_LINES = ["10 [2,1,3]", "11 [2,3,1,4]", "12 [1,4,3,2]", "13 [2,1]", "14 [2
 
 
 def overrides(root, *extra):
-    # validation_hours=0: every train impression is in the train split, so `popularity` is
-    # the clicks of all of TRAIN (train_clicks); a validation split would hold some out.
+    # validation_hours=0: every train impression is in the train rows (the tests below count
+    # them); `popularity` covers the train and validation rows either way.
     return ["features.validation_hours=0",
             f"paths.train={root / 'train'}", f"paths.dev={root / 'dev'}",
             f"paths.work={root / 'work'}", f"paths.ground_truth={root / 'truth'}",
@@ -533,3 +533,12 @@ def test_partial_fills_segments_and_calibration_by_hand():
     assert [d["observed"] for d in cal["deciles"]] == [0.0, 1.0, 0.0, 0.0, 1.0]
     assert cal["ece"] == pytest.approx((0.2 + 0.7 + 0.4 + 0.5 + 0.1) / 5)
     assert merged.impressions_without_rows == 1 and merged.rows == 5
+
+
+def test_show_runs_prints_the_evaluation(evaluated, capsys):
+    """The demo's last step: the current runs, with the metrics table and the calibration."""
+    from jobs import show_runs
+    show_runs.show(load_config(overrides=overrides(evaluated[0])))
+    out = capsys.readouterr().out
+    assert "| dcn |" in out and "| ctr_cosine |" in out
+    assert "expected calibration error" in out
