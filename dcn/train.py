@@ -683,7 +683,8 @@ def run_epochs(cfg: Config, plan: Plan, trainer: Trainer, hvd, decide: RootDecis
             progress.epoch(record, epochs)
             save(epoch + 1)
             # every rank sees the same allreduced AUC, so all stop at the same epoch
-            if patience and trainer.best is not None and epoch + 1 - trainer.best[0] >= patience:
+            if (patience and epoch + 1 < epochs and trainer.best is not None
+                    and epoch + 1 - trainer.best[0] >= patience):
                 if hvd.rank() == 0:
                     log.info("early stop after epoch %d: validation AUC has not improved for "
                              "%d epochs (best %.4f at epoch %d)", epoch + 1, patience,
