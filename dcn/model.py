@@ -302,6 +302,17 @@ def _floats(name: str, values, width: int | None = None) -> list[float]:
     return values
 
 
+def _dense_statistics(feature: str, prefix: str, features, mean, std) -> tuple[list, list]:
+    """The canonical (mean, std) of a dense input: checked when `feature` is on, [] when off."""
+    if feature not in features:
+        return [], []
+    mean = _floats(f"{prefix}_mean", mean)
+    std = _floats(f"{prefix}_std", std, len(mean))
+    if not mean:
+        raise ValueError(f"build_dcn: {feature} needs {prefix}_mean and {prefix}_std")
+    return mean, std
+
+
 def dcn_spec(
     user_dim: int,
     news_dim: int,
@@ -352,27 +363,12 @@ def dcn_spec(
     if "dot" in features and user_dim != news_dim:
         raise ValueError(f"build_dcn: the dot feature needs vectors of one width, got "
                          f"user_dim {user_dim} and news_dim {news_dim}")
-    if "user_stats" in features:
-        user_dense_mean = _floats("user_dense_mean", user_dense_mean)
-        user_dense_std = _floats("user_dense_std", user_dense_std, len(user_dense_mean))
-        if not user_dense_mean:
-            raise ValueError("build_dcn: user_stats needs user_dense_mean and user_dense_std")
-    else:
-        user_dense_mean, user_dense_std = [], []
-    if "news_stats" in features:
-        news_dense_mean = _floats("news_dense_mean", news_dense_mean)
-        news_dense_std = _floats("news_dense_std", news_dense_std, len(news_dense_mean))
-        if not news_dense_mean:
-            raise ValueError("build_dcn: news_stats needs news_dense_mean and news_dense_std")
-    else:
-        news_dense_mean, news_dense_std = [], []
-    if "topic" in features:
-        pair_dense_mean = _floats("pair_dense_mean", pair_dense_mean)
-        pair_dense_std = _floats("pair_dense_std", pair_dense_std, len(pair_dense_mean))
-        if not pair_dense_mean:
-            raise ValueError("build_dcn: topic needs pair_dense_mean and pair_dense_std")
-    else:
-        pair_dense_mean, pair_dense_std = [], []
+    user_dense_mean, user_dense_std = _dense_statistics(
+        "user_stats", "user_dense", features, user_dense_mean, user_dense_std)
+    news_dense_mean, news_dense_std = _dense_statistics(
+        "news_stats", "news_dense", features, news_dense_mean, news_dense_std)
+    pair_dense_mean, pair_dense_std = _dense_statistics(
+        "topic", "pair_dense", features, pair_dense_mean, pair_dense_std)
     if "category" in features:
         if not _is_int(category_buckets) or category_buckets < 2:
             raise ValueError(f"build_dcn: category_buckets must be an integer >= 2, got {category_buckets!r}")

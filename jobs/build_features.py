@@ -320,8 +320,8 @@ def _run(cfg: Config, spark: SparkSession, as_of: dt.datetime | None,
     for split, split_npratio in ((TRAIN, npratio), (VALID, 0), (DEV, 0)):
         with timer.stage(f"{split}_rows"):
             split_rows = behaviors.where(F.col("split") == split)
-            expected = split_rows.agg(F.sum(F.size(sample_candidates(
-                F.col("candidates"), F.col(C.IMPRESSION_ID), split_npratio, seed)))).first()[0] or 0
+            expected = sampling["kept"] if split == TRAIN else split_rows.agg(F.sum(F.size(
+                "candidates"))).first()[0] or 0   # valid and dev keep every candidate
             rows = feature_rows(split_rows, impression_vectors, news_side, popularity, cfg,
                                 split_npratio)
             write_parquet(rows, f"{out}/{split}", row_group_bytes(expected, dim, cfg))
