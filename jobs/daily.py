@@ -25,7 +25,7 @@ import sys
 
 from pyspark.sql import SparkSession, functions as F
 
-from common import outputs, storage
+from common import outputs, schemas, storage
 from common.cli import StageTimer, UserInputError, run_main
 from common.config import Config
 from common.spark import cached_for_job, get_spark
@@ -103,7 +103,8 @@ class StateChain:
             start = outputs.day_start(day)
             read = (log.read_impressions(self.spark, self.cfg, start=start, end=start + DAY)
                     if not log.is_daily(self.cfg) or day in set(log.log_days(self.cfg)) else None)
-            prior = self.spark.read.parquet(f"{prior_pointer['path']}/{outputs.STATE}")
+            prior = self.spark.read.schema(schemas.USER_STATE).parquet(
+                f"{prior_pointer['path']}/{outputs.STATE}")
             prior_seen = self.first_seen(prior_pointer)
             previous_end = prior_pointer["summary"].get("data_end")
             if read is None:
@@ -122,12 +123,12 @@ class StateChain:
             return pointer
 
     def _no_news_seen(self):
-        from common import schemas
         return self.spark.createDataFrame([], schemas.NEWS_FIRST_SEEN)
 
     def first_seen(self, pointer: dict):
         """The news first-seen table kept with the state of `pointer`."""
-        return self.spark.read.parquet(f"{pointer['path']}/{outputs.FIRST_SEEN}")
+        return self.spark.read.schema(schemas.NEWS_FIRST_SEEN).parquet(
+            f"{pointer['path']}/{outputs.FIRST_SEEN}")
 
     def _publish(self, day: dt.date, state, seen, data_end: str | None, impressions: int,
                  kind: str, rejected=None) -> dict:

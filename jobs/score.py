@@ -313,7 +313,8 @@ def run(cfg: Config, run_date: str | None = None, spark: SparkSession | None = N
     scored_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
     settings = task_settings(cfg)
     with timer.stage("score_and_write"):
-        profiles = spark.read.parquet(f"{state['path']}/{outputs.STATE}")
+        # the schema is known: no job that reads the files' footers to infer it
+        profiles = spark.read.schema(schemas.USER_STATE).parquet(f"{state['path']}/{outputs.STATE}")
         partitions = cfg["score.partitions"]
         # only what the scorer reads travels to Python (not the state's float64 vector sums)
         needed = profiles.select(C.USER_ID, C.CLICKED_NEWS, C.HISTORY_LEN, C.USER_VEC,
