@@ -69,7 +69,9 @@ def main() -> None:
     work = ROOT / "bench" / "data" / f"work-{args.scale}"
     settings = ["--set", f"paths.train={data}/MINDsmall_train", "--set", f"paths.dev={data}/MINDsmall_dev",
                 "--set", f"paths.work={work}", "--set", "embed.encoder=hashing",
-                "--set", "spark.master=local[2]", "--set", "spark.driver_memory=6g"]
+                "--set", "spark.master=local[2]", "--set", "spark.driver_memory=6g",
+                # the same train rows as the reference: none held out as validation rows
+                "--set", "features.validation_hours=0"]
     if not (data / "MINDsmall_dev" / "behaviors.tsv").exists():
         subprocess.run([PYTHON, "-m", "jobs.generate_mind", "--scale", args.scale, "--out", str(data)],
                        cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
