@@ -135,3 +135,29 @@ def test_topic_dot_is_the_user_vector_against_the_category_mean(built):
                        if category == "finance" and n in vectors], axis=0)
     r = row(rows, 1, "N3")          # N3 is finance
     assert r["pair_dense"][0] == pytest.approx(float(np.dot(r["user_vec"], finance)), rel=1e-4, abs=1e-6)
+
+
+def test_popularity_equals_brute_force_at_the_window_edges(spark):
+    """The running-sum form of the windowed popularity against a direct count, on a log whose
+    impressions fall exactly on the window's edges (t - W counts, t - W - 1 does not) and share
+    seconds."""
+    from pyspark.sql import types as T
+    from jobs import side_features as side
+    hours = 1
+    width = hours * 3600
+    rng = np.random.default_rng(7)
+    base = [0, 1, width, width + 1, width + 2, 2 * width + 1, 2 * width + 1, 5000, 5000]
+    times = base + list(rng.integers(0, 3 * width, 60))
+    log = [(int(t), [(str(rng.choice(["A", "B"])), int(rng.integers(0, 2))) for _ in range(2)])
+           for t in times]
+    schema = T.StructType([T.StructField("t", T.LongType()), T.StructField("candidates", T.ArrayType(
+        T.StructType([T.StructField("news_id", T.StringType()), T.StructField("label", T.IntegerType())])))])
+    got = {(r["news_id"], r["t"]): (r["pop_impressions"], r["pop_clicks"]) for r in
+           side.popularity_at_impressions(spark.createDataFrame(log, schema), hours).collect()}
+    shown = [(news, t, label) for t, candidates in log for news, label in candidates]
+    expected = {}
+    for news, t, _ in shown:
+        inside = [label for n, s, label in shown if n == news and t - width <= s <= t - 1]
+        expected[(news, t)] = (len(inside), sum(inside))
+    assert got == expected
+    assert any(v[0] > 0 for v in expected.values()) and len(expected) > 20
