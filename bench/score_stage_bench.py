@@ -151,8 +151,7 @@ def main() -> int:
                        "kernel_2_processes_pairs_per_s": kernel_rate, "kernel_parts": parts,
                        "ratio_stage_over_kernel": stage_rate / kernel_rate,
                        "job_pairs_per_s_whole": summary["pairs_scored"] / sum(summary["seconds"].values())})
-    ratios = sorted(r["ratio_stage_over_kernel"] for r in rounds)
-    median = rounds[[r["ratio_stage_over_kernel"] for r in rounds].index(ratios[len(ratios) // 2])]
+    median = sorted(rounds, key=lambda r: r["ratio_stage_over_kernel"])[len(rounds) // 2]
     report = {"scale": args.scale, "pairs": summary["pairs_scored"],
               "candidates": summary["candidates"], "users": summary["users"],
               **median,
