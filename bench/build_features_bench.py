@@ -28,6 +28,7 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from common import storage  # noqa: E402
+from common.config import load_config  # noqa: E402
 PYTHON = sys.executable
 
 
@@ -59,6 +60,15 @@ def timed(cmd: list[str], env: dict | None = None) -> tuple[float, float, str]:
     return seconds, peak[0] / 2**20, out
 
 
+def reference_settings(cfg, data: Path) -> list[str]:
+    """The reference's arguments for the side features the Spark job builds with `cfg`."""
+    return ["--news", f"{data}/MINDsmall_train/news.tsv", f"{data}/MINDsmall_dev/news.tsv",
+            "--window-hours", str(cfg["features.popularity_window_hours"]),
+            "--ctr-prior", str(cfg["features.ctr_prior"]),
+            "--prior-impressions", str(cfg["features.ctr_prior_impressions"]),
+            "--buckets", str(cfg["features.category_buckets"])]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", default="mind-small", choices=["tiny", "small", "mind-small"])
@@ -72,6 +82,7 @@ def main() -> None:
                 "--set", "spark.master=local[2]", "--set", "spark.driver_memory=6g",
                 # the same train rows as the reference: none held out as validation rows
                 "--set", "features.validation_hours=0"]
+    cfg = load_config(overrides=[s for s in settings if s != "--set"])
     if not (data / "MINDsmall_dev" / "behaviors.tsv").exists():
         subprocess.run([PYTHON, "-m", "jobs.generate_mind", "--scale", args.scale, "--out", str(data)],
                        cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
@@ -92,7 +103,8 @@ def main() -> None:
         out_file = work / "pandas_train.parquet"
         seconds, peak, out = timed([PYTHON, str(ROOT / "bench" / "pandas_train_rows.py"),
                                     f"{data}/MINDsmall_train/behaviors.tsv", vectors_path,
-                                    str(out_file), "4"])
+                                    str(out_file), str(cfg["features.npratio"]),
+                                    *reference_settings(cfg, data)])
         results["pandas"].append({"seconds": seconds, "peak_rss_mb": peak, **json.loads(out)})
         copy_dir = work / "spark_copy_floor"
         subprocess.run(["rm", "-rf", str(copy_dir)], check=True)

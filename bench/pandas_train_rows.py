@@ -1,21 +1,31 @@
 """A straightforward single-process pandas/numpy implementation of build_features' train rows,
 the baseline of bench/build_features_bench.py.
 
-    python bench/pandas_train_rows.py BEHAVIORS_TSV VECTORS_PARQUET OUT_PARQUET NPRATIO
+    python bench/pandas_train_rows.py BEHAVIORS_TSV VECTORS_PARQUET OUT_PARQUET NPRATIO \
+        --news NEWS_TSV [NEWS_TSV ...] [--window-hours 24] [--ctr-prior 0.04]
+        [--prior-impressions 20] [--buckets 1024]
 
-Same rows as the Spark job: the point-in-time user vector of jobs/user_state.py (the mean of
-the vectors of the impression's own history plus every news in the histories and clicks of the
-user's earlier impressions, same-second impressions not seeing each other), npratio negatives
-per positive, candidates without a vector dropped. Negatives are drawn with numpy's generator
-instead of Spark's hash, so the same number of rows but not the same ones. Prints a JSON line
-with rows, seconds and peak RSS.
+The same rows as the Spark job (schemas.FEATURE_ROWS), every column:
+- the point-in-time user vector of jobs/user_state.py (the mean of the vectors of the
+  impression's own history plus every news in the histories and clicks of the user's earlier
+  impressions, same-second impressions not seeing each other), `history_len`, and the user's
+  impressions in earlier seconds;
+- the side features of jobs/side_features.py: category and subcategory buckets (the first
+  news.tsv that lists a news wins), the news item's age from its first sighting in the log,
+  its impressions and clicks in the window before the impression, the smoothed click rate,
+  and the user vector against the mean vector of the candidate's category.
+npratio negatives per positive, candidates without a vector dropped. With NPRATIO 0 every
+candidate is kept and the rows are Spark's, row for row (tests/test_reference_rows.py); with
+NPRATIO > 0 negatives are drawn with numpy's generator instead of Spark's hash, so the same
+number of rows but not the same ones. Prints a JSON line with rows, seconds and peak RSS.
 """
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import resource
-import sys
+import struct
 import time
 
 import numpy as np
@@ -23,34 +33,144 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+MASK = (1 << 64) - 1
+P1, P2, P3, P4, P5 = (0x9E3779B185EBCA87, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9,
+                      0x85EBCA77C2B2AE63, 0x27D4EB2F165667C5)
+
+
+def _rotl(x: int, r: int) -> int:
+    return ((x << r) | (x >> (64 - r))) & MASK
+
+
+def _round(acc: int, lane: int) -> int:
+    return (_rotl((acc + lane * P2) & MASK, 31) * P1) & MASK
+
+
+def xxh64(data: bytes, seed: int) -> int:
+    """xxHash64 of `data` (the published algorithm), as the signed long Spark's xxhash64
+    returns. Used on category names only: a few hundred calls."""
+    seed &= MASK
+    n, i = len(data), 0
+    if n >= 32:
+        v = [(seed + P1 + P2) & MASK, (seed + P2) & MASK, seed, (seed - P1) & MASK]
+        while i + 32 <= n:
+            for lane in range(4):
+                v[lane] = _round(v[lane], struct.unpack_from("<Q", data, i + 8 * lane)[0])
+            i += 32
+        h = (_rotl(v[0], 1) + _rotl(v[1], 7) + _rotl(v[2], 12) + _rotl(v[3], 18)) & MASK
+        for lane in v:
+            h = (((h ^ _round(0, lane)) * P1) + P4) & MASK
+    else:
+        h = (seed + P5) & MASK
+    h = (h + n) & MASK
+    while i + 8 <= n:
+        h ^= _round(0, struct.unpack_from("<Q", data, i)[0])
+        h = (_rotl(h, 27) * P1 + P4) & MASK
+        i += 8
+    if i + 4 <= n:
+        h ^= (struct.unpack_from("<I", data, i)[0] * P1) & MASK
+        h = (_rotl(h, 23) * P2 + P3) & MASK
+        i += 4
+    while i < n:
+        h ^= (data[i] * P5) & MASK
+        h = (_rotl(h, 11) * P1) & MASK
+        i += 1
+    h ^= h >> 33
+    h = (h * P2) & MASK
+    h ^= h >> 29
+    h = (h * P3) & MASK
+    h ^= h >> 32
+    return h - (1 << 64) if h >= 1 << 63 else h
+
+
+def category_bucket(name: str, buckets: int) -> int:
+    """Spark's `pmod(xxhash64('category', name), buckets - 1) + 1`; 0 for an empty name."""
+    if not name.strip():
+        return 0
+    h = xxh64(name.encode("utf-8"), xxh64(b"category", 42))
+    return h % (buckets - 1) + 1
+
 
 def vector_column(matrix: np.ndarray) -> pa.Array:
     flat = pa.array(matrix.astype(np.float32).ravel())
     return pa.FixedSizeListArray.from_arrays(flat, matrix.shape[1]).cast(pa.list_(pa.float32()))
 
 
-def main(behaviors_path: str, vectors_path: str, out_path: str, npratio: int) -> None:
+def read_categories(news_files: list[str], buckets: int) -> dict:
+    """news id -> (category bucket, subcategory bucket); the first file listing an id wins."""
+    found: dict = {}
+    for path in news_files:
+        news = pd.read_csv(path, sep="\t", header=None, quoting=csv.QUOTE_NONE, usecols=[0, 1, 2],
+                           names=["news_id", "category", "subcategory"], dtype=str,
+                           keep_default_na=False)
+        names = pd.unique(pd.concat([news["category"], news["subcategory"]]))
+        bucket = {name: category_bucket(name, buckets) for name in names}
+        for news_id, category, subcategory in zip(news["news_id"], news["category"], news["subcategory"]):
+            found.setdefault(news_id, (bucket[category], bucket[subcategory]))
+    return found
+
+
+def windowed_popularity(news: np.ndarray, t: np.ndarray, label: np.ndarray,
+                        window: int) -> tuple[np.ndarray, np.ndarray]:
+    """Impressions and clicks of each candidate's news in [t - window, t)."""
+    order = np.lexsort((t, news))
+    sorted_news, sorted_t = news[order], t[order]
+    running = np.concatenate([[0], np.cumsum(label[order])])
+    impressions = np.zeros(len(t), np.int64)
+    clicks = np.zeros(len(t), np.int64)
+    bounds = np.flatnonzero(np.diff(sorted_news)) + 1
+    for start, end in zip(np.r_[0, bounds], np.r_[bounds, len(order)]):
+        times = sorted_t[start:end]
+        hi = start + np.searchsorted(times, times, side="left")
+        lo = start + np.searchsorted(times, times - window, side="left")
+        impressions[order[start:end]] = hi - lo
+        clicks[order[start:end]] = running[hi] - running[lo]
+    return impressions, clicks
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("behaviors")
+    parser.add_argument("vectors")
+    parser.add_argument("out")
+    parser.add_argument("npratio", type=int)
+    parser.add_argument("--news", nargs="+", required=True)
+    parser.add_argument("--window-hours", type=int, default=24)
+    parser.add_argument("--ctr-prior", type=float, default=0.04)
+    parser.add_argument("--prior-impressions", type=float, default=20)
+    parser.add_argument("--buckets", type=int, default=1024)
+    args = parser.parse_args()
+
     start = time.perf_counter()
-    vectors = pq.read_table(vectors_path).to_pandas()
+    vectors = pq.read_table(args.vectors).to_pandas().sort_values("news_id", ignore_index=True)
     index = {news_id: i for i, news_id in enumerate(vectors["news_id"])}
     matrix = np.stack(vectors["vector"].to_numpy()).astype(np.float32)
     dim = matrix.shape[1]
-    behaviors = pd.read_csv(behaviors_path, sep="\t", header=None, quoting=csv.QUOTE_NONE,
+    categories = read_categories(args.news, args.buckets)
+    news_category = np.array([categories.get(n, (0, 0))[0] for n in vectors["news_id"]])
+    news_subcategory = np.array([categories.get(n, (0, 0))[1] for n in vectors["news_id"]])
+    topic = np.zeros((args.buckets, dim), np.float32)     # mean vector per category bucket
+    for bucket in np.unique(news_category):
+        topic[bucket] = matrix[news_category == bucket].astype(np.float64).mean(axis=0)
+
+    behaviors = pd.read_csv(args.behaviors, sep="\t", header=None, quoting=csv.QUOTE_NONE,
                             names=["impression_id", "user_id", "time", "history", "impressions"],
                             dtype=str, keep_default_na=False)
+    times = pd.to_datetime(behaviors["time"], format="%m/%d/%Y %I:%M:%S %p").to_numpy()
+    seconds = times.astype("datetime64[s]").astype(np.int64)
 
     # point-in-time user vectors: each user's impressions in time order, a running set and sum
-    times = pd.to_datetime(behaviors["time"], format="%m/%d/%Y %I:%M:%S %p").to_numpy()
     order = np.lexsort((behaviors["impression_id"].astype(np.int64).to_numpy(), times,
                         behaviors["user_id"].to_numpy()))
     users, histories = behaviors["user_id"].to_numpy(), behaviors["history"].to_numpy()
     fields = behaviors["impressions"].to_numpy()
     user_vecs = np.zeros((len(behaviors), dim), dtype=np.float32)
     user_lens = np.zeros(len(behaviors), dtype=np.int32)
+    user_impressions = np.zeros(len(behaviors), dtype=np.int64)
     position = 0
     while position < len(order):
         user = users[order[position]]
-        seen, total = set(), np.zeros(dim, dtype=np.float64)
+        seen, total, earlier = set(), np.zeros(dim, dtype=np.float64), 0
         while position < len(order) and users[order[position]] == user:
             moment, group = times[order[position]], []
             while (position < len(order) and users[order[position]] == user
@@ -60,50 +180,87 @@ def main(behaviors_path: str, vectors_path: str, out_path: str, npratio: int) ->
             added = set()
             for row in group:
                 own = {index[n] for n in histories[row].split() if n in index} - seen
-                vector = total + (matrix[list(own)].sum(axis=0, dtype=np.float64) if own else 0)
+                vector = total + (matrix[sorted(own)].sum(axis=0, dtype=np.float64) if own else 0)
                 count = len(seen) + len(own)
                 if count:
                     user_vecs[row] = (vector / count).astype(np.float32)
                 user_lens[row] = count
+                user_impressions[row] = earlier
                 clicked = [t[:-2] for t in fields[row].split() if t.endswith("-1")]
                 added |= own | {index[n] for n in clicked if n in index}
+            earlier += len(group)
             added -= seen
             if added:
-                total = total + matrix[list(added)].sum(axis=0, dtype=np.float64)
+                total = total + matrix[sorted(added)].sum(axis=0, dtype=np.float64)
                 seen |= added
 
+    # every shown candidate, and each news's first sighting (as a candidate or in a history)
+    shown_row, shown_news, shown_label, shown_known = [], [], [], []
+    first_seen: dict = {}
+    for code, (field, history, second) in enumerate(zip(fields, histories, seconds)):
+        for news_id in history.split():
+            if first_seen.get(news_id, second + 1) > second:
+                first_seen[news_id] = second
+        for token in field.split():
+            news_id, label = token.rsplit("-", 1)
+            if first_seen.get(news_id, second + 1) > second:
+                first_seen[news_id] = second
+            shown_row.append(code)
+            shown_news.append(news_id)
+            shown_label.append(int(label))
+            shown_known.append(index.get(news_id, -1))
+    shown_row, shown_label, shown_known = (np.asarray(a, np.int64) for a in
+                                           (shown_row, shown_label, shown_known))
+    news_codes = pd.factorize(np.asarray(shown_news, dtype=object))[0]
+    pop_impressions, pop_clicks = windowed_popularity(
+        news_codes, seconds[shown_row], shown_label, args.window_hours * 3600)
+
+    # the kept candidates with a vector: every positive, npratio negatives per positive
     rng = np.random.default_rng(42)
-    rows_impression, rows_user, rows_news, rows_label, rows_history = [], [], [], [], []
-    for code, (impression_id, user_id, field) in enumerate(zip(
-            behaviors["impression_id"], behaviors["user_id"], behaviors["impressions"])):
-        tokens = [t.rsplit("-", 1) for t in field.split()]
-        known = [(index[n], int(l)) for n, l in tokens if n in index]
-        positives = [c for c in known if c[1] == 1]
-        negatives = [c for c in known if c[1] == 0]
-        if npratio and len(negatives) > npratio * max(len(positives), 1):
-            chosen = rng.choice(len(negatives), npratio * max(len(positives), 1), replace=False)
-            negatives = [negatives[i] for i in chosen]
-        for news, label in positives + negatives:
-            rows_impression.append(int(impression_id))
-            rows_user.append(user_id)
-            rows_news.append(news)
-            rows_label.append(label)
-            rows_history.append(code)
-    news_idx, hist_idx = np.asarray(rows_news), np.asarray(rows_history)
+    kept = []
+    bounds = np.flatnonzero(np.diff(shown_row)) + 1
+    for start, end in zip(np.r_[0, bounds], np.r_[bounds, len(shown_row)]):
+        known = np.arange(start, end)[shown_known[start:end] >= 0]
+        positives = known[shown_label[known] == 1]
+        negatives = known[shown_label[known] == 0]
+        want = max(len(positives) * args.npratio, 1)   # as Spark's sample_candidates
+        if args.npratio and len(negatives) > want:
+            negatives = negatives[np.sort(rng.choice(len(negatives), want, replace=False))]
+        kept.append(np.concatenate([positives, negatives]))
+    kept = np.concatenate(kept) if kept else np.zeros(0, np.int64)
+    row, news = shown_row[kept], shown_known[kept]
+    label = shown_label[kept]
+
+    t = seconds[row]
+    seen_at = np.array([first_seen[n] for n in vectors["news_id"].to_numpy()[news]], np.int64)
+    age = np.maximum(0.0, (t - seen_at) / 3600.0)
+    impressions, clicks = pop_impressions[kept], pop_clicks[kept]
+    ctr = (clicks + args.ctr_prior * args.prior_impressions) / (impressions + args.prior_impressions)
+    user_vec = user_vecs[row]
+    topic_dot = np.einsum("ij,ij->i", user_vec.astype(np.float64),
+                          topic[news_category[news]].astype(np.float64))
     table = pa.table({
-        "impression_id": pa.array(rows_impression, pa.int64()),
-        "user_id": pa.array(rows_user),
-        "news_id": pa.array(vectors["news_id"].to_numpy()[news_idx]),
-        "label": pa.array(rows_label, pa.int32()),
-        "user_vec": vector_column(user_vecs[hist_idx]),
-        "news_vec": vector_column(matrix[news_idx]),
-        "history_len": pa.array(user_lens[hist_idx]),
+        "impression_id": pa.array(behaviors["impression_id"].astype(np.int64).to_numpy()[row]),
+        "user_id": pa.array(users[row]),
+        "news_id": pa.array(vectors["news_id"].to_numpy()[news]),
+        "label": pa.array(label.astype(np.int32)),
+        "user_vec": vector_column(user_vec),
+        "news_vec": vector_column(matrix[news]),
+        "history_len": pa.array(user_lens[row]),
+        "category": pa.array(news_category[news].astype(np.int32)),
+        "subcategory": pa.array(news_subcategory[news].astype(np.int32)),
+        "age_hours": pa.array(age.astype(np.float32)),
+        "user_dense": vector_column(np.stack([np.log1p(user_lens[row]),
+                                              np.log1p(user_impressions[row])], axis=1)),
+        "news_dense": vector_column(np.stack([np.log1p(age), np.log1p(impressions),
+                                              np.log1p(clicks), ctr], axis=1)),
+        "pair_dense": vector_column(topic_dot[:, None]),
     })
-    pq.write_table(table, out_path)
-    seconds = time.perf_counter() - start
+    pq.write_table(table, args.out)
+    seconds_taken = time.perf_counter() - start
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"rows": table.num_rows, "seconds": seconds, "peak_rss_mb": peak_mb}))
+    print(json.dumps({"rows": table.num_rows, "seconds": seconds_taken, "peak_rss_mb": peak_mb}))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]))
+    main()

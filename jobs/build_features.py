@@ -86,20 +86,26 @@ def feature_rows(behaviors: DataFrame, impression_vectors: DataFrame, news: Data
     """One row per kept candidate with a vector (candidates without one are dropped), with its
     side features as of the impression's time.
 
-    The user vector joins at the impression level and the impressions are spread over
-    `features.files` partitions by a seeded hash before the candidates are exploded; the news
-    table joins map-side (broadcast); the popularity joins on (news, second)."""
+    The user vector and the candidates' popularity (side.candidate_popularity) join at the
+    impression level and the impressions are spread over `features.files` partitions by a
+    seeded hash before the candidates are exploded; the news table joins map-side
+    (broadcast). No exploded row is shuffled."""
     seed, partitions = cfg["features.seed"], cfg["features.files"]
-    impressions = (behaviors.select(
+    counts = F.col(side.POPULARITY)
+    candidates = F.transform("candidates", lambda c, i: F.struct(
+        c[C.NEWS_ID].alias(C.NEWS_ID), c[C.LABEL].alias(C.LABEL),
+        counts[i][C.POP_IMPRESSIONS].alias(C.POP_IMPRESSIONS),
+        counts[i][C.POP_CLICKS].alias(C.POP_CLICKS)))
+    impressions = (behaviors.join(popularity, ["src", C.IMPRESSION_ID], "left").select(
         "src", C.IMPRESSION_ID, C.USER_ID, "t",
-        sample_candidates(F.col("candidates"), F.col(C.IMPRESSION_ID), npratio, seed).alias("kept"))
+        sample_candidates(candidates, F.col(C.IMPRESSION_ID), npratio, seed).alias("kept"))
         .join(impression_vectors, ["src", C.IMPRESSION_ID])
         .repartition(partitions, F.xxhash64(F.lit(seed), F.col("src"), F.col(C.IMPRESSION_ID))))
     rows = impressions.select(C.IMPRESSION_ID, C.USER_ID, C.USER_VEC, C.HISTORY_LEN, "t",
                               C.USER_IMPRESSIONS, F.explode("kept").alias("c")).select(
-        "*", F.col("c")[C.NEWS_ID].alias(C.NEWS_ID), F.col("c")[C.LABEL].alias(C.LABEL))
-    rows = (rows.join(F.broadcast(news), C.NEWS_ID, "inner")
-            .join(popularity, [C.NEWS_ID, "t"], "left"))
+        "*", *[F.col("c")[name].alias(name) for name in
+               (C.NEWS_ID, C.LABEL, C.POP_IMPRESSIONS, C.POP_CLICKS)])
+    rows = rows.join(F.broadcast(news), C.NEWS_ID, "inner")
     age = side.age_hours(F.col("t"), F.col(C.FIRST_SEEN))
     rows = rows.select("*", age.alias(C.AGE_HOURS)).select(
         "*", side.news_dense(F.col(C.AGE_HOURS), F.col(C.POP_IMPRESSIONS), F.col(C.POP_CLICKS),
@@ -314,8 +320,8 @@ def _run(cfg: Config, spark: SparkSession, as_of: dt.datetime | None,
     rows_root = outputs.as_of_root(cfg, as_of, outputs.ROWS)
     out = storage.run_dir(rows_root, run_id)
     with timer.stage("popularity"):
-        popularity = side.popularity_at_impressions(
-            behaviors, cfg["features.popularity_window_hours"]).cache()
+        popularity = side.candidate_popularity(
+            behaviors, cfg["features.popularity_window_hours"], cfg["features.files"]).cache()
         sampling = _sampling(behaviors.where(F.col("split") == TRAIN), npratio, seed)
     for split, split_npratio in ((TRAIN, npratio), (VALID, 0), (DEV, 0)):
         with timer.stage(f"{split}_rows"):

@@ -138,9 +138,9 @@ def test_topic_dot_is_the_user_vector_against_the_category_mean(built):
 
 
 def test_popularity_equals_brute_force_at_the_window_edges(spark):
-    """The running-sum form of the windowed popularity against a direct count, on a log whose
-    impressions fall exactly on the window's edges (t - W counts, t - W - 1 does not) and share
-    seconds."""
+    """The sorted-search form of the windowed popularity against a direct count, on a log
+    whose impressions fall exactly on the window's edges (t - W counts, t - W - 1 does not)
+    and share seconds, spread over more partitions than there are news (empty ones)."""
     from pyspark.sql import types as T
     from jobs import side_features as side
     hours = 1
@@ -148,16 +148,41 @@ def test_popularity_equals_brute_force_at_the_window_edges(spark):
     rng = np.random.default_rng(7)
     base = [0, 1, width, width + 1, width + 2, 2 * width + 1, 2 * width + 1, 5000, 5000]
     times = base + list(rng.integers(0, 3 * width, 60))
-    log = [(int(t), [(str(rng.choice(["A", "B"])), int(rng.integers(0, 2))) for _ in range(2)])
-           for t in times]
-    schema = T.StructType([T.StructField("t", T.LongType()), T.StructField("candidates", T.ArrayType(
-        T.StructType([T.StructField("news_id", T.StringType()), T.StructField("label", T.IntegerType())])))])
-    got = {(r["news_id"], r["t"]): (r["pop_impressions"], r["pop_clicks"]) for r in
-           side.popularity_at_impressions(spark.createDataFrame(log, schema), hours).collect()}
-    shown = [(news, t, label) for t, candidates in log for news, label in candidates]
+    log = [(0, number, int(t), [(str(rng.choice(["A", "B", "C"])), int(rng.integers(0, 2)))
+                                for _ in range(int(rng.integers(1, 4)))])
+           for number, t in enumerate(times)]
+    schema = T.StructType([
+        T.StructField("src", T.IntegerType()), T.StructField("impression_id", T.LongType()),
+        T.StructField("t", T.LongType()), T.StructField("candidates", T.ArrayType(T.StructType([
+            T.StructField("news_id", T.StringType()), T.StructField("label", T.IntegerType())])))])
+    got = {}
+    for r in side.candidate_popularity(spark.createDataFrame(log, schema), hours, 8).collect():
+        for pos, counts in enumerate(r["popularity"]):
+            got[(r["impression_id"], pos)] = (counts["pop_impressions"], counts["pop_clicks"])
+    shown = [(news, t, label) for _, _, t, candidates in log for news, label in candidates]
     expected = {}
-    for news, t, _ in shown:
-        inside = [label for n, s, label in shown if n == news and t - width <= s <= t - 1]
-        expected[(news, t)] = (len(inside), sum(inside))
+    for _, number, t, candidates in log:
+        for pos, (news, _) in enumerate(candidates):
+            inside = [label for n, s, label in shown if n == news and t - width <= s <= t - 1]
+            expected[(number, pos)] = (len(inside), sum(inside))
     assert got == expected
-    assert any(v[0] > 0 for v in expected.values()) and len(expected) > 20
+    assert any(v[0] > 0 for v in expected.values()) and len(expected) > 60
+
+
+def test_the_benchmark_reference_hashes_categories_as_spark_does(spark):
+    """bench/pandas_train_rows.py's xxHash64 gives side.bucket's buckets, for names of every
+    length class of the algorithm (under 4, 4 to 7, 8 to 31 and 32 or more bytes) and non-ASCII."""
+    import importlib.util
+    from pathlib import Path
+    from pyspark.sql import functions as F
+    from jobs import side_features as side
+    path = Path(__file__).resolve().parent.parent / "bench" / "pandas_train_rows.py"
+    spec = importlib.util.spec_from_file_location("pandas_train_rows", path)
+    reference = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(reference)
+    names = ["", " ", "a", "tv", "news", "sports", "lifestyle", "foodanddrink", "é", "médias",
+             "x" * 31, "y" * 32, "autos and a very long subcategory name" * 3]
+    got = {r["name"]: r["b"] for r in spark.createDataFrame([(n,) for n in names], "name string")
+           .select("name", side.bucket(F.col("name"), 1024).alias("b")).collect()}
+    assert {n: reference.category_bucket(n, 1024) for n in names} == got
+    assert len(set(got.values())) > 8

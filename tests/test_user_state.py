@@ -334,26 +334,40 @@ def test_daily_scoring_by_date(spark, daily_log, tmp_path):
     assert common and any(lists["2019-11-12"][u] != lists["2019-11-14"][u] for u in common)
 
 
-def test_the_benchmark_reference_computes_the_same_user_vectors(spark, tiny, tmp_path):
-    """bench/pandas_train_rows.py (single process) and build_features agree on every train
-    impression's user vector, so the benchmark compares the same work."""
+def test_the_benchmark_reference_builds_the_same_rows(spark, tiny, tmp_path):
+    """bench/pandas_train_rows.py (single process, its own code) and build_features give the
+    same train rows, every column, when both keep every candidate: the benchmark compares the
+    same work, and two independent implementations of the state and the side features agree."""
     import subprocess
     import sys
 
     root, base, _ = tiny
-    cfg = base.with_overrides([f"paths.work={tmp_path}"])
+    cfg = base.with_overrides([f"paths.work={tmp_path}", "features.npratio=0"])
     shutil.copytree(root / "work" / "news_vectors", tmp_path / "news_vectors")
     build_features.run(cfg, spark)
     vectors_uri = outputs.current_vectors(cfg)["path"].replace("file://", "") + "/vectors"
     out = tmp_path / "reference.parquet"
     bench = Path(__file__).resolve().parent.parent / "bench" / "pandas_train_rows.py"
-    subprocess.run([sys.executable, str(bench),
-                    str(root / "mind" / "MINDsmall_train" / "behaviors.tsv"), vectors_uri,
-                    str(out), "4"], check=True, capture_output=True, timeout=300)
-    reference = pd.read_parquet(out).drop_duplicates("impression_id").set_index("impression_id")
-    spark_rows = features(cfg, "train").drop_duplicates("impression_id").set_index("impression_id")
-    assert set(reference.index) == set(spark_rows.index)
-    joined = spark_rows.join(reference, rsuffix="_ref")
-    assert (joined["history_len"] == joined["history_len_ref"]).all()
-    np.testing.assert_allclose(np.stack(joined["user_vec"]), np.stack(joined["user_vec_ref"]),
-                               atol=1e-6)
+    mind = root / "mind"
+    subprocess.run([sys.executable, str(bench), str(mind / "MINDsmall_train" / "behaviors.tsv"),
+                    vectors_uri, str(out), "0", "--news", str(mind / "MINDsmall_train" / "news.tsv"),
+                    str(mind / "MINDsmall_dev" / "news.tsv"),
+                    "--window-hours", str(cfg["features.popularity_window_hours"]),
+                    "--ctr-prior", str(cfg["features.ctr_prior"]),
+                    "--prior-impressions", str(cfg["features.ctr_prior_impressions"]),
+                    "--buckets", str(cfg["features.category_buckets"])],
+                   check=True, capture_output=True, timeout=300)
+    key = ["impression_id", "news_id"]
+    reference = pd.read_parquet(out).sort_values(key, ignore_index=True)
+    spark_rows = features(cfg, "train").sort_values(key, ignore_index=True)
+    assert len(spark_rows) > 1000 and list(reference.columns) == list(spark_rows.columns)
+    for column in ("impression_id", "news_id", "user_id", "label", "history_len", "category",
+                   "subcategory"):
+        assert list(reference[column]) == list(spark_rows[column]), column
+    assert spark_rows["category"].nunique() > 3
+    for column in ("user_vec", "news_vec", "user_dense", "news_dense", "pair_dense"):
+        np.testing.assert_allclose(np.stack(reference[column]), np.stack(spark_rows[column]),
+                                   rtol=1e-6, atol=1e-6, err_msg=column)
+    np.testing.assert_allclose(reference["age_hours"], spark_rows["age_hours"], rtol=1e-6)
+    popularity = np.stack(spark_rows["news_dense"])[:, 1]
+    assert (popularity > 0).mean() > 0.5     # the windowed counts are exercised
