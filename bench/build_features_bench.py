@@ -1,16 +1,23 @@
 """Benchmark: build_features (Spark, local[2], through ./spark-submit.sh) against a
-single-process pandas implementation of the same train rows, side by side in one run.
+single-process pandas implementation of the same rows, side by side in one run.
 
     .venv/bin/python bench/build_features_bench.py [--scale mind-small] [--repeats 1]
 
 Generates the synthetic sample (once, under bench/data/) and its news vectors with the
 hashing encoder, then times each side (alternating, `--repeats` times) and prints rows/s, their
 ratio and peak memory (Spark: the sum of the resident memory of the JVM and its Python
-workers, sampled every 0.2 s; pandas: the process's peak RSS). Timing is wall-clock for the
-whole command, JVM start-up included. A third command measures the floor of any Spark
-implementation: a Spark session (local[2]) that only reads the pandas side's finished rows and
-writes them again with build_features' Parquet writer (bench/spark_copy_floor.py). Results go
-to bench/results/build_features.json.
+workers, sampled every 0.2 s; pandas: the process's peak RSS).
+
+- Spark: the whole full rebuild (`build_features`, no validation hours): train and dev rows,
+  user state, first-seen table and candidate pool.
+- pandas (bench/pandas_train_rows.py): the same train and dev rows, every column (the
+  point-in-time user vectors and the side features), from the same two files. Its rows equal
+  Spark's (tests/test_user_state.py), except which negatives the train rows keep.
+
+Timing is wall-clock for the whole command, interpreter and JVM start-up included. A third
+command measures the floor of any Spark implementation: a Spark session (local[2]) that only
+reads the pandas side's finished rows and writes them again with build_features' Parquet
+writer (bench/spark_copy_floor.py). Results go to bench/results/build_features.json.
 """
 from __future__ import annotations
 
@@ -97,21 +104,25 @@ def main() -> None:
         seconds, peak, out = timed([str(ROOT / "spark-submit.sh"), "build_features", *settings])
         summary = json.loads(out)
         results["spark"].append({"seconds": seconds, "peak_rss_mb": peak,
-                                 "rows": summary["rows"]["train"]["rows"],
+                                 "rows": sum(split["rows"] for split in summary["rows"].values()),
+                                 "train_rows": summary["rows"]["train"]["rows"],
                                  "train_rows_stage_seconds": summary["seconds"]["train_rows"],
                                  "all_outputs": True})
         out_file = work / "pandas_train.parquet"
         seconds, peak, out = timed([PYTHON, str(ROOT / "bench" / "pandas_train_rows.py"),
                                     f"{data}/MINDsmall_train/behaviors.tsv", vectors_path,
                                     str(out_file), str(cfg["features.npratio"]),
-                                    *reference_settings(cfg, data)])
-        results["pandas"].append({"seconds": seconds, "peak_rss_mb": peak, **json.loads(out)})
+                                    *reference_settings(cfg, data),
+                                    "--dev", f"{data}/MINDsmall_dev/behaviors.tsv",
+                                    "--dev-out", str(work / "pandas_dev.parquet")])
+        results["pandas"].append({**json.loads(out), "seconds": seconds, "peak_rss_mb": peak})
         copy_dir = work / "spark_copy_floor"
         subprocess.run(["rm", "-rf", str(copy_dir)], check=True)
         seconds, peak, out = timed([PYTHON, str(ROOT / "bench" / "spark_copy_floor.py"),
-                                    str(out_file), str(copy_dir), *settings])
-        results["spark_copy_floor"].append({"seconds": seconds, "peak_rss_mb": peak,
-                                            **json.loads(out.strip().splitlines()[-1])})
+                                    str(copy_dir), str(out_file), str(work / "pandas_dev.parquet"),
+                                    *settings])
+        results["spark_copy_floor"].append({**json.loads(out.strip().splitlines()[-1]),
+                                            "seconds": seconds, "peak_rss_mb": peak})
 
     spark = min(results["spark"], key=lambda r: r["seconds"])
     pandas = min(results["pandas"], key=lambda r: r["seconds"])
@@ -128,12 +139,13 @@ def main() -> None:
         "spark_peak_rss_mb": spark["peak_rss_mb"], "pandas_peak_rss_mb": pandas["peak_rss_mb"],
         "runs": results,
     }
-    print(f"scale {args.scale}: train rows spark {spark['rows']:,}, pandas {pandas['rows']:,}")
+    print(f"scale {args.scale}: train and dev rows spark {spark['rows']:,}, pandas "
+          f"{pandas['rows']:,} (train rows {spark['train_rows']:,} and {pandas['train_rows']:,})")
     print(f"{'':<8}{'seconds':>10}{'rows/s':>12}{'peak MB':>10}")
     print(f"{'spark':<8}{spark['seconds']:>10.1f}{spark_rate:>12,.0f}{spark['peak_rss_mb']:>10,.0f}"
           "   (whole job: JVM start, parsing, train+dev rows, profiles, pool)")
     print(f"{'pandas':<8}{pandas['seconds']:>10.1f}{pandas_rate:>12,.0f}{pandas['peak_rss_mb']:>10,.0f}"
-          "   (train rows only)")
+          "   (train and dev rows: the same rows)")
     print(f"{'floor':<8}{floor['seconds']:>10.1f}{floor_rate:>12,.0f}{floor['peak_rss_mb']:>10,.0f}"
           f"   (Spark only reading the finished rows and writing them: write "
           f"{floor['write_seconds']:.1f} s)")

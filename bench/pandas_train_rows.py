@@ -2,8 +2,8 @@
 the baseline of bench/build_features_bench.py.
 
     python bench/pandas_train_rows.py BEHAVIORS_TSV VECTORS_PARQUET OUT_PARQUET NPRATIO \
-        --news NEWS_TSV [NEWS_TSV ...] [--window-hours 24] [--ctr-prior 0.04]
-        [--prior-impressions 20] [--buckets 1024]
+        --news NEWS_TSV [NEWS_TSV ...] [--dev DEV_BEHAVIORS_TSV --dev-out DEV_OUT_PARQUET]
+        [--window-hours 24] [--ctr-prior 0.04] [--prior-impressions 20] [--buckets 1024]
 
 The same rows as the Spark job (schemas.FEATURE_ROWS), every column:
 - the point-in-time user vector of jobs/user_state.py (the mean of the vectors of the
@@ -14,7 +14,9 @@ The same rows as the Spark job (schemas.FEATURE_ROWS), every column:
   news.tsv that lists a news wins), the news item's age from its first sighting in the log,
   its impressions and clicks in the window before the impression, the smoothed click rate,
   and the user vector against the mean vector of the candidate's category.
-npratio negatives per positive, candidates without a vector dropped. With NPRATIO 0 every
+npratio negatives per positive, candidates without a vector dropped. With --dev, also the dev
+rows (every candidate), as the full rebuild writes them: the rows/s of the benchmark are then
+over the same rows on both sides. With NPRATIO 0 every
 candidate is kept and the rows are Spark's, row for row (tests/test_reference_rows.py); with
 NPRATIO > 0 negatives are drawn with numpy's generator instead of Spark's hash, so the same
 number of rows but not the same ones. Prints a JSON line with rows, seconds and peak RSS.
@@ -135,13 +137,16 @@ def main() -> None:
     parser.add_argument("out")
     parser.add_argument("npratio", type=int)
     parser.add_argument("--news", nargs="+", required=True)
+    parser.add_argument("--dev", help="the dev behaviors.tsv: its impressions follow the train "
+                                      "ones (same state, same popularity) and keep every candidate")
+    parser.add_argument("--dev-out", help="where the dev rows go (with --dev)")
     parser.add_argument("--window-hours", type=int, default=24)
     parser.add_argument("--ctr-prior", type=float, default=0.04)
     parser.add_argument("--prior-impressions", type=float, default=20)
     parser.add_argument("--buckets", type=int, default=1024)
     args = parser.parse_args()
 
-    start = time.perf_counter()
+    began = time.perf_counter()
     vectors = pq.read_table(args.vectors).to_pandas().sort_values("news_id", ignore_index=True)
     index = {news_id: i for i, news_id in enumerate(vectors["news_id"])}
     matrix = np.stack(vectors["vector"].to_numpy()).astype(np.float32)
@@ -153,15 +158,17 @@ def main() -> None:
     for bucket in np.unique(news_category):
         topic[bucket] = matrix[news_category == bucket].astype(np.float64).mean(axis=0)
 
-    behaviors = pd.read_csv(args.behaviors, sep="\t", header=None, quoting=csv.QUOTE_NONE,
-                            names=["impression_id", "user_id", "time", "history", "impressions"],
-                            dtype=str, keep_default_na=False)
+    files = [args.behaviors] + ([args.dev] if args.dev else [])
+    behaviors = pd.concat([pd.read_csv(
+        path, sep="\t", header=None, quoting=csv.QUOTE_NONE,
+        names=["impression_id", "user_id", "time", "history", "impressions"], dtype=str,
+        keep_default_na=False).assign(src=src) for src, path in enumerate(files)], ignore_index=True)
     times = pd.to_datetime(behaviors["time"], format="%m/%d/%Y %I:%M:%S %p").to_numpy()
     seconds = times.astype("datetime64[s]").astype(np.int64)
 
     # point-in-time user vectors: each user's impressions in time order, a running set and sum
-    order = np.lexsort((behaviors["impression_id"].astype(np.int64).to_numpy(), times,
-                        behaviors["user_id"].to_numpy()))
+    order = np.lexsort((behaviors["impression_id"].astype(np.int64).to_numpy(),
+                        behaviors["src"].to_numpy(), times, behaviors["user_id"].to_numpy()))
     users, histories = behaviors["user_id"].to_numpy(), behaviors["history"].to_numpy()
     fields = behaviors["impressions"].to_numpy()
     user_vecs = np.zeros((len(behaviors), dim), dtype=np.float32)
@@ -217,6 +224,7 @@ def main() -> None:
 
     # the kept candidates with a vector: every positive, npratio negatives per positive
     rng = np.random.default_rng(42)
+    is_train = behaviors["src"].to_numpy()[shown_row] == 0
     kept = []
     bounds = np.flatnonzero(np.diff(shown_row)) + 1
     for start, end in zip(np.r_[0, bounds], np.r_[bounds, len(shown_row)]):
@@ -224,7 +232,7 @@ def main() -> None:
         positives = known[shown_label[known] == 1]
         negatives = known[shown_label[known] == 0]
         want = max(len(positives) * args.npratio, 1)   # as Spark's sample_candidates
-        if args.npratio and len(negatives) > want:
+        if args.npratio and is_train[start] and len(negatives) > want:   # dev keeps all
             negatives = negatives[np.sort(rng.choice(len(negatives), want, replace=False))]
         kept.append(np.concatenate([positives, negatives]))
     kept = np.concatenate(kept) if kept else np.zeros(0, np.int64)
@@ -239,7 +247,7 @@ def main() -> None:
     user_vec = user_vecs[row]
     topic_dot = np.einsum("ij,ij->i", user_vec.astype(np.float64),
                           topic[news_category[news]].astype(np.float64))
-    table = pa.table({
+    columns = {
         "impression_id": pa.array(behaviors["impression_id"].astype(np.int64).to_numpy()[row]),
         "user_id": pa.array(users[row]),
         "news_id": pa.array(vectors["news_id"].to_numpy()[news]),
@@ -255,11 +263,16 @@ def main() -> None:
         "news_dense": vector_column(np.stack([np.log1p(age), np.log1p(impressions),
                                               np.log1p(clicks), ctr], axis=1)),
         "pair_dense": vector_column(topic_dot[:, None]),
-    })
-    pq.write_table(table, args.out)
-    seconds_taken = time.perf_counter() - start
+    }
+    table = pa.table(columns)
+    in_train = behaviors["src"].to_numpy()[row] == 0
+    pq.write_table(table.filter(pa.array(in_train)), args.out)
+    if args.dev:
+        pq.write_table(table.filter(pa.array(~in_train)), args.dev_out)
+    seconds_taken = time.perf_counter() - began
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"rows": table.num_rows, "seconds": seconds_taken, "peak_rss_mb": peak_mb}))
+    print(json.dumps({"rows": table.num_rows, "train_rows": int(in_train.sum()),
+                      "seconds": seconds_taken, "peak_rss_mb": peak_mb}))
 
 
 if __name__ == "__main__":

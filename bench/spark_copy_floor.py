@@ -1,12 +1,12 @@
 """The cost floor of build_features' train rows in Spark: read finished rows, write them again.
 
-    python bench/spark_copy_floor.py IN_PARQUET OUT_DIR [--set key=value ...]
+    python bench/spark_copy_floor.py OUT_DIR IN_PARQUET [IN_PARQUET ...] [--set key=value ...]
                                      [--dictionary on|off] [--compression snappy|none|zstd]
 
 Starts Spark the way every job does (common.spark.get_spark, master from the config),
-reads a Parquet table of feature rows (bench/build_features_bench.py passes the pandas
-baseline's output: the same train rows) and writes it with build_features' writer and
-row-group size. No parsing, no vector means, no sampling: any implementation of the train
+reads Parquet tables of feature rows (bench/build_features_bench.py passes the pandas
+baseline's outputs: the same train and dev rows) and writes each with build_features' writer
+and row-group size, to OUT_DIR/0, OUT_DIR/1, ... No parsing, no vector means, no sampling: any implementation of the train
 rows in Spark DataFrame operations costs at least this. Prints one JSON line: rows, seconds
 (whole process, JVM start included, measured by the caller) and the write alone.
 """
@@ -28,8 +28,8 @@ from jobs.build_features import row_group_bytes, write_parquet  # noqa: E402
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("source")
     parser.add_argument("target")
+    parser.add_argument("sources", nargs="+")
     parser.add_argument("--set", action="append", default=[], dest="overrides")
     parser.add_argument("--dictionary", choices=["on", "off"], default="off",
                         help="Parquet dictionary encoding (build_features: off)")
@@ -38,13 +38,17 @@ def main() -> None:
     cfg = load_config(overrides=args.overrides)
     spark = get_spark(cfg, "spark_copy_floor")
     spark.conf.set("spark.sql.parquet.compression.codec", args.compression)
-    rows = spark.read.parquet(storage.to_uri(args.source))
-    count = rows.count()
-    dim = len(rows.first()["user_vec"])
-    start = time.perf_counter()
-    write_parquet(rows, storage.to_uri(args.target), row_group_bytes(count, dim, cfg),
-                  dictionary=args.dictionary == "on")
-    print(json.dumps({"rows": count, "write_seconds": time.perf_counter() - start,
+    total, seconds = 0, 0.0
+    for number, source in enumerate(args.sources):
+        rows = spark.read.parquet(storage.to_uri(source))
+        count = rows.count()
+        dim = len(rows.first()["user_vec"])
+        start = time.perf_counter()
+        write_parquet(rows, storage.to_uri(f"{args.target}/{number}"),
+                      row_group_bytes(count, dim, cfg), dictionary=args.dictionary == "on")
+        seconds += time.perf_counter() - start
+        total += count
+    print(json.dumps({"rows": total, "write_seconds": seconds,
                       "dictionary": args.dictionary, "compression": args.compression}))
 
 

@@ -138,8 +138,7 @@ def read_impressions(spark: SparkSession, cfg: Config, start: dt.datetime | None
             good, bad = parse_behaviors(spark, folder)
             parts.append((good, bad, f"{folder}/{BEHAVIORS_FILE}", source, src))
     frames, rejected, checks = [], [], []
-    for good, bad, uri, source, src in parts:
-        good = good.cache()
+    for good, bad, uri, source, src in parts:   # both read from the parser's one cache
         checks.append(check_rejected_share(good, bad, uri, cfg["mind.max_rejected_share"]))
         frames.append(_with_keys(good, source, src))
         rejected.append(bad)

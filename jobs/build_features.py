@@ -188,12 +188,11 @@ def with_split(behaviors: DataFrame, cfg: Config, as_of: dt.datetime,
     return behaviors.withColumn("split", split), train_end
 
 
-def reference_counts(spark: SparkSession, cfg: Config, behaviors: DataFrame,
+def reference_counts(spark: SparkSession, cfg: Config, references: DataFrame,
                      vectors: DataFrame) -> tuple[dict, int]:
-    """One pass over every history and candidate id: per source and kind, the ids not in that
-    source's news.tsv (its first field; embed_news validated the rest), and the candidates
-    without a vector. News ids are a catalogue, small beside the behaviors: both lookups are
-    broadcast."""
+    """Per source and kind, the ids not in that source's news.tsv (its first field;
+    embed_news validated the rest), and the candidates without a vector, counted from
+    side.news_references (catalogue-sized): both lookups are broadcast."""
     if log.is_daily(cfg):
         catalogues = [("log", log.news_folders(cfg)[0])]
     else:
@@ -207,23 +206,18 @@ def reference_counts(spark: SparkSession, cfg: Config, behaviors: DataFrame,
         news_ids = ids if news_ids is None else news_ids.unionByName(ids)
     listed = news_ids.distinct().withColumn("listed", F.lit(True))
     with_vector = vectors.select(C.NEWS_ID, F.lit(True).alias("has_vector"))
-    refs = (behaviors.select("source", F.explode("history").alias(C.NEWS_ID),
-                             F.lit("history").alias("kind"))
-            .unionByName(behaviors.select("source", F.explode("candidates").alias("c"))
-                         .select("source", F.col("c")[C.NEWS_ID].alias(C.NEWS_ID),
-                                 F.lit("candidates").alias("kind"))))
-    counts = (refs.join(F.broadcast(listed), ["source", C.NEWS_ID], "left")
+    counts = (references.join(F.broadcast(listed), ["source", C.NEWS_ID], "left")
               .join(F.broadcast(with_vector), C.NEWS_ID, "left")
               .groupBy("source", "kind")
-              .agg(F.count(F.when(F.col("listed").isNull(), 1)).alias("unlisted"),
-                   F.count(F.when(F.col("has_vector").isNull(), 1)).alias("no_vector"))
+              .agg(F.sum(F.when(F.col("listed").isNull(), F.col("refs"))).alias("unlisted"),
+                   F.sum(F.when(F.col("has_vector").isNull(), F.col("refs"))).alias("no_vector"))
               .collect())   # at most 4 rows
     missing = {source: {"history": 0, "candidates": 0} for source, _ in catalogues}
     without_vector = 0
     for row in counts:
-        missing[row["source"]][row["kind"]] = row["unlisted"]
+        missing[row["source"]][row["kind"]] = int(row["unlisted"] or 0)
         if row["kind"] == "candidates":
-            without_vector += row["no_vector"]
+            without_vector += int(row["no_vector"] or 0)
     return missing, without_vector
 
 
@@ -299,9 +293,10 @@ def _run(cfg: Config, spark: SparkSession, as_of: dt.datetime | None,
         news = user_state.NewsIndex.build(spark, vectors)
         behaviors, train_end = with_split(read.behaviors, cfg, as_of, time_split)
         behaviors = behaviors.cache()
-        seen = side.first_seen(behaviors).cache()
+        references = side.news_references(behaviors).cache()
+        seen = side.first_seen(references).cache()
         news_side = news_table(spark, cfg, vectors, seen).cache()
-        missing, dropped = reference_counts(spark, cfg, behaviors, vectors)
+        missing, dropped = reference_counts(spark, cfg, references, vectors)
     for kind in (outputs.STATE, outputs.ROWS, outputs.POOL):   # leased until published
         storage.begin_run(storage.runs_dir(outputs.as_of_root(cfg, as_of, kind)), run_id)
     lineage = {"as_of": outputs.as_of_key(as_of), "data_end": data_end.isoformat(),

@@ -82,13 +82,25 @@ def pair_dense(user_vec: Column, topic_vec: Column) -> Column:
     return F.array(dot).cast("array<float>")
 
 
-def first_seen(behaviors: DataFrame) -> DataFrame:
-    """(news_id, first_seen): the time (epoch seconds) of the first impression that shows the
-    news or has it in its history. A catalogue-sized table."""
-    seen = (behaviors.select("t", F.explode("history").alias(C.NEWS_ID))
-            .unionByName(behaviors.select("t", F.explode("candidates").alias("c"))
-                         .select("t", F.col("c")[C.NEWS_ID].alias(C.NEWS_ID))))
-    return seen.groupBy(C.NEWS_ID).agg(F.min("t").alias(C.FIRST_SEEN))
+def news_references(behaviors: DataFrame) -> DataFrame:
+    """(source, kind, news_id, first_seen, refs): per source, kind ("history" or
+    "candidates") and news id, the time (epoch seconds) of the first impression that
+    references it that way and the number of references. One pass over every id of the log;
+    the result is catalogue-sized (news x sources x 2), and first_seen and
+    build_features.reference_counts are read off it."""
+    refs = (behaviors.select("source", "t", F.explode("history").alias(C.NEWS_ID),
+                             F.lit("history").alias("kind"))
+            .unionByName(behaviors.select("source", "t", F.explode("candidates").alias("c"))
+                         .select("source", "t", F.col("c")[C.NEWS_ID].alias(C.NEWS_ID),
+                                 F.lit("candidates").alias("kind"))))
+    return refs.groupBy("source", "kind", C.NEWS_ID).agg(F.min("t").alias(C.FIRST_SEEN),
+                                                         F.count("*").alias("refs"))
+
+
+def first_seen(references: DataFrame) -> DataFrame:
+    """(news_id, first_seen): the time of the first impression that shows the news or has it
+    in its history, from news_references. A catalogue-sized table."""
+    return references.groupBy(C.NEWS_ID).agg(F.min(C.FIRST_SEEN).alias(C.FIRST_SEEN))
 
 
 def merge_first_seen(prior: DataFrame, later: DataFrame) -> DataFrame:

@@ -352,14 +352,21 @@ def test_the_benchmark_reference_builds_the_same_rows(spark, tiny, tmp_path):
     subprocess.run([sys.executable, str(bench), str(mind / "MINDsmall_train" / "behaviors.tsv"),
                     vectors_uri, str(out), "0", "--news", str(mind / "MINDsmall_train" / "news.tsv"),
                     str(mind / "MINDsmall_dev" / "news.tsv"),
+                    "--dev", str(mind / "MINDsmall_dev" / "behaviors.tsv"),
+                    "--dev-out", str(tmp_path / "reference_dev.parquet"),
                     "--window-hours", str(cfg["features.popularity_window_hours"]),
                     "--ctr-prior", str(cfg["features.ctr_prior"]),
                     "--prior-impressions", str(cfg["features.ctr_prior_impressions"]),
                     "--buckets", str(cfg["features.category_buckets"])],
                    check=True, capture_output=True, timeout=300)
+    for split, path in (("train", out), ("dev", tmp_path / "reference_dev.parquet")):
+        assert_same_rows(pd.read_parquet(path), features(cfg, split))
+
+
+def assert_same_rows(reference, spark_rows):
     key = ["impression_id", "news_id"]
-    reference = pd.read_parquet(out).sort_values(key, ignore_index=True)
-    spark_rows = features(cfg, "train").sort_values(key, ignore_index=True)
+    reference = reference.sort_values(key, ignore_index=True)
+    spark_rows = spark_rows.sort_values(key, ignore_index=True)
     assert len(spark_rows) > 1000 and list(reference.columns) == list(spark_rows.columns)
     for column in ("impression_id", "news_id", "user_id", "label", "history_len", "category",
                    "subcategory"):
