@@ -164,7 +164,7 @@ def write_state(state: DataFrame, uri: str, cfg: Config) -> int:
     """Write a user state table (partitioned by user) and return its row count."""
     write_parquet(state.repartition(cfg["features.files"], C.USER_ID), uri,
                   cfg["features.row_group_mb"] * 1024 * 1024)
-    return state.sparkSession.read.parquet(uri).count()
+    return state.sparkSession.read.schema(schemas.USER_STATE).parquet(uri).count()
 
 
 def with_split(behaviors: DataFrame, cfg: Config, as_of: dt.datetime,
@@ -250,17 +250,18 @@ def run(cfg: Config, spark: SparkSession | None = None, as_of: dt.datetime | Non
 
 def _dense_stats(rows: DataFrame) -> dict:
     """Mean and standard deviation of every entry of the dense arrays over `rows` (the train
-    rows): the trainer standardizes the model's dense inputs with them."""
-    stats = {}
-    for column, names in ((C.USER_DENSE, side.USER_DENSE_NAMES), (C.NEWS_DENSE, side.NEWS_DENSE_NAMES),
-                          (C.PAIR_DENSE, side.PAIR_DENSE_NAMES)):
-        aggs = [F.avg(F.col(column)[i]) for i in range(len(names))] + \
-               [F.stddev_pop(F.col(column)[i]) for i in range(len(names))]
-        values = rows.agg(*aggs).first()
+    rows), in one pass: the trainer standardizes the model's dense inputs with them."""
+    columns = ((C.USER_DENSE, side.USER_DENSE_NAMES), (C.NEWS_DENSE, side.NEWS_DENSE_NAMES),
+               (C.PAIR_DENSE, side.PAIR_DENSE_NAMES))
+    aggs = [agg(F.col(column)[i]) for column, names in columns
+            for agg in (F.avg, F.stddev_pop) for i in range(len(names))]
+    values, stats, at = rows.agg(*aggs).first(), {}, 0
+    for column, names in columns:
         n = len(names)
         stats[column] = {"names": list(names),
-                         "mean": [float(v or 0.0) for v in values[:n]],
-                         "std": [float(v) if v else 1.0 for v in values[n:]]}
+                         "mean": [float(v or 0.0) for v in values[at:at + n]],
+                         "std": [float(v) if v else 1.0 for v in values[at + n:at + 2 * n]]}
+        at += 2 * n
     return stats
 
 
@@ -326,7 +327,7 @@ def _run(cfg: Config, spark: SparkSession, as_of: dt.datetime | None,
             rows = feature_rows(split_rows, impression_vectors, news_side, popularity, cfg,
                                 split_npratio)
             write_parquet(rows, f"{out}/{split}", row_group_bytes(expected, dim, cfg))
-            written = spark.read.parquet(f"{out}/{split}")
+            written = spark.read.schema(schemas.FEATURE_ROWS).parquet(f"{out}/{split}")
             stats = written.agg(F.count("*").alias("rows"), F.sum(C.LABEL).alias("positives"),
                                 F.countDistinct(C.IMPRESSION_ID).alias("impressions")).first()
             counts[split] = {"rows": stats["rows"], "impressions": stats["impressions"],
@@ -396,7 +397,8 @@ def write_first_seen(seen: DataFrame, uri: str) -> None:
 
 def write_pool(pool: DataFrame, out: str) -> int:
     pool.coalesce(1).write.parquet(f"{out}/candidate_pool")
-    return pool.sparkSession.read.parquet(f"{out}/candidate_pool").count()
+    return pool.sparkSession.read.schema(schemas.CANDIDATE_POOL).parquet(
+        f"{out}/candidate_pool").count()
 
 
 def parse_as_of_argument(text: str | None) -> dt.datetime | None:

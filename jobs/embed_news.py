@@ -202,7 +202,8 @@ def load_vectors(spark: SparkSession, cfg: Config) -> tuple[DataFrame, int, dict
         raise UserInputError(str(err)) from None
     if not summary.get("vectors") or not summary.get("dim"):
         raise UserInputError(f"{uri}: no news vectors")
-    return spark.read.parquet(uri).select(C.NEWS_ID, C.VECTOR), int(summary["dim"]), summary
+    return (spark.read.schema(schemas.NEWS_VECTORS).parquet(uri).select(C.NEWS_ID, C.VECTOR),
+            int(summary["dim"]), summary)
 
 
 def main(argv: list[str] | None = None) -> int:

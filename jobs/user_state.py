@@ -86,7 +86,8 @@ class NewsIndex:
 
     @classmethod
     def build(cls, spark: SparkSession, vectors: DataFrame) -> "NewsIndex":
-        table = vectors.select(C.NEWS_ID, C.VECTOR).orderBy(C.NEWS_ID).toPandas()
+        table = (vectors.select(C.NEWS_ID, C.VECTOR).toPandas()    # a catalogue: sorted here
+                 .sort_values(C.NEWS_ID, kind="stable", ignore_index=True))
         if table.empty:
             raise UserInputError("no news vectors")
         widths = table[C.VECTOR].map(len)
