@@ -317,7 +317,8 @@ def _run(cfg: Config, spark: SparkSession, as_of: dt.datetime | None,
     out = storage.run_dir(rows_root, run_id)
     with timer.stage("popularity"):
         popularity = side.candidate_popularity(
-            behaviors, cfg["features.popularity_window_hours"], cfg["features.files"]).cache()
+            behaviors, cfg["features.popularity_window_hours"],
+            int(spark.conf.get("spark.sql.shuffle.partitions"))).cache()
         sampling = _sampling(behaviors.where(F.col("split") == TRAIN), npratio, seed)
     for split, split_npratio in ((TRAIN, npratio), (VALID, 0), (DEV, 0)):
         with timer.stage(f"{split}_rows"):
