@@ -98,6 +98,15 @@ def vector_column(matrix: np.ndarray) -> pa.Array:
     return pa.FixedSizeListArray.from_arrays(flat, matrix.shape[1]).cast(pa.list_(pa.float32()))
 
 
+def packed_column(matrix: np.ndarray) -> pa.Array:
+    """Vectors as build_features stores them: float32 little-endian bytes, one binary value each."""
+    matrix = np.ascontiguousarray(matrix, dtype="<f4")
+    n, width = matrix.shape
+    offsets = np.arange(0, n * width * 4 + 1, width * 4, dtype=np.int32)
+    return pa.Array.from_buffers(pa.binary(), n, [None, pa.py_buffer(offsets),
+                                                  pa.py_buffer(matrix.tobytes())])
+
+
 def read_categories(news_files: list[str], buckets: int) -> dict:
     """news id -> (category bucket, subcategory bucket); the first file listing an id wins."""
     found: dict = {}
@@ -254,8 +263,8 @@ def main() -> None:
         "user_id": pa.array(users[row]),
         "news_id": pa.array(vectors["news_id"].to_numpy()[news]),
         "label": pa.array(label.astype(np.int32)),
-        "user_vec": vector_column(user_vec),
-        "news_vec": vector_column(matrix[news]),
+        "user_vec": packed_column(user_vec),
+        "news_vec": packed_column(matrix[news]),
         "history_len": pa.array(user_lens[row]),
         "category": pa.array(news_category[news].astype(np.int32)),
         "subcategory": pa.array(news_subcategory[news].astype(np.int32)),

@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common import storage  # noqa: E402
+from common import packed_vectors, storage  # noqa: E402
 from common.config import load_config  # noqa: E402
 from common.spark import get_spark  # noqa: E402
 from jobs.build_features import row_group_bytes, write_parquet  # noqa: E402
@@ -42,7 +42,7 @@ def main() -> None:
     for number, source in enumerate(args.sources):
         rows = spark.read.parquet(storage.to_uri(source))
         count = rows.count()
-        dim = len(rows.first()["user_vec"])
+        dim = packed_vectors.width(rows.first()["user_vec"])
         start = time.perf_counter()
         write_parquet(rows, storage.to_uri(f"{args.target}/{number}"),
                       row_group_bytes(count, dim, cfg), dictionary=args.dictionary == "on")

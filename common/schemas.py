@@ -10,6 +10,7 @@ from pyspark.sql.types import (ArrayType, DoubleType, FloatType, IntegerType, Lo
                                StringType, StructField, StructType, TimestampType)
 
 from common import columns as C
+from common.packed_vectors import PACKED_TYPE
 
 VECTOR_TYPE = ArrayType(FloatType())
 
@@ -24,8 +25,9 @@ FEATURE_ROWS = StructType([
     StructField(C.USER_ID, StringType(), False),
     StructField(C.NEWS_ID, StringType(), False),
     StructField(C.LABEL, IntegerType(), False),
-    StructField(C.USER_VEC, VECTOR_TYPE, False),
-    StructField(C.NEWS_VEC, VECTOR_TYPE, False),
+    # packed float32 vectors (common/packed_vectors.py)
+    StructField(C.USER_VEC, PACKED_TYPE, False),
+    StructField(C.NEWS_VEC, PACKED_TYPE, False),
     StructField(C.HISTORY_LEN, IntegerType(), False),
     # side features (jobs/side_features.py), as of the impression's time
     StructField(C.CATEGORY, IntegerType(), False),

@@ -52,7 +52,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from common import columns as C
-from common import outputs, storage
+from common import outputs, packed_vectors, storage
 from common.cli import UserInputError
 from common.config import Config
 
@@ -146,8 +146,8 @@ def vector_widths(uri: str) -> tuple[int, int]:
             for group in range(file.metadata.num_row_groups):
                 table = file.read_row_group(group, columns=[C.USER_VEC, C.NEWS_VEC])
                 if table.num_rows:
-                    return (len(table.column(C.USER_VEC)[0].as_py()),
-                            len(table.column(C.NEWS_VEC)[0].as_py()))
+                    return (packed_vectors.width(table.column(C.USER_VEC)[0].as_py()),
+                            packed_vectors.width(table.column(C.NEWS_VEC)[0].as_py()))
     raise UserInputError(f"feature table {storage.to_uri(uri)} holds no rows")
 
 
@@ -287,21 +287,18 @@ def _pass_finished(pool) -> bool:
 
 
 def _column_to_numpy(name: str, column) -> np.ndarray:
-    """A scalar column as a 1-D array; a list column of equal-length lists as a 2-D array."""
+    """A scalar column as a 1-D array; a column of equal-width vectors (packed or lists) as a
+    2-D float32 array."""
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     array = column.combine_chunks()
-    if not pa.types.is_list(array.type) and not pa.types.is_large_list(array.type):
+    if not (pa.types.is_list(array.type) or pa.types.is_large_list(array.type)
+            or pa.types.is_binary(array.type)):
         return array.to_numpy(zero_copy_only=False)
-    if array.null_count:
-        raise UserInputError(f"column {name} holds null vectors")
-    lengths = pc.list_value_length(array)
-    width = pc.min(lengths).as_py() if len(array) else 0
-    if len(array) and width != pc.max(lengths).as_py():
-        raise UserInputError(f"{name} vectors of different lengths in one row group "
-                             f"({width} to {pc.max(lengths).as_py()})")
-    return array.flatten().to_numpy(zero_copy_only=False).reshape(len(array), width)
+    try:   # packed vectors (common/packed_vectors.py) or array<float>
+        return packed_vectors.decode(array, name)
+    except ValueError as err:
+        raise UserInputError(f"{err} in one row group") from None
 
 
 def _use_arrow_conversion(reader) -> None:

@@ -34,7 +34,7 @@ import sys
 from pyspark.sql import Column, DataFrame, SparkSession, functions as F
 
 from common import columns as C
-from common import outputs, schemas, storage
+from common import outputs, packed_vectors as packed, schemas, storage
 from common.cli import StageTimer, UserInputError, run_main
 from common.config import Config
 from common.spark import cached_for_job, get_spark
@@ -44,6 +44,7 @@ from jobs import user_state
 from jobs.embed_news import load_vectors
 
 TRAIN, VALID, DEV = "train", C.SPLIT_VALID, "dev"
+USER_VEC_PACKED, NEWS_VEC_PACKED = "user_vec_packed", "news_vec_packed"
 DEV_IMPRESSIONS = "dev_impressions"
 BUILD_COMMAND = "./spark-submit.sh build_features --as-of {as_of}"
 
@@ -89,7 +90,9 @@ def feature_rows(behaviors: DataFrame, impression_vectors: DataFrame, news: Data
     The user vector and the candidates' popularity (side.candidate_popularity) join at the
     impression level and the impressions are spread over `features.files` partitions by a
     seeded hash before the candidates are exploded; the news table joins map-side
-    (broadcast). No exploded row is shuffled."""
+    (broadcast). No exploded row is shuffled. `impression_vectors` and `news` carry their
+    vectors packed as well (USER_VEC_PACKED, NEWS_VEC_PACKED): the rows store them packed
+    (common/packed_vectors.py); the topic affinity is computed from the arrays."""
     seed, partitions = cfg["features.seed"], cfg["features.files"]
     counts = F.col(side.POPULARITY)
     candidates = F.transform("candidates", lambda c, i: F.struct(
@@ -101,8 +104,9 @@ def feature_rows(behaviors: DataFrame, impression_vectors: DataFrame, news: Data
         sample_candidates(candidates, F.col(C.IMPRESSION_ID), npratio, seed).alias("kept"))
         .join(impression_vectors, ["src", C.IMPRESSION_ID])
         .repartition(partitions, F.xxhash64(F.lit(seed), F.col("src"), F.col(C.IMPRESSION_ID))))
-    rows = impressions.select(C.IMPRESSION_ID, C.USER_ID, C.USER_VEC, C.HISTORY_LEN, "t",
-                              C.USER_IMPRESSIONS, F.explode("kept").alias("c")).select(
+    rows = impressions.select(C.IMPRESSION_ID, C.USER_ID, C.USER_VEC, USER_VEC_PACKED,
+                              C.HISTORY_LEN, "t", C.USER_IMPRESSIONS,
+                              F.explode("kept").alias("c")).select(
         "*", *[F.col("c")[name].alias(name) for name in
                (C.NEWS_ID, C.LABEL, C.POP_IMPRESSIONS, C.POP_CLICKS)])
     rows = rows.join(F.broadcast(news), C.NEWS_ID, "inner")
@@ -112,6 +116,8 @@ def feature_rows(behaviors: DataFrame, impression_vectors: DataFrame, news: Data
                              cfg).alias(C.NEWS_DENSE),
         side.user_dense(F.col(C.HISTORY_LEN), F.col(C.USER_IMPRESSIONS)).alias(C.USER_DENSE),
         side.pair_dense(F.col(C.USER_VEC), F.col(C.TOPIC_VEC)).alias(C.PAIR_DENSE))
+    rows = (rows.drop(C.USER_VEC, C.NEWS_VEC).withColumnRenamed(USER_VEC_PACKED, C.USER_VEC)
+            .withColumnRenamed(NEWS_VEC_PACKED, C.NEWS_VEC))
     return schemas.conform(rows, schemas.FEATURE_ROWS)
 
 
@@ -296,7 +302,8 @@ def _run(cfg: Config, spark: SparkSession, as_of: dt.datetime | None,
         behaviors = behaviors.cache()
         references = side.news_references(behaviors).cache()
         seen = side.first_seen(references).cache()
-        news_side = news_table(spark, cfg, vectors, seen).cache()
+        news_side = packed.with_packed(news_table(spark, cfg, vectors, seen), C.NEWS_VEC,
+                                       NEWS_VEC_PACKED).cache()
         missing, dropped = reference_counts(spark, cfg, references, vectors)
     for kind in (outputs.STATE, outputs.ROWS, outputs.POOL):   # leased until published
         storage.begin_run(storage.runs_dir(outputs.as_of_root(cfg, as_of, kind)), run_id)
@@ -307,7 +314,8 @@ def _run(cfg: Config, spark: SparkSession, as_of: dt.datetime | None,
     with timer.stage("user_state"):
         impression_vectors, state = user_state.advance(
             user_state.empty_state(spark), behaviors, news, mode)
-        impression_vectors = impression_vectors.cache()
+        impression_vectors = packed.with_packed(impression_vectors, C.USER_VEC,
+                                                USER_VEC_PACKED).cache()
         state_root = outputs.as_of_root(cfg, as_of, outputs.STATE)
         state_out = storage.run_dir(state_root, run_id)
         users = write_state(state, f"{state_out}/{outputs.STATE}", cfg)

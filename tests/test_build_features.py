@@ -4,10 +4,11 @@ from __future__ import annotations
 import shutil
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from common import outputs, storage
+from common import outputs, packed_vectors, storage
 from common.config import ConfigError, load_config
 from jobs import build_features, embed_news
 from jobs.mind import RejectedShareExceeded
@@ -62,7 +63,13 @@ def make_cfg(root, *extra):
 
 
 def read_table(uri):
-    return pq.read_table(uri.replace("file://", "")).to_pandas()
+    """A table as pandas, packed vectors (common/packed_vectors.py) decoded to arrays."""
+    table = pq.read_table(uri.replace("file://", ""))
+    frame = table.to_pandas()
+    for name in ("user_vec", "news_vec"):
+        if name in table.column_names and pa.types.is_binary(table.schema.field(name).type):
+            frame[name] = list(packed_vectors.decode(table.column(name), name))
+    return frame
 
 
 def vectors_by_id(cfg):
@@ -210,8 +217,11 @@ def test_generated_sample_parquet_shaped_for_petastorm(spark, tmp_path):
     files = pq.ParquetDataset(f"{path}/train").files
     assert len(files) == 4
     assert sum(pq.ParquetFile(f).metadata.num_row_groups for f in files) >= 16
-    field = pq.ParquetDataset(f"{path}/train").schema.field("user_vec")
-    assert str(field.type) in ("list<element: float not null>", "list<element: float>")
+    # the two vectors are packed float32 bytes, the dense arrays lists of floats
+    schema = pq.ParquetDataset(f"{path}/train").schema
+    assert str(schema.field("user_vec").type) == "binary"
+    assert str(schema.field("news_vec").type) == "binary"
+    assert str(schema.field("news_dense").type) in ("list<element: float not null>", "list<element: float>")
     # impression ids are in time order in no particular way, so use the files' id spread:
     # a file written from one input block would hold one contiguous range of impressions
     for f in files:

@@ -360,7 +360,7 @@ def test_the_benchmark_reference_builds_the_same_rows(spark, tiny, tmp_path):
                     "--buckets", str(cfg["features.category_buckets"])],
                    check=True, capture_output=True, timeout=300)
     for split, path in (("train", out), ("dev", tmp_path / "reference_dev.parquet")):
-        assert_same_rows(pd.read_parquet(path), features(cfg, split))
+        assert_same_rows(read_table(str(path)), features(cfg, split))
 
 
 def assert_same_rows(reference, spark_rows):
