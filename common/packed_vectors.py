@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame, functions as F
 from pyspark.sql.types import BinaryType, StructField, StructType
 
 PACKED_TYPE = BinaryType()
@@ -84,6 +84,13 @@ def _from_bytes(data, offsets: np.ndarray, name: str) -> np.ndarray:
         raise ValueError(f"{name}: a packed vector of {int(lengths[0])} bytes is not whole floats")
     raw = np.frombuffer(data, np.uint8)[int(offsets[0]):int(offsets[-1])]
     return raw.view(DTYPE).astype(np.float32).reshape(n, int(lengths[0]) // DTYPE.itemsize)
+
+
+def width_column(df: DataFrame, name: str) -> Column:
+    """Spark SQL: the width of each vector of column `name`, packed or `array<float>`."""
+    if isinstance(df.schema[name].dataType, BinaryType):
+        return (F.length(name) / DTYPE.itemsize).cast("int")
+    return F.size(name)
 
 
 def with_packed(df: DataFrame, column: str, packed: str) -> DataFrame:

@@ -96,7 +96,7 @@ import pandas as pd
 import pyarrow.fs as pafs
 from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, SparkSession, functions as F
-from pyspark.sql.types import BinaryType, DoubleType, LongType, StringType, StructField, StructType
+from pyspark.sql.types import DoubleType, LongType, StringType, StructField, StructType
 
 from common import columns as C
 from common import outputs, packed_vectors, storage
@@ -191,7 +191,7 @@ def resolve_inputs(spark: SparkSession, cfg: Config, as_of=None) -> Inputs:
     extra = input_columns(model_spec(model))
     check_dev_columns(dev, [*extra, C.NEWS_DENSE, *CONTEXT_COLUMNS], features)
     arrays = [C.USER_VEC, C.NEWS_VEC] + [name for name, width in extra.items() if width]
-    first = dev.select(*[vector_width(dev, name).alias(name) for name in arrays]).first()
+    first = dev.select(*[packed_vectors.width_column(dev, name).alias(name) for name in arrays]).first()
     if first is None:
         raise UserInputError(f"{features['path']}/dev holds no dev rows")
     try:
@@ -229,14 +229,6 @@ def check_dev_columns(dev: DataFrame, needed: list[str], features: dict) -> None
         raise UserInputError(f"the dev rows of features run {features['run_id']} "
                              f"({features['path']}/dev) have no {', '.join(missing)}: rebuild "
                              "them with this version of build_features")
-
-
-def vector_width(df, name: str):
-    """The width of the vectors of column `name`: packed (common/packed_vectors.py) or an
-    array."""
-    if isinstance(df.schema[name].dataType, BinaryType):
-        return (F.length(name) / packed_vectors.DTYPE.itemsize).cast("int")
-    return F.size(name)
 
 
 def check_extra_widths(extra: dict, found: dict) -> None:

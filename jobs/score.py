@@ -320,9 +320,8 @@ def run(cfg: Config, run_date: str | None = None, spark: SparkSession | None = N
         needed = profiles.select(C.USER_ID, C.CLICKED_NEWS, C.HISTORY_LEN, C.USER_VEC,
                                  side.user_dense(F.col(C.HISTORY_LEN),
                                                  F.col(C.IMPRESSIONS)).alias(C.USER_DENSE))
-        # sorted within each task: the same users fill the same batches in the same order on
-        # every run, so the float32 matrix products (whose last bits depend on a row's place
-        # in its batch) give the same scores on every run and every cluster
+        # sorted within each task: a task's users fill the same batches in the same order on
+        # every run, whatever order the shuffle delivered them in
         recs = needed.repartition(partitions, C.USER_ID).sortWithinPartitions(C.USER_ID).mapInPandas(
             score_partitions(spark.sparkContext.broadcast(pool), model_dir, metadata["version"],
                              settings, scored_at), schema=RECOMMENDATIONS)

@@ -228,8 +228,8 @@ def test_evaluation_and_recommendations_are_identical(pipelines):
     tables = [read_table(s["partition_location"], keys).drop(columns=["scored_at"])
               for s in (on_cluster, local)]
     # the same lists, rank for rank; the scores are float32 model outputs and agree to a few
-    # units in their last place (they differed by up to 3 ulps between the two sides since
-    # 2026-12-03; cause not isolated, see the issue #8 note)
+    # units in their last place (up to 3 ulps apart between the two sides, seen on
+    # 2026-12-03; the cause is not isolated)
     scores = [t.pop("score").to_numpy() for t in tables]
     assert_same_rows(*tables)
     np.testing.assert_allclose(scores[0], scores[1], rtol=1e-6, atol=0)

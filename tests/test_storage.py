@@ -163,8 +163,8 @@ def test_a_lease_goes_from_running_to_published(no_rename):
 
 
 def test_spark_schemes_map_to_one_filesystem_layer():
-    fs, path = storage.filesystem("s3a://bucket/work/news_vectors")
-    assert fs.type_name == "s3" and path == "bucket/work/news_vectors"
+    fs, path = storage.filesystem("s3a://bucket/newsrec/news_vectors")
+    assert fs.type_name == "s3" and path == "bucket/newsrec/news_vectors"
     local, where = storage.filesystem("relative/path")
     assert local.type_name == "local" and where.endswith("/relative/path")
-    assert storage.to_uri("hdfs://nn:8020/work/") == "hdfs://nn:8020/work"
+    assert storage.to_uri("hdfs://nn:8020/newsrec/") == "hdfs://nn:8020/newsrec"
