@@ -66,12 +66,36 @@ def submit(cluster, job, *args, check=True) -> subprocess.CompletedProcess:
     env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS="0", TF_CPP_MIN_LOG_LEVEL="2")
     env.pop("SPARK_LOCAL_IP", None)   # the launcher decides; a cluster driver must not bind lo
     started = time.monotonic()
-    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
-                            timeout=STAGE_TIMEOUT_S)
+    try:
+        result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
+                                timeout=STAGE_TIMEOUT_S)
+    except subprocess.TimeoutExpired as err:
+        pytest.fail(f"{job} on the cluster did not end within {STAGE_TIMEOUT_S} s; the end of "
+                    f"its driver's log, then of its executors':\n{_tail(err.stderr)}\n"
+                    + executor_logs(cluster))
     print(f"cluster: {job} took {time.monotonic() - started:.1f} s", file=sys.stderr)
     if check and result.returncode != 0:
         pytest.fail(f"{job} on the cluster failed ({result.returncode}):\n{result.stderr[-4000:]}")
     return result
+
+
+def _tail(text, lines: int = 60, info: bool = False) -> str:
+    if isinstance(text, bytes):
+        text = text.decode(errors="replace")
+    kept = [line for line in (text or "").splitlines() if info or " INFO " not in line]
+    return "\n".join(kept[-lines:])
+
+
+def executor_logs(cluster) -> str:
+    """The end of each executor's stderr of the cluster's latest application: where a stage
+    that never ended was waiting."""
+    daemons = cluster["root"] / "daemons"
+    apps = sorted(daemons.glob("worker-*/app-*"), key=lambda p: p.name)
+    if not apps:
+        return "(no executor logs)"
+    latest = apps[-1].name
+    return "\n".join(f"--- {log}\n{_tail(log.read_text(errors='replace'), 40, info=True)}"
+                     for log in sorted(daemons.glob(f"worker-*/{latest}/*/stderr")))
 
 
 def summary_of(result: subprocess.CompletedProcess) -> dict:
