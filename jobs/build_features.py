@@ -20,10 +20,10 @@ user's state (jobs/user_state.py). Outputs, each published atomically under
   with their impressions and clicks there.
 
 Set logic is DataFrame expressions and the vector means a vectorized Arrow kernel; no per-user
-data goes to the driver. Parquet is written for Petastorm: vectors as array<float>, at least
-`features.min_row_groups` row groups per table (sized from the table's estimated bytes, at most
-`features.row_group_mb`), impressions spread over `features.files` files by a seeded hash, so
-no shard holds one time range.
+data goes to the driver. Parquet is written for Petastorm: the two wide vectors packed
+(common/packed_vectors.py), at least `features.min_row_groups` row groups per table (sized
+from the table's estimated bytes, at most `features.row_group_mb`), impressions spread over
+`features.files` files by a hash of (src, impression_id), so no shard holds one time range.
 """
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ from jobs import user_state
 from jobs.embed_news import load_vectors
 
 TRAIN, VALID, DEV = "train", C.SPLIT_VALID, "dev"
-USER_VEC_PACKED, NEWS_VEC_PACKED = "user_vec_packed", "news_vec_packed"
+NEWS_VEC_PACKED = "news_vec_packed"
 DEV_IMPRESSIONS = "dev_impressions"
 BUILD_COMMAND = "./spark-submit.sh build_features --as-of {as_of}"
 
@@ -66,20 +66,36 @@ def sample_candidates(candidates: Column, impression_id: Column, npratio: int, s
     negatives = F.filter(candidates, lambda c: c[C.LABEL] == 0)
     keyed = F.transform(negatives, lambda c: F.struct(
         F.xxhash64(F.lit(seed), impression_id, c[C.NEWS_ID]).alias("h"), c.alias("c")))
-    chosen = F.slice(F.array_sort(keyed), 1, F.greatest(F.size(positives) * npratio, F.lit(1)))
+    chosen = F.slice(F.sort_array(keyed), 1, F.greatest(F.size(positives) * npratio, F.lit(1)))
     return F.concat(positives, F.transform(chosen, lambda k: k["c"]))
 
 
 def news_table(spark: SparkSession, cfg: Config, vectors: DataFrame,
-               first_seen: DataFrame) -> DataFrame:
-    """Per news with a vector: news_vec, category and subcategory buckets, its category's
-    topic_vec, first_seen (null if not seen). A catalogue, broadcast to the joins."""
+               first_seen: DataFrame) -> tuple[DataFrame, side.Topics]:
+    """(news, topics). news, per news with a vector: news_vec, category and subcategory
+    buckets, its category's topic_vec and topic_index (side.Topics), first_seen (null if not
+    seen). A catalogue, broadcast to the joins."""
     categories = side.news_categories(spark, log.news_folders(cfg), cfg["features.category_buckets"])
     news = (vectors.withColumnRenamed(C.VECTOR, C.NEWS_VEC)
             .join(categories, C.NEWS_ID, "left")
             .fillna(0, [C.CATEGORY, C.SUBCATEGORY]))
-    return (news.join(F.broadcast(side.topic_vectors(news)), C.CATEGORY, "left")
+    topic_vectors = side.topic_vectors(news).cache()
+    topics = side.Topics.collect(topic_vectors)
+    news = (news.join(F.broadcast(topic_vectors), C.CATEGORY, "left")
+            .join(F.broadcast(topics.index(spark)), C.CATEGORY, "left")
             .join(first_seen, C.NEWS_ID, "left"))
+    return news, topics
+
+
+IMPRESSION_KEYS = ["src", C.IMPRESSION_ID]
+
+
+def by_impression(impressions: DataFrame, cfg: Config) -> DataFrame:
+    """`impressions` hash-partitioned by (src, impression_id) into `features.files`
+    partitions: the layout of every impression-level input of feature_rows, so their joins
+    need no further shuffle and each partition becomes one file of rows. A hash, so no file
+    holds one time range."""
+    return impressions.repartition(cfg["features.files"], *IMPRESSION_KEYS)
 
 
 def feature_rows(behaviors: DataFrame, impression_vectors: DataFrame, news: DataFrame,
@@ -88,23 +104,24 @@ def feature_rows(behaviors: DataFrame, impression_vectors: DataFrame, news: Data
     side features as of the impression's time.
 
     The user vector and the candidates' popularity (side.candidate_popularity) join at the
-    impression level and the impressions are spread over `features.files` partitions by a
-    seeded hash before the candidates are exploded; the news table joins map-side
-    (broadcast). No exploded row is shuffled. `impression_vectors` and `news` carry their
-    vectors packed as well (USER_VEC_PACKED, NEWS_VEC_PACKED): the rows store them packed
-    (common/packed_vectors.py); the topic affinity is computed from the arrays."""
-    seed, partitions = cfg["features.seed"], cfg["features.files"]
+    impression level, all three partitioned alike (by_impression), before the candidates are
+    exploded; the news table joins map-side (broadcast). No exploded row is shuffled, and
+    `impression_vectors` and `popularity` (cached by the caller) are shuffled once for every
+    split. `news` carries its vectors packed as well
+    (NEWS_VEC_PACKED): the rows store them packed
+    (common/packed_vectors.py). `impression_vectors` comes from side.with_topic_dots: its
+    user_vec is packed and its topic_dots give each row's topic affinity."""
+    seed = cfg["features.seed"]
     counts = F.col(side.POPULARITY)
     candidates = F.transform("candidates", lambda c, i: F.struct(
         c[C.NEWS_ID].alias(C.NEWS_ID), c[C.LABEL].alias(C.LABEL),
         counts[i][C.POP_IMPRESSIONS].alias(C.POP_IMPRESSIONS),
         counts[i][C.POP_CLICKS].alias(C.POP_CLICKS)))
-    impressions = (behaviors.join(popularity, ["src", C.IMPRESSION_ID], "left").select(
+    impressions = (by_impression(behaviors, cfg).join(popularity, IMPRESSION_KEYS, "left").select(
         "src", C.IMPRESSION_ID, C.USER_ID, "t",
         sample_candidates(candidates, F.col(C.IMPRESSION_ID), npratio, seed).alias("kept"))
-        .join(impression_vectors, ["src", C.IMPRESSION_ID])
-        .repartition(partitions, F.xxhash64(F.lit(seed), F.col("src"), F.col(C.IMPRESSION_ID))))
-    rows = impressions.select(C.IMPRESSION_ID, C.USER_ID, C.USER_VEC, USER_VEC_PACKED,
+        .join(impression_vectors, IMPRESSION_KEYS))
+    rows = impressions.select(C.IMPRESSION_ID, C.USER_ID, C.USER_VEC, side.TOPIC_DOTS,
                               C.HISTORY_LEN, "t", C.USER_IMPRESSIONS,
                               F.explode("kept").alias("c")).select(
         "*", *[F.col("c")[name].alias(name) for name in
@@ -115,9 +132,8 @@ def feature_rows(behaviors: DataFrame, impression_vectors: DataFrame, news: Data
         "*", side.news_dense(F.col(C.AGE_HOURS), F.col(C.POP_IMPRESSIONS), F.col(C.POP_CLICKS),
                              cfg).alias(C.NEWS_DENSE),
         side.user_dense(F.col(C.HISTORY_LEN), F.col(C.USER_IMPRESSIONS)).alias(C.USER_DENSE),
-        side.pair_dense(F.col(C.USER_VEC), F.col(C.TOPIC_VEC)).alias(C.PAIR_DENSE))
-    rows = (rows.drop(C.USER_VEC, C.NEWS_VEC).withColumnRenamed(USER_VEC_PACKED, C.USER_VEC)
-            .withColumnRenamed(NEWS_VEC_PACKED, C.NEWS_VEC))
+        side.pair_dense(F.col(side.TOPIC_DOTS), F.col(side.TOPIC_INDEX)).alias(C.PAIR_DENSE))
+    rows = rows.drop(C.NEWS_VEC).withColumnRenamed(NEWS_VEC_PACKED, C.NEWS_VEC)
     return schemas.conform(rows, schemas.FEATURE_ROWS)
 
 
@@ -271,14 +287,18 @@ def _dense_stats(rows: DataFrame) -> dict:
     return stats
 
 
-def _sampling(split_rows: DataFrame, npratio: int, seed: int) -> dict:
+def _sampling(split_rows: DataFrame, npratio: int) -> dict:
     """Candidates, positives and kept candidates of the train split: the rate at which its
     negatives were kept (the trainer corrects the logits for it)."""
-    stats = split_rows.agg(
-        F.sum(F.size("candidates")).alias("candidates"),
-        F.sum(F.size(F.filter("candidates", lambda c: c[C.LABEL] == 1))).alias("positives"),
-        F.sum(F.size(sample_candidates(F.col("candidates"), F.col(C.IMPRESSION_ID), npratio,
-                                       seed))).alias("kept")).first()
+    size = F.size("candidates")
+    positives = F.aggregate("candidates", F.lit(0), lambda n, c: n + c[C.LABEL])
+    # what sample_candidates keeps, counted without sampling: every positive and
+    # min(negatives, max(positives * npratio, 1)) negatives (all when npratio <= 0)
+    kept = size if npratio <= 0 else positives + F.least(
+        size - positives, F.greatest(positives * npratio, F.lit(1)))
+    stats = split_rows.select(size.alias("n"), positives.alias("p"), kept.alias("k")).agg(
+        F.sum("n").alias("candidates"), F.sum("p").alias("positives"),
+        F.sum("k").alias("kept")).first()
     candidates, positives, kept = (int(stats[k] or 0) for k in ("candidates", "positives", "kept"))
     negatives = candidates - positives
     rate = (kept - positives) / negatives if negatives else 1.0
@@ -302,8 +322,8 @@ def _run(cfg: Config, spark: SparkSession, as_of: dt.datetime | None,
         behaviors = behaviors.cache()
         references = side.news_references(behaviors).cache()
         seen = side.first_seen(references).cache()
-        news_side = packed.with_packed(news_table(spark, cfg, vectors, seen), C.NEWS_VEC,
-                                       NEWS_VEC_PACKED).cache()
+        news_side, topics = news_table(spark, cfg, vectors, seen)
+        news_side = packed.with_packed(news_side, C.NEWS_VEC, NEWS_VEC_PACKED).cache()
         missing, dropped = reference_counts(spark, cfg, references, vectors)
     for kind in (outputs.STATE, outputs.ROWS, outputs.POOL):   # leased until published
         storage.begin_run(storage.runs_dir(outputs.as_of_root(cfg, as_of, kind)), run_id)
@@ -314,8 +334,8 @@ def _run(cfg: Config, spark: SparkSession, as_of: dt.datetime | None,
     with timer.stage("user_state"):
         impression_vectors, state = user_state.advance(
             user_state.empty_state(spark), behaviors, news, mode)
-        impression_vectors = packed.with_packed(impression_vectors, C.USER_VEC,
-                                                USER_VEC_PACKED).cache()
+        impression_vectors = by_impression(side.with_topic_dots(impression_vectors, topics),
+                                           cfg).cache()
         state_root = outputs.as_of_root(cfg, as_of, outputs.STATE)
         state_out = storage.run_dir(state_root, run_id)
         users = write_state(state, f"{state_out}/{outputs.STATE}", cfg)
@@ -326,8 +346,8 @@ def _run(cfg: Config, spark: SparkSession, as_of: dt.datetime | None,
     with timer.stage("popularity"):
         popularity = side.candidate_popularity(
             behaviors, cfg["features.popularity_window_hours"],
-            int(spark.conf.get("spark.sql.shuffle.partitions"))).cache()
-        sampling = _sampling(behaviors.where(F.col("split") == TRAIN), npratio, seed)
+            int(spark.conf.get("spark.sql.shuffle.partitions")), cfg["features.files"]).cache()
+        sampling = _sampling(behaviors.where(F.col("split") == TRAIN), npratio)
     for split, split_npratio in ((TRAIN, npratio), (VALID, 0), (DEV, 0)):
         with timer.stage(f"{split}_rows"):
             split_rows = behaviors.where(F.col("split") == split)

@@ -160,8 +160,8 @@ class StateChain:
                 recent = log.read_impressions(self.spark, self.cfg, start=start, end=as_of).behaviors
             root = outputs.as_of_root(self.cfg, as_of, outputs.POOL)
             run_id = storage.start_run(root)
-            news = build_features.news_table(self.spark, self.cfg, self.vectors,
-                                             self.first_seen(state_pointer))
+            news, _ = build_features.news_table(self.spark, self.cfg, self.vectors,
+                                                self.first_seen(state_pointer))
             size = build_features.write_pool(
                 build_features.candidate_pool(recent, news, as_of, self.cfg),
                 storage.run_dir(root, run_id))

@@ -393,7 +393,7 @@ def per_impression(rows: DataFrame, impressions: DataFrame, scorers: tuple[str, 
     arrays of positions, labels, candidate ages and each row scorer's scores (null when no
     candidate has a feature row)."""
     fields = [POSITION, C.LABEL, C.AGE_HOURS, *scorers]
-    items = F.array_sort(F.collect_list(F.struct(*fields)))  # sorted by position first
+    items = F.sort_array(F.collect_list(F.struct(*fields)))  # sorted by position first
     # history_len is the impression's (its user's as of the impression): one value per group
     grouped = rows.groupBy(C.IMPRESSION_ID).agg(items.alias("items"),
                                                 F.max(C.HISTORY_LEN).alias(C.HISTORY_LEN))

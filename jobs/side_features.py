@@ -24,15 +24,18 @@ scoring profiles all use it). Counts enter as log1p, the click rate smoothed tow
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 from pyspark.sql import Column, DataFrame, SparkSession, functions as F
-from pyspark.sql.types import IntegerType, LongType, StructField, StructType
+from pyspark.sql.types import (ArrayType, FloatType, IntegerType, LongType, StructField,
+                               StructType)
 
 from common import columns as C
+from common import packed_vectors as packed
 from common.config import Config
 from jobs.mind import parse_news
 
@@ -69,17 +72,70 @@ def topic_vectors(news: DataFrame) -> DataFrame:
     (news_id, category, news_vec: the catalogue with vectors). Catalogue-sized."""
     entries = news.select(C.CATEGORY, F.posexplode(C.NEWS_VEC).alias("i", "x"))
     means = entries.groupBy(C.CATEGORY, "i").agg(F.avg("x").alias("x"))
-    ordered = F.array_sort(F.collect_list(F.struct("i", "x")))
+    ordered = F.sort_array(F.collect_list(F.struct("i", "x")))
     return (means.groupBy(C.CATEGORY).agg(ordered.alias("v"))
             .select(C.CATEGORY, F.transform("v", lambda e: e["x"]).cast("array<float>")
                     .alias(C.TOPIC_VEC)))
 
 
-def pair_dense(user_vec: Column, topic_vec: Column) -> Column:
-    """The pair's dense features, in PAIR_DENSE_NAMES order (float): [user_vec . topic_vec]."""
-    dot = F.aggregate(F.zip_with(user_vec, topic_vec, lambda a, b: a.cast("double") * b),
-                      F.lit(0.0).cast("double"), lambda acc, x: acc + x)
-    return F.array(dot).cast("array<float>")
+TOPIC_INDEX, TOPIC_DOTS = "topic_index", "topic_dots"
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Every category's topic vector, collected (at most `features.category_buckets` rows):
+    row i of `matrix` is the topic of category `categories[i]` (ascending)."""
+    categories: np.ndarray
+    matrix: np.ndarray
+
+    @classmethod
+    def collect(cls, topics: DataFrame) -> "Topics":
+        rows = sorted(topics.select(C.CATEGORY, C.TOPIC_VEC).collect())   # catalogue-sized
+        if not rows:
+            return cls(np.zeros(0, np.int64), np.zeros((0, 0), np.float32))
+        return cls(np.array([r[0] for r in rows], np.int64),
+                   np.array([r[1] for r in rows], np.float32))
+
+    def index(self, spark: SparkSession) -> DataFrame:
+        """(category, topic_index): where each category's dot sits in a row's topic_dots."""
+        return spark.createDataFrame(
+            [(int(c), i) for i, c in enumerate(self.categories)],
+            StructType([StructField(C.CATEGORY, IntegerType(), False),
+                        StructField(TOPIC_INDEX, IntegerType(), False)]))
+
+
+def with_topic_dots(impressions: DataFrame, topics: Topics) -> DataFrame:
+    """`impressions` with `user_vec` packed (common/packed_vectors.py) and `topic_dots`: the
+    user's affinity to every topic, `user_vec . topic_vec`, in float64 then float32, in
+    Topics order. A row's pair feature is then one element, `topic_dots[topic_index]` of its
+    news (pair_dense): computing the dot per candidate with Spark's array functions cost
+    about 10 core-seconds per million rows; per impression with numpy it costs ~nothing."""
+    fields = [StructField(f.name, packed.PACKED_TYPE, False) if f.name == C.USER_VEC else f
+              for f in impressions.schema.fields]
+    schema = StructType(fields + [StructField(TOPIC_DOTS, ArrayType(FloatType(), False), False)])
+    matrix = topics.matrix.astype(np.float64)
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            at = batch.schema.get_field_index(C.USER_VEC)
+            users = packed.decode(batch.column(at), C.USER_VEC)
+            if not len(users):
+                users = np.zeros((0, matrix.shape[1]), np.float32)
+            dots = (users.astype(np.float64) @ matrix.T).astype(np.float32)
+            dot_lists = pa.ListArray.from_arrays(
+                pa.array(np.arange(len(dots) + 1, dtype=np.int32) * len(matrix)),
+                pa.array(dots.reshape(-1)))
+            columns = list(batch.columns)
+            columns[at] = packed.encode(users) if len(users) else pa.array([], pa.binary())
+            yield pa.RecordBatch.from_arrays(columns + [dot_lists],
+                                             names=batch.schema.names + [TOPIC_DOTS])
+    return impressions.mapInArrow(run, schema)
+
+
+def pair_dense(topic_dots: Column, topic_index: Column) -> Column:
+    """The pair's dense features, in PAIR_DENSE_NAMES order (float): [user_vec . topic_vec],
+    read off the impression's topic_dots (with_topic_dots) at the news's topic_index."""
+    return F.array(topic_dots[topic_index]).cast("array<float>")
 
 
 def news_references(behaviors: DataFrame) -> DataFrame:
@@ -155,7 +211,8 @@ def _popularity_kernel(window_seconds: int):
     return run
 
 
-def candidate_popularity(behaviors: DataFrame, window_hours: int, partitions: int) -> DataFrame:
+def candidate_popularity(behaviors: DataFrame, window_hours: int, partitions: int,
+                         impression_partitions: int | None = None) -> DataFrame:
     """(src, impression_id, popularity): per impression, one struct(pop_impressions,
     pop_clicks) per candidate in listed order: the candidate news's impressions and clicks
     in [t - window, t), so nothing of its own second.
@@ -164,7 +221,10 @@ def candidate_popularity(behaviors: DataFrame, window_hours: int, partitions: in
     counts them (windowed_counts); a second, of the same narrow rows, brings the counts back
     to their impressions. Nothing wide (no vector) moves. The kernel holds one partition's
     candidates at once, about 40 bytes each: with `partitions` (the job passes
-    spark.sql.shuffle.partitions) of 200, MIND-large's 585M candidates are ~3M a partition."""
+    spark.sql.shuffle.partitions) of 200, MIND-large's 585M candidates are ~3M a partition.
+    The result is hash-partitioned by (src, impression_id) into `impression_partitions`
+    (default: `partitions`) partitions, so a join on those keys with a table partitioned the
+    same way needs no shuffle."""
     shown = (behaviors.select("src", C.IMPRESSION_ID, "t",
                               F.posexplode("candidates").alias("pos", "c"))
              .select(F.col("src").cast("int").alias("src"), C.IMPRESSION_ID, "t",
@@ -172,7 +232,8 @@ def candidate_popularity(behaviors: DataFrame, window_hours: int, partitions: in
                      F.col("c")[C.NEWS_ID].alias(C.NEWS_ID), F.col("c")[C.LABEL].alias(C.LABEL)))
     counted = shown.repartition(partitions, C.NEWS_ID).mapInArrow(
         _popularity_kernel(int(window_hours) * 3600), _POPULARITY_KERNEL_OUTPUT)
-    entries = F.array_sort(F.collect_list(F.struct("pos", C.POP_IMPRESSIONS, C.POP_CLICKS)))
+    entries = F.sort_array(F.collect_list(F.struct("pos", C.POP_IMPRESSIONS, C.POP_CLICKS)))
+    counted = counted.repartition(impression_partitions or partitions, "src", C.IMPRESSION_ID)
     return (counted.groupBy("src", C.IMPRESSION_ID).agg(entries.alias("e"))
             .select("src", C.IMPRESSION_ID, F.transform("e", lambda e: F.struct(
                 e[C.POP_IMPRESSIONS].alias(C.POP_IMPRESSIONS),

@@ -340,7 +340,7 @@ def advance(prior: DataFrame, impressions: DataFrame, news: NewsIndex,
     clicks = F.transform(F.filter("candidates", lambda c: c[C.LABEL] == 1), lambda c: c[C.NEWS_ID])
     events = impressions.select(C.USER_ID, F.struct(
         "t", "src", C.IMPRESSION_ID, "history", clicks.alias("clicks")).alias("e"))
-    per_user = (events.groupBy(C.USER_ID).agg(F.array_sort(F.collect_list("e")).alias(EVENTS))
+    per_user = (events.groupBy(C.USER_ID).agg(F.sort_array(F.collect_list("e")).alias(EVENTS))
                 .join(prior.select(C.USER_ID, F.col(C.CLICKED_NEWS).alias("prior_clicked"),
                                    F.col(C.VECTOR_SUM).alias("prior_sum"),
                                    F.col(C.HISTORY_LEN).alias("prior_len"),
