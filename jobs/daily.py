@@ -112,7 +112,7 @@ class StateChain:
             behaviors = read.behaviors.cache()
             stats = behaviors.agg({"t": "max", "*": "count"}).first()
             impressions, last = stats["count(1)"], stats["max(t)"]
-            _, state = user_state.advance(prior, behaviors, self.news, self.mode)
+            state = user_state.advance_state(prior, behaviors, self.news, self.mode)
             data_end = previous_end
             if last is not None:
                 data_end = max(filter(None, [previous_end, log.from_epoch(last).isoformat()]))

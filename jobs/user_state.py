@@ -15,7 +15,8 @@ every click before D.
 
 `advance(prior state, impressions)` computes both the user vector of every impression and the
 state after them, and is the only code that does: a full rebuild as of T is `advance(empty,
-every impression before T)`, a day's run is `advance(state as of D, impressions of day D)`.
+every impression before T)`, a day's run is `advance_state(state as of D, impressions of day
+D)`, the same kernel without the impressions' vectors.
 The two give identical rows, to the bit: a state keeps its vector sum in float64, and the
 sums are always accumulated in the same order (time, then impression, then news index), one
 group of same-second impressions after another.
@@ -52,14 +53,17 @@ USER_CLICKS_MODES = (HISTORY_AND_CLICKS, HISTORY_ONLY)
 
 EVENTS = "events"
 
-# What the kernel returns per user: the state's vector part and every impression's vector.
-KERNEL_OUTPUT = StructType([
+# What the kernel returns per user: the state after the span (STATE_OUTPUT), and with it, when
+# the impressions' vectors are wanted, every impression's vector (KERNEL_OUTPUT).
+STATE_OUTPUT = StructType([
     StructField(C.USER_ID, StringType(), False),
     StructField(C.CLICKED_NEWS, ArrayType(StringType(), False), False),
     StructField(C.VECTOR_SUM, ArrayType(DoubleType(), False), False),
     StructField(C.HISTORY_LEN, IntegerType(), False),
     StructField(C.USER_VEC, ArrayType(FloatType(), False), False),
     StructField(C.IMPRESSIONS, LongType(), False),
+])
+KERNEL_OUTPUT = StructType(STATE_OUTPUT.fields + [
     StructField("ev_src", ArrayType(IntegerType(), False), False),
     StructField("ev_imp", ArrayType(LongType(), False), False),
     StructField("ev_vec", ArrayType(ArrayType(FloatType(), False), False), False),
@@ -165,8 +169,9 @@ def _segment_sums(matrix, segment, vector_row, segments):
 
 
 def advance_batch(batch: pa.RecordBatch, news_index: pd.Index, matrix: np.ndarray,
-                  accumulate: bool) -> pa.RecordBatch:
-    """The kernel on one Arrow batch of users (see the module docstring).
+                  accumulate: bool, with_impressions: bool = True) -> pa.RecordBatch:
+    """The kernel on one Arrow batch of users (see the module docstring): KERNEL_OUTPUT, or
+    STATE_OUTPUT without `with_impressions`.
 
     Input columns: user_id; prior_clicked, prior_sum, prior_len, prior_impressions (the state
     before the span, null for a new user); events: list of struct(t, src, impression_id, history, clicks)
@@ -284,20 +289,25 @@ def advance_batch(batch: pa.RecordBatch, news_index: pd.Index, matrix: np.ndarra
         flat = pa.array(values.ravel(), type=typ)
         return _list_array(np.arange(0, values.size + 1, dim), flat)
 
-    return pa.RecordBatch.from_arrays([
+    columns = [
         users,
         _list_array(clicked_offsets, clicked),
         vectors(state_sum, pa.float64()),
         pa.array(state_len.astype(np.int32)),
         vectors(state_vec, pa.float32()),
         pa.array(prior_impressions + np.diff(ev_offsets)),
-        _list_array(ev_offsets, fields["src"].cast(pa.int32())),
-        _list_array(ev_offsets, fields[C.IMPRESSION_ID].cast(pa.int64())),
-        _list_array(ev_offsets, vectors(ev_vec, pa.float32())),
-        _list_array(ev_offsets, pa.array(ev_len.astype(np.int32))),
-        _list_array(ev_offsets, pa.array(ev_seen.astype(np.int64))),
-    ], schema=pa.schema([pa.field(f.name, _arrow_type(f.dataType), nullable=f.nullable)
-                         for f in KERNEL_OUTPUT.fields]))
+    ]
+    if with_impressions:
+        columns += [
+            _list_array(ev_offsets, fields["src"].cast(pa.int32())),
+            _list_array(ev_offsets, fields[C.IMPRESSION_ID].cast(pa.int64())),
+            _list_array(ev_offsets, vectors(ev_vec, pa.float32())),
+            _list_array(ev_offsets, pa.array(ev_len.astype(np.int32))),
+            _list_array(ev_offsets, pa.array(ev_seen.astype(np.int64))),
+        ]
+    output = KERNEL_OUTPUT if with_impressions else STATE_OUTPUT
+    return pa.RecordBatch.from_arrays(columns, schema=pa.schema([
+        pa.field(f.name, _arrow_type(f.dataType), nullable=f.nullable) for f in output.fields]))
 
 
 def _arrow_type(spark_type) -> pa.DataType:
@@ -311,7 +321,7 @@ def _arrow_type(spark_type) -> pa.DataType:
 _INDEXES: dict = {}
 
 
-def _kernel(news_broadcast, key: str, accumulate: bool):
+def _kernel(news_broadcast, key: str, accumulate: bool, with_impressions: bool):
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         if key not in _INDEXES:      # once per Python worker and vector set
             ids, matrix = news_broadcast.value
@@ -320,7 +330,7 @@ def _kernel(news_broadcast, key: str, accumulate: bool):
         index, matrix = _INDEXES[key]
         for batch in batches:
             if batch.num_rows:
-                yield advance_batch(batch, index, matrix, accumulate)
+                yield advance_batch(batch, index, matrix, accumulate, with_impressions)
     return run
 
 
@@ -335,25 +345,49 @@ def advance(prior: DataFrame, impressions: DataFrame, news: NewsIndex,
     span (schemas.USER_STATE); `impressions` are behavior_log rows of the span.
 
     One shuffle brings each user's impressions of the span together with the user's prior
-    state; the kernel does the rest."""
-    accumulate = check_mode(mode) == HISTORY_AND_CLICKS
-    clicks = F.transform(F.filter("candidates", lambda c: c[C.LABEL] == 1), lambda c: c[C.NEWS_ID])
-    events = impressions.select(C.USER_ID, F.struct(
-        "t", "src", C.IMPRESSION_ID, "history", clicks.alias("clicks")).alias("e"))
-    per_user = (events.groupBy(C.USER_ID).agg(F.sort_array(F.collect_list("e")).alias(EVENTS))
-                .join(prior.select(C.USER_ID, F.col(C.CLICKED_NEWS).alias("prior_clicked"),
-                                   F.col(C.VECTOR_SUM).alias("prior_sum"),
-                                   F.col(C.HISTORY_LEN).alias("prior_len"),
-                                   F.col(C.IMPRESSIONS).alias("prior_impressions")),
-                      C.USER_ID, "left"))   # already partitioned by user: no more shuffle
-    computed = per_user.mapInArrow(_kernel(news.broadcast, news.key, accumulate), KERNEL_OUTPUT).cache()
-
+    state; the kernel does the rest. Its output is cached: both results read it."""
+    computed = _per_user(prior, impressions).mapInArrow(
+        _kernel(news.broadcast, news.key, _accumulates(mode), True), KERNEL_OUTPUT).cache()
     vectors = computed.select(F.explode(F.arrays_zip("ev_src", "ev_imp", "ev_vec", "ev_len",
                                                      "ev_seen")).alias("e")).select(
         F.col("e.ev_src").alias("src"), F.col("e.ev_imp").alias(C.IMPRESSION_ID),
         F.col("e.ev_vec").alias(C.USER_VEC), F.col("e.ev_len").alias(C.HISTORY_LEN),
         F.col("e.ev_seen").alias(C.USER_IMPRESSIONS))
-    unchanged = prior.join(computed.select(C.USER_ID), C.USER_ID, "left_anti")
-    state = schemas.conform(computed, schemas.USER_STATE).unionByName(
+    return vectors, _state_after(prior, impressions, computed)
+
+
+def advance_state(prior: DataFrame, impressions: DataFrame, news: NewsIndex,
+                  mode: str) -> DataFrame:
+    """The state after `impressions` alone (what a day's run keeps): advance's second
+    result, computed by the same kernel without the impressions' vectors. Nothing is cached:
+    the kernel runs once, when the state is written (caching the vectors of every impression
+    cost more than the kernel itself)."""
+    computed = _per_user(prior, impressions).mapInArrow(
+        _kernel(news.broadcast, news.key, _accumulates(mode), False), STATE_OUTPUT)
+    return _state_after(prior, impressions, computed)
+
+
+def _accumulates(mode: str) -> bool:
+    return check_mode(mode) == HISTORY_AND_CLICKS
+
+
+def _per_user(prior: DataFrame, impressions: DataFrame) -> DataFrame:
+    """The kernel's input: per user of `impressions`, the span's events sorted by (t, src,
+    impression_id), with the user's prior state (null for a new user)."""
+    clicks = F.transform(F.filter("candidates", lambda c: c[C.LABEL] == 1), lambda c: c[C.NEWS_ID])
+    events = impressions.select(C.USER_ID, F.struct(
+        "t", "src", C.IMPRESSION_ID, "history", clicks.alias("clicks")).alias("e"))
+    return (events.groupBy(C.USER_ID).agg(F.sort_array(F.collect_list("e")).alias(EVENTS))
+            .join(prior.select(C.USER_ID, F.col(C.CLICKED_NEWS).alias("prior_clicked"),
+                               F.col(C.VECTOR_SUM).alias("prior_sum"),
+                               F.col(C.HISTORY_LEN).alias("prior_len"),
+                               F.col(C.IMPRESSIONS).alias("prior_impressions")),
+                  C.USER_ID, "left"))   # already partitioned by user: no more shuffle
+
+
+def _state_after(prior: DataFrame, impressions: DataFrame, computed: DataFrame) -> DataFrame:
+    """The kernel's users (exactly the users of `impressions`) and every other user of
+    `prior`, unchanged."""
+    unchanged = prior.join(impressions.select(C.USER_ID).distinct(), C.USER_ID, "left_anti")
+    return schemas.conform(computed, schemas.USER_STATE).unionByName(
         schemas.conform(unchanged, schemas.USER_STATE))
-    return vectors, state
