@@ -353,18 +353,17 @@ def advance(prior: DataFrame, impressions: DataFrame, news: NewsIndex,
         F.col("e.ev_src").alias("src"), F.col("e.ev_imp").alias(C.IMPRESSION_ID),
         F.col("e.ev_vec").alias(C.USER_VEC), F.col("e.ev_len").alias(C.HISTORY_LEN),
         F.col("e.ev_seen").alias(C.USER_IMPRESSIONS))
-    return vectors, _state_after(prior, impressions, computed)
+    return vectors, _state_after(prior, computed.select(C.USER_ID), computed)
 
 
 def advance_state(prior: DataFrame, impressions: DataFrame, news: NewsIndex,
                   mode: str) -> DataFrame:
     """The state after `impressions` alone (what a day's run keeps): advance's second
     result, computed by the same kernel without the impressions' vectors. Nothing is cached:
-    the kernel runs once, when the state is written (caching the vectors of every impression
-    cost more than the kernel itself)."""
+    the kernel runs once, when the state is written."""
     computed = _per_user(prior, impressions).mapInArrow(
         _kernel(news.broadcast, news.key, _accumulates(mode), False), STATE_OUTPUT)
-    return _state_after(prior, impressions, computed)
+    return _state_after(prior, impressions.select(C.USER_ID).distinct(), computed)
 
 
 def _accumulates(mode: str) -> bool:
@@ -385,9 +384,9 @@ def _per_user(prior: DataFrame, impressions: DataFrame) -> DataFrame:
                   C.USER_ID, "left"))   # already partitioned by user: no more shuffle
 
 
-def _state_after(prior: DataFrame, impressions: DataFrame, computed: DataFrame) -> DataFrame:
-    """The kernel's users (exactly the users of `impressions`) and every other user of
-    `prior`, unchanged."""
-    unchanged = prior.join(impressions.select(C.USER_ID).distinct(), C.USER_ID, "left_anti")
+def _state_after(prior: DataFrame, users: DataFrame, computed: DataFrame) -> DataFrame:
+    """The kernel's users (`users`: the distinct users of the span's impressions) from
+    `computed`, and every other user of `prior` unchanged."""
+    unchanged = prior.join(users, C.USER_ID, "left_anti")
     return schemas.conform(computed, schemas.USER_STATE).unionByName(
         schemas.conform(unchanged, schemas.USER_STATE))
