@@ -3,7 +3,9 @@
 Every job and the model code resolve their inputs and outputs here, and nowhere else:
 
     paths.work/
-      news_vectors/                      embed_news            (one current run)
+      news_vectors/                      embed_news            (one current run: the
+                                                                vectors, and the news'
+                                                                categories beside them)
       features/as_of=<T>/state/          user state as of T    (build_features, daily)
       features/as_of=<T>/pool/           candidate pool and news popularity as of T
       features/as_of=<T>/rows/           train and dev rows of impressions before T
@@ -141,3 +143,9 @@ def latest_rows(cfg: Config) -> dict:
 
 def current_vectors(cfg: Config) -> dict:
     return storage.current_run(vectors_root(cfg), "embed_news")
+
+
+def categories_uri(vectors_run: str) -> str:
+    """The news categories (schemas.NEWS_CATEGORIES) kept beside the vectors of an
+    embed_news run folder."""
+    return f"{vectors_run}/categories"

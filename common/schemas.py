@@ -19,6 +19,14 @@ NEWS_VECTORS = StructType([
     StructField(C.VECTOR, VECTOR_TYPE, False),
 ])
 
+# Each news's category and subcategory as its news.tsv row has them (embed_news writes them
+# beside the vectors; the side features hash them into buckets).
+NEWS_CATEGORIES = StructType([
+    StructField(C.NEWS_ID, StringType(), False),
+    StructField(C.CATEGORY, StringType(), True),
+    StructField(C.SUBCATEGORY, StringType(), True),
+])
+
 # One row per (impression, candidate): what the trainer and the evaluator read.
 FEATURE_ROWS = StructType([
     StructField(C.IMPRESSION_ID, LongType(), False),
@@ -115,5 +123,5 @@ def conform(df: DataFrame, schema: StructType) -> DataFrame:
     return df.select([F.col(f.name).cast(f.dataType).alias(f.name) for f in schema.fields])
 
 
-__all__ = ["NEWS_VECTORS", "FEATURE_ROWS", "USER_STATE", "NEWS_FIRST_SEEN", "CANDIDATE_POOL", "DEV_IMPRESSIONS", "REJECTED_ROWS",
+__all__ = ["NEWS_VECTORS", "NEWS_CATEGORIES", "FEATURE_ROWS", "USER_STATE", "NEWS_FIRST_SEEN", "CANDIDATE_POOL", "DEV_IMPRESSIONS", "REJECTED_ROWS",
            "NEWS_POPULARITY", "RECOMMENDATIONS", "VECTOR_TYPE", "conform"]

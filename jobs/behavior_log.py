@@ -27,7 +27,8 @@ from common import columns as C
 from common import outputs, storage
 from common.cli import UserInputError
 from common.config import Config
-from jobs.mind import BEHAVIORS_FILE, NEWS_FILE, FileCheck, check_rejected_share, parse_behaviors
+from jobs.mind import (BEHAVIORS_FILE, NEWS_FILE, FileCheck, ParsedFile, check_rejected_share,
+                       parse_behaviors)
 
 DAY_PARTITION = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
 FOLDER_SOURCES = (("train", 0), ("dev", 1))
@@ -119,7 +120,7 @@ def read_impressions(spark: SparkSession, cfg: Config, start: dt.datetime | None
 
     A daily log reads only the partitions of the days the span touches; MIND folders are read
     whole and filtered. Each file read is checked against `mind.max_rejected_share`."""
-    parts: list[tuple[DataFrame, DataFrame, str, str, int]] = []
+    parts: list[tuple[ParsedFile, str, str, int]] = []
     if is_daily(cfg):
         root = storage.to_uri(cfg["paths.log"])
         for day in log_days(cfg):
@@ -128,20 +129,20 @@ def read_impressions(spark: SparkSession, cfg: Config, start: dt.datetime | None
             if end is not None and outputs.day_start(day) >= end:
                 continue
             folder = f"{root}/date={day.isoformat()}"
-            good, bad = parse_behaviors(spark, folder, day=day.isoformat())
-            parts.append((good, bad, f"{folder}/{BEHAVIORS_FILE}", "log", 0))
+            parts.append((parse_behaviors(spark, folder, day=day.isoformat()),
+                          f"{folder}/{BEHAVIORS_FILE}", "log", 0))
     else:
         for source, src in folder_sources(cfg):
             folder = storage.to_uri(cfg[f"paths.{source}"])
             if not storage.exists(f"{folder}/{BEHAVIORS_FILE}"):
                 raise UserInputError(f"paths.{source}: {folder}/{BEHAVIORS_FILE} does not exist")
-            good, bad = parse_behaviors(spark, folder)
-            parts.append((good, bad, f"{folder}/{BEHAVIORS_FILE}", source, src))
+            parts.append((parse_behaviors(spark, folder), f"{folder}/{BEHAVIORS_FILE}",
+                          source, src))
     frames, rejected, checks = [], [], []
-    for good, bad, uri, source, src in parts:   # both read from the parser's one cache
-        checks.append(check_rejected_share(good, bad, uri, cfg["mind.max_rejected_share"]))
-        frames.append(_with_keys(good, source, src))
-        rejected.append(bad)
+    for parsed, uri, source, src in parts:   # both read from the parser's one cache
+        checks.append(check_rejected_share(parsed, uri, cfg["mind.max_rejected_share"]))
+        frames.append(_with_keys(parsed.good, source, src))
+        rejected.append(parsed.rejected)
     if not frames:
         raise UserInputError(f"the log {cfg['paths.log']} has no day before "
                              f"{end.isoformat() if end else 'the end'}")

@@ -41,7 +41,7 @@ from common.spark import cached_for_job, get_spark
 from jobs import behavior_log as log
 from jobs import side_features as side
 from jobs import user_state
-from jobs.embed_news import load_vectors
+from jobs.embed_news import current_vectors_uri, load_categories, load_vectors
 
 TRAIN, VALID, DEV = "train", C.SPLIT_VALID, "dev"
 NEWS_VEC_PACKED = "news_vec_packed"
@@ -75,7 +75,7 @@ def news_table(spark: SparkSession, cfg: Config, vectors: DataFrame,
     """(news, topics). news, per news with a vector: news_vec, category and subcategory
     buckets, its category's topic_vec and topic_index (side.Topics), first_seen (null if not
     seen). A catalogue, broadcast to the joins."""
-    categories = side.news_categories(spark, log.news_folders(cfg), cfg["features.category_buckets"])
+    categories = side.news_categories(load_categories(spark, cfg), cfg["features.category_buckets"])
     news = (vectors.withColumnRenamed(C.VECTOR, C.NEWS_VEC)
             .join(categories, C.NEWS_ID, "left")
             .fillna(0, [C.CATEGORY, C.SUBCATEGORY]))
@@ -153,8 +153,10 @@ def candidate_pool(recent: DataFrame, news: DataFrame, as_of: dt.datetime, cfg: 
     hours = lambda key: moment - cfg[key] * 3600  # noqa: E731
     shown = side.impression_counts(recent.where(F.col("t") >= hours("features.candidate_window_hours")))
     popular = side.popularity_at(recent.where(F.col("t") >= hours("features.popularity_window_hours")))
-    pool = (shown.join(F.broadcast(news), C.NEWS_ID, "inner")
-            .join(popular, C.NEWS_ID, "left")
+    # the news shown in the window are few: they are broadcast to the catalogue, not the
+    # catalogue (every news with its vector and topic vector) to them
+    counts = shown.join(popular, C.NEWS_ID, "left")
+    pool = (news.join(F.broadcast(counts), C.NEWS_ID, "inner")
             .withColumn(C.AGE_HOURS, side.age_hours(F.lit(moment), F.col(C.FIRST_SEEN))))
     pool = pool.withColumn(C.NEWS_DENSE, side.news_dense(
         F.col(C.AGE_HOURS), F.col(C.POP_IMPRESSIONS), F.col(C.POP_CLICKS), cfg))
@@ -182,10 +184,13 @@ def write_parquet(df: DataFrame, uri: str, block_bytes: int, dictionary: bool = 
      .option("parquet.enable.dictionary", str(dictionary).lower()).parquet(uri))
 
 
-def write_state(state: DataFrame, uri: str, cfg: Config) -> int:
-    """Write a user state table (partitioned by user) and return its row count."""
-    write_parquet(state.repartition(cfg["features.files"], C.USER_ID), uri,
-                  cfg["features.row_group_mb"] * 1024 * 1024)
+def write_state(state: DataFrame, uri: str, cfg: Config, by_user: bool = False) -> int:
+    """Write a user state table, hash-partitioned by user_id into `features.files` files, and
+    return its row count. `by_user`: `state` is in that layout already (a day's state from
+    user_state.advance_state), and is written without another shuffle."""
+    if not by_user:
+        state = state.repartition(cfg["features.files"], C.USER_ID)
+    write_parquet(state, uri, cfg["features.row_group_mb"] * 1024 * 1024)
     return state.sparkSession.read.schema(schemas.USER_STATE).parquet(uri).count()
 
 
@@ -317,7 +322,7 @@ def _run(cfg: Config, spark: SparkSession, as_of: dt.datetime | None,
         vectors, dim, vectors_summary = load_vectors(spark, cfg)
         vectors = vectors.cache()
         as_of, read, data_end, first_day = read_as_of(spark, cfg, as_of)
-        news = user_state.NewsIndex.build(spark, vectors)
+        news = user_state.NewsIndex.read(spark, current_vectors_uri(cfg)[0])
         behaviors, train_end = with_split(read.behaviors, cfg, as_of, time_split)
         behaviors = behaviors.cache()
         references = side.news_references(behaviors).cache()

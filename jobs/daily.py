@@ -32,7 +32,7 @@ from common.spark import cached_for_job, get_spark
 from jobs import behavior_log as log
 from jobs import build_features, user_state
 from jobs import side_features as side
-from jobs.embed_news import load_vectors
+from jobs.embed_news import current_vectors_uri, load_vectors
 
 DAY = dt.timedelta(days=1)
 
@@ -67,7 +67,7 @@ class StateChain:
     @property
     def news(self) -> user_state.NewsIndex:
         if self._news is None:
-            self._news = user_state.NewsIndex.build(self.spark, self.vectors)
+            self._news = user_state.NewsIndex.read(self.spark, current_vectors_uri(self.cfg)[0])
         return self._news
 
     def chain(self, day: dt.date) -> str:
@@ -112,13 +112,14 @@ class StateChain:
             behaviors = read.behaviors.cache()
             stats = behaviors.agg({"t": "max", "*": "count"}).first()
             impressions, last = stats["count(1)"], stats["max(t)"]
-            state = user_state.advance_state(prior, behaviors, self.news, self.mode)
+            state = user_state.advance_state(prior, behaviors, self.news, self.mode,
+                                             self.cfg["features.files"])
             data_end = previous_end
             if last is not None:
                 data_end = max(filter(None, [previous_end, log.from_epoch(last).isoformat()]))
             seen = side.merge_first_seen(prior_seen, side.first_seen(side.news_references(behaviors)))
             pointer = self._publish(day + DAY, state, seen, data_end, impressions, "incremental",
-                                    rejected=read.rejected)
+                                    rejected=read.rejected, by_user=True)
             self._last_day = (start, start + DAY, behaviors)   # the pool may read it again
             return pointer
 
@@ -131,12 +132,14 @@ class StateChain:
             f"{pointer['path']}/{outputs.FIRST_SEEN}")
 
     def _publish(self, day: dt.date, state, seen, data_end: str | None, impressions: int,
-                 kind: str, rejected=None) -> dict:
+                 kind: str, rejected=None, by_user: bool = False) -> dict:
+        """Publish a state as of `day` (`by_user`: `state` is advance_state's, already laid out
+        by user)."""
         as_of = outputs.day_start(day)
         root = outputs.as_of_root(self.cfg, as_of, outputs.STATE)
         run_id = storage.start_run(root)
         out = storage.run_dir(root, run_id)
-        users = build_features.write_state(state, f"{out}/{outputs.STATE}", self.cfg)
+        users = build_features.write_state(state, f"{out}/{outputs.STATE}", self.cfg, by_user)
         build_features.write_first_seen(seen, f"{out}/{outputs.FIRST_SEEN}")
         if rejected is not None:
             rejected.coalesce(1).write.parquet(f"{out}/rejected")

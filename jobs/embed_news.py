@@ -55,18 +55,19 @@ def read_all_news(spark: SparkSession, cfg: Config) -> tuple[DataFrame, DataFram
     for order, folder in enumerate(news_folders(cfg)):
         if not storage.exists(f"{folder}/{NEWS_FILE}"):
             raise UserInputError(f"{folder}/{NEWS_FILE} does not exist")
-        good, bad = parse_news(spark, folder)
-        checks.append(check_rejected_share(good, bad, f"{folder}/news.tsv",
+        parsed = parse_news(spark, folder)
+        checks.append(check_rejected_share(parsed, f"{folder}/news.tsv",
                                            cfg["mind.max_rejected_share"]))
-        frames.append(good.withColumn("split_order", F.lit(order)))
-        rejected.append(bad)
+        frames.append(parsed.good.withColumn("split_order", F.lit(order)))
+        rejected.append(parsed.rejected)
     union, bad_rows = frames[0], rejected[0]
     for frame, bad in zip(frames[1:], rejected[1:]):
         union, bad_rows = union.unionByName(frame), bad_rows.unionByName(bad)
     news = (union.groupBy(C.NEWS_ID)
-            .agg(F.min_by(F.struct("title", "category"), F.struct("split_order", "title"))
-                 .alias("first"), F.countDistinct("title").alias("titles"))
-            .select(C.NEWS_ID, "first.title", "first.category", "titles"))
+            .agg(F.min_by(F.struct("title", "category", "subcategory"),
+                          F.struct("split_order", "title")).alias("first"),
+                 F.countDistinct("title").alias("titles"))
+            .select(C.NEWS_ID, "first.title", "first.category", "first.subcategory", "titles"))
     return news, bad_rows, checks
 
 
@@ -172,6 +173,11 @@ def _run(cfg: Config, spark: SparkSession) -> dict:
         written = spark.read.parquet(f"{out}/vectors")
         n_vectors = written.count()
         dim = written.select(F.max(F.size(C.VECTOR))).first()[0]
+    with timer.stage("categories"):
+        # beside the vectors, from the same rows: the side features read them here, so no
+        # later job parses news.tsv again
+        schemas.conform(news, schemas.NEWS_CATEGORIES).coalesce(1).write.parquet(
+            outputs.categories_uri(out))
     with timer.stage("rejected"):
         schemas.conform(rejected, schemas.REJECTED_ROWS).write.parquet(f"{out}/rejected")
     summary = {
@@ -190,6 +196,21 @@ def _run(cfg: Config, spark: SparkSession) -> dict:
 def current_vectors_uri(cfg: Config) -> tuple[str, dict]:
     pointer = outputs.current_vectors(cfg)
     return f"{pointer['path']}/vectors", pointer["summary"]
+
+
+def load_categories(spark: SparkSession, cfg: Config) -> DataFrame:
+    """(news_id, category, subcategory) of every news of the current embed_news run, as its
+    news.tsv rows give them (schemas.NEWS_CATEGORIES)."""
+    try:
+        pointer = outputs.current_vectors(cfg)
+    except storage.RunNotFound as err:
+        raise UserInputError(str(err)) from None
+    uri = outputs.categories_uri(pointer["path"])
+    if not storage.exists(uri):
+        raise UserInputError(
+            f"the news vectors run {pointer['path']} has no news categories ({uri}): it was "
+            "written by an older embed_news; rerun ./spark-submit.sh embed_news")
+    return spark.read.schema(schemas.NEWS_CATEGORIES).parquet(uri)
 
 
 def load_vectors(spark: SparkSession, cfg: Config) -> tuple[DataFrame, int, dict]:

@@ -116,7 +116,26 @@ def _split_rows(lines: DataFrame, checks, parsed_columns: list[F.Column],
     rejected = with_line_numbers(checked.where(F.col("_reject").isNotNull()), checked).select(
         "file", "line", F.col("_reject.column").alias("column"),
         F.col("_reject.reason").alias("reason"), "text")
-    return good, schemas.conform(rejected, schemas.REJECTED_ROWS)
+    return ParsedFile(good, schemas.conform(rejected, schemas.REJECTED_ROWS), checked)
+
+
+@dataclass
+class ParsedFile:
+    """A parsed file: its good rows, its rejected rows (schemas.REJECTED_ROWS, with line
+    numbers), and the cached checked lines both come from."""
+    good: DataFrame
+    rejected: DataFrame
+    checked: DataFrame
+
+    def counts(self) -> tuple[int, int, int]:
+        """(good rows, rejected rows, rejected as repeated ids), in one pass over the cached
+        checked lines (no line numbers needed to count)."""
+        reject = F.col("_reject")
+        stats = self.checked.agg(
+            F.count(F.when(reject.isNull(), 1)).alias("good"), F.count(reject).alias("rejected"),
+            F.count(F.when(reject["reason"].startswith(DUPLICATE_REASON + " "), 1))
+            .alias("duplicates")).first()
+        return int(stats["good"]), int(stats["rejected"]), int(stats["duplicates"])
 
 
 DUPLICATE_REASON = "duplicate"
@@ -144,9 +163,8 @@ def _reject_repeated_ids(checked: DataFrame, column: str, what: str) -> DataFram
     return marked.select(*checked.columns)
 
 
-def parse_behaviors(spark: SparkSession, folder: str,
-                    day: str | None = None) -> tuple[DataFrame, DataFrame]:
-    """Parse `folder/behaviors.tsv` into (good rows, rejected rows).
+def parse_behaviors(spark: SparkSession, folder: str, day: str | None = None) -> ParsedFile:
+    """Parse `folder/behaviors.tsv` into good rows and rejected rows (ParsedFile).
 
     Good rows: impression_id, user_id, time (timestamp, UTC), history (news ids, oldest first;
     empty for an empty history), candidates (array of struct(news_id, label)) in listed order.
@@ -186,8 +204,8 @@ def parse_behaviors(spark: SparkSession, folder: str,
         unique=(C.IMPRESSION_ID, "impression id"))
 
 
-def parse_news(spark: SparkSession, folder: str) -> tuple[DataFrame, DataFrame]:
-    """Parse `folder/news.tsv` into (good rows, rejected rows).
+def parse_news(spark: SparkSession, folder: str) -> ParsedFile:
+    """Parse `folder/news.tsv` into good rows and rejected rows (ParsedFile).
 
     Good rows: news_id, category, subcategory, title, abstract.
     """
@@ -226,17 +244,14 @@ class FileCheck:
         return self.rejected / self.lines if self.lines else 0.0
 
 
-def check_rejected_share(good: DataFrame, rejected: DataFrame, uri: str,
-                         max_share: float) -> FileCheck:
+def check_rejected_share(parsed: ParsedFile, uri: str, max_share: float) -> FileCheck:
     """Count a file's rows and fail with examples when its rejected share passes `max_share`."""
-    n_good, n_rejected = good.count(), rejected.count()
-    duplicates = rejected.where(F.col("reason").startswith(DUPLICATE_REASON + " ")).count() \
-        if n_rejected else 0
+    n_good, n_rejected, duplicates = parsed.counts()
     check = FileCheck(uri, n_good + n_rejected, n_rejected, duplicates)
     if check.lines == 0:
         raise RejectedShareExceeded(f"{uri}: the file is empty")
     if check.rejected_share > max_share:
-        examples = rejected.orderBy("line").limit(5).collect()
+        examples = parsed.rejected.orderBy("line").limit(5).collect()
         detail = "\n".join(
             f"  {uri}:{r['line']}" + (f" column {r['column']}" if r['column'] else "")
             + f": {r['reason']}" for r in examples)

@@ -37,7 +37,6 @@ from pyspark.sql.types import (ArrayType, FloatType, IntegerType, LongType, Stru
 from common import columns as C
 from common import packed_vectors as packed
 from common.config import Config
-from jobs.mind import parse_news
 
 # The order of the entries of the dense arrays (the model's metadata records them).
 USER_DENSE_NAMES = ("log1p_history_len", "log1p_user_impressions")
@@ -51,20 +50,12 @@ def bucket(value: Column, buckets: int) -> Column:
     return F.when(value.isNull() | (F.trim(value) == ""), F.lit(0)).otherwise(hashed).cast("int")
 
 
-def news_categories(spark: SparkSession, folders: list[str], buckets: int) -> DataFrame:
-    """(news_id, category, subcategory) buckets of every news in the folders' news.tsv; a
-    news id's row in the first folder that lists it wins (as for its vector)."""
-    frames = None
-    for priority, folder in enumerate(folders):
-        good, _ = parse_news(spark, folder)
-        frame = good.select(C.NEWS_ID, F.lit(priority).alias("priority"),
-                            bucket(F.col("category"), buckets).alias(C.CATEGORY),
-                            bucket(F.col("subcategory"), buckets).alias(C.SUBCATEGORY))
-        frames = frame if frames is None else frames.unionByName(frame)
-    first = F.min(F.struct("priority", C.CATEGORY, C.SUBCATEGORY))
-    return (frames.groupBy(C.NEWS_ID).agg(first.alias("f"))
-            .select(C.NEWS_ID, F.col("f")[C.CATEGORY].alias(C.CATEGORY),
-                    F.col("f")[C.SUBCATEGORY].alias(C.SUBCATEGORY)))
+def news_categories(categories: DataFrame, buckets: int) -> DataFrame:
+    """(news_id, category, subcategory) buckets of every news of `categories`
+    (schemas.NEWS_CATEGORIES: embed_news's, where a news id's row in the first folder that
+    lists it won, as for its vector)."""
+    return categories.select(C.NEWS_ID, bucket(F.col(C.CATEGORY), buckets).alias(C.CATEGORY),
+                             bucket(F.col(C.SUBCATEGORY), buckets).alias(C.SUBCATEGORY))
 
 
 def topic_vectors(news: DataFrame) -> DataFrame:

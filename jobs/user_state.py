@@ -39,12 +39,13 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from pyspark.sql import DataFrame, SparkSession, functions as F
 from pyspark.sql.types import (ArrayType, DoubleType, FloatType, IntegerType, LongType,
                                StringType, StructField, StructType)
 
 from common import columns as C
-from common import schemas
+from common import schemas, storage
 from common.cli import UserInputError
 
 HISTORY_AND_CLICKS = "history_and_clicks"
@@ -89,17 +90,23 @@ class NewsIndex:
     key: str = ""    # names the broadcast in the workers' cache
 
     @classmethod
-    def build(cls, spark: SparkSession, vectors: DataFrame) -> "NewsIndex":
-        table = (vectors.select(C.NEWS_ID, C.VECTOR).toPandas()    # a catalogue: sorted here
-                 .sort_values(C.NEWS_ID, kind="stable", ignore_index=True))
-        if table.empty:
-            raise UserInputError("no news vectors")
-        widths = table[C.VECTOR].map(len)
-        if widths.nunique() != 1:
-            raise UserInputError(f"news vectors have different widths ({widths.min()} to "
-                                 f"{widths.max()})")
-        matrix = np.stack(table[C.VECTOR].to_numpy()).astype(np.float32)
-        ids = table[C.NEWS_ID].to_numpy(dtype=object)
+    def read(cls, spark: SparkSession, uri: str) -> "NewsIndex":
+        """The vectors table at `uri` (schemas.NEWS_VECTORS, embed_news's output), read on
+        the driver with pyarrow like the candidate pool (a catalogue; through Spark, the
+        same read took about a second longer), sorted by news id."""
+        fs, path = storage.filesystem(uri)
+        table = pq.read_table(path, filesystem=fs, columns=[C.NEWS_ID, C.VECTOR])
+        if table.num_rows == 0:
+            raise UserInputError(f"{uri}: no news vectors")
+        table = table.sort_by(C.NEWS_ID)
+        vectors = table.column(C.VECTOR).combine_chunks()
+        widths = pc.list_value_length(vectors).to_numpy(zero_copy_only=False)
+        if widths.min() != widths.max():
+            raise UserInputError(f"{uri}: news vectors have different widths ({widths.min()} "
+                                 f"to {widths.max()})")
+        matrix = (vectors.flatten().to_numpy(zero_copy_only=False).astype(np.float32)
+                  .reshape(len(widths), int(widths[0])))
+        ids = np.asarray(table.column(C.NEWS_ID).to_pylist(), dtype=object)
         return cls(broadcast=spark.sparkContext.broadcast((ids, matrix)),
                    dim=int(matrix.shape[1]), key=uuid.uuid4().hex)
 
@@ -173,8 +180,7 @@ def advance_batch(batch: pa.RecordBatch, news_index: pd.Index, matrix: np.ndarra
     """The kernel on one Arrow batch of users (see the module docstring): KERNEL_OUTPUT, or
     STATE_OUTPUT without `with_impressions`.
 
-    Input columns: user_id; prior_clicked, prior_sum, prior_len, prior_impressions (the state
-    before the span, null for a new user); events: list of struct(t, src, impression_id, history, clicks)
+    Input columns: user_id; PRIOR_COLUMNS (the state before the span, null for a new user); events: list of struct(t, src, impression_id, history, clicks)
     sorted by (t, src, impression_id), history and clicks being news ids.
 
     The set logic is vectorized: every id occurrence (prior ids first, then each event's
@@ -305,9 +311,35 @@ def advance_batch(batch: pa.RecordBatch, news_index: pd.Index, matrix: np.ndarra
             _list_array(ev_offsets, pa.array(ev_len.astype(np.int32))),
             _list_array(ev_offsets, pa.array(ev_seen.astype(np.int64))),
         ]
-    output = KERNEL_OUTPUT if with_impressions else STATE_OUTPUT
-    return pa.RecordBatch.from_arrays(columns, schema=pa.schema([
-        pa.field(f.name, _arrow_type(f.dataType), nullable=f.nullable) for f in output.fields]))
+    return pa.RecordBatch.from_arrays(
+        columns, schema=_arrow_schema(KERNEL_OUTPUT if with_impressions else STATE_OUTPUT))
+
+
+# The kernel input's prior-state columns.
+PRIOR_COLUMNS = ("prior_clicked", "prior_sum", "prior_len", "prior_impressions")
+
+
+def carried_batch(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """STATE_OUTPUT for users of the prior state who have no impression in the span (their
+    `events` is null): their prior state, unchanged. The user vector is not read from the
+    prior: it is the mean of the prior's sum, made again by mean_vectors, to the bit."""
+    schema = _arrow_schema(STATE_OUTPUT)
+    sums = batch.column("prior_sum")
+    counts = batch.column("prior_len").to_numpy()
+    dim = len(sums[0]) if len(sums) else 0
+    user_vec = mean_vectors(sums.flatten().to_numpy().reshape(len(sums), dim), counts)
+    columns = [batch.column(C.USER_ID), batch.column("prior_clicked"), sums,
+               batch.column("prior_len"),
+               _list_array(np.arange(0, user_vec.size + 1, max(dim, 1)),
+                           pa.array(user_vec.ravel(), type=pa.float32())),
+               batch.column("prior_impressions")]
+    return pa.RecordBatch.from_arrays(
+        [column.cast(field.type) for column, field in zip(columns, schema)], schema=schema)
+
+
+def _arrow_schema(spark_schema: StructType) -> pa.Schema:
+    return pa.schema([pa.field(f.name, _arrow_type(f.dataType), nullable=f.nullable)
+                      for f in spark_schema.fields])
 
 
 def _arrow_type(spark_type) -> pa.DataType:
@@ -329,8 +361,15 @@ def _kernel(news_broadcast, key: str, accumulate: bool, with_impressions: bool):
             _INDEXES[key] = (pd.Index(ids), matrix)
         index, matrix = _INDEXES[key]
         for batch in batches:
-            if batch.num_rows:
-                yield advance_batch(batch, index, matrix, accumulate, with_impressions)
+            active = pc.is_valid(batch.column(EVENTS))
+            if pc.all(active).as_py() is not False:     # every user has events (or no rows)
+                if batch.num_rows:
+                    yield advance_batch(batch, index, matrix, accumulate, with_impressions)
+                continue
+            if pc.any(active).as_py():
+                yield advance_batch(batch.filter(active), index, matrix, accumulate,
+                                    with_impressions)
+            yield carried_batch(batch.filter(pc.invert(active)))
     return run
 
 
@@ -356,14 +395,21 @@ def advance(prior: DataFrame, impressions: DataFrame, news: NewsIndex,
     return vectors, _state_after(prior, computed.select(C.USER_ID), computed)
 
 
-def advance_state(prior: DataFrame, impressions: DataFrame, news: NewsIndex,
-                  mode: str) -> DataFrame:
-    """The state after `impressions` alone (what a day's run keeps): advance's second
-    result, computed by the same kernel without the impressions' vectors. Nothing is cached:
+def advance_state(prior: DataFrame, impressions: DataFrame, news: NewsIndex, mode: str,
+                  partitions: int) -> DataFrame:
+    """The state after `impressions` alone (what a day's run keeps), by the same kernel as
+    advance without the impressions' vectors, in one pass over `prior`: the prior state and
+    the span's per-user events are hash-partitioned alike by user_id into `partitions`, so
+    their full outer join shuffles each once; the kernel advances the users with events and
+    passes the others through (carried_batch). The result keeps that partitioning (the
+    layout build_features.write_state gives a state): write it as it is. Nothing is cached:
     the kernel runs once, when the state is written."""
-    computed = _per_user(prior, impressions).mapInArrow(
+    joined = (_prior_columns(prior).repartition(partitions, C.USER_ID)
+              .join(_user_events(impressions.repartition(partitions, C.USER_ID)),
+                    C.USER_ID, "full"))
+    computed = joined.mapInArrow(
         _kernel(news.broadcast, news.key, _accumulates(mode), False), STATE_OUTPUT)
-    return _state_after(prior, impressions.select(C.USER_ID).distinct(), computed)
+    return schemas.conform(computed, schemas.USER_STATE)
 
 
 def _accumulates(mode: str) -> bool:
@@ -373,20 +419,27 @@ def _accumulates(mode: str) -> bool:
 def _per_user(prior: DataFrame, impressions: DataFrame) -> DataFrame:
     """The kernel's input: per user of `impressions`, the span's events sorted by (t, src,
     impression_id), with the user's prior state (null for a new user)."""
+    return _user_events(impressions).join(_prior_columns(prior), C.USER_ID, "left")
+
+
+def _user_events(impressions: DataFrame) -> DataFrame:
+    """Per user of `impressions`: `events`, the span's impressions sorted by (t, src,
+    impression_id), each with its history and its clicked news."""
     clicks = F.transform(F.filter("candidates", lambda c: c[C.LABEL] == 1), lambda c: c[C.NEWS_ID])
     events = impressions.select(C.USER_ID, F.struct(
         "t", "src", C.IMPRESSION_ID, "history", clicks.alias("clicks")).alias("e"))
-    return (events.groupBy(C.USER_ID).agg(F.sort_array(F.collect_list("e")).alias(EVENTS))
-            .join(prior.select(C.USER_ID, F.col(C.CLICKED_NEWS).alias("prior_clicked"),
-                               F.col(C.VECTOR_SUM).alias("prior_sum"),
-                               F.col(C.HISTORY_LEN).alias("prior_len"),
-                               F.col(C.IMPRESSIONS).alias("prior_impressions")),
-                  C.USER_ID, "left"))   # already partitioned by user: no more shuffle
+    return events.groupBy(C.USER_ID).agg(F.sort_array(F.collect_list("e")).alias(EVENTS))
+
+
+def _prior_columns(prior: DataFrame) -> DataFrame:
+    """A state (schemas.USER_STATE) as the kernel's prior columns (PRIOR_COLUMNS)."""
+    return prior.select(C.USER_ID, *[F.col(name).alias(alias) for name, alias in zip(
+        (C.CLICKED_NEWS, C.VECTOR_SUM, C.HISTORY_LEN, C.IMPRESSIONS), PRIOR_COLUMNS)])
 
 
 def _state_after(prior: DataFrame, users: DataFrame, computed: DataFrame) -> DataFrame:
-    """The kernel's users (`users`: the distinct users of the span's impressions) from
-    `computed`, and every other user of `prior` unchanged."""
+    """The kernel's users (`users`: the users of `computed`) from `computed`, and every other
+    user of `prior` unchanged."""
     unchanged = prior.join(users, C.USER_ID, "left_anti")
     return schemas.conform(computed, schemas.USER_STATE).unionByName(
         schemas.conform(unchanged, schemas.USER_STATE))

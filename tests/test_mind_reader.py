@@ -25,7 +25,8 @@ def test_behaviors_edge_cases_parse(spark, tmp_path):
         ["2", "U7", "11/9/2019 12:00:03 PM", "", "N3-0 N4-1 N1-0"],     # empty history
         ["3", "U7", "12/31/2019 11:59:59 PM", "N2", "N4-1"],
     ])
-    good, rejected = parse_behaviors(spark, str(folder))
+    parsed = parse_behaviors(spark, str(folder))
+    good, rejected = parsed.good, parsed.rejected
     rows = {r["impression_id"]: r for r in good.collect()}
     assert rejected.count() == 0
     assert set(rows) == {1, 2, 3}
@@ -56,7 +57,8 @@ def test_malformed_behaviors_rows_name_file_line_column(spark, tmp_path):
     write_tsv(path, lines)
     with open(path, "ab") as handle:                                       # line 11: bad UTF-8
         handle.write(b"11\tU1\t11/11/2019 9:05:58 AM\tN1\tN3-1 \xff\xfe\n")
-    good, rejected = parse_behaviors(spark, str(folder))
+    parsed = parse_behaviors(spark, str(folder))
+    good, rejected = parsed.good, parsed.rejected
     got = {r["line"]: (r["column"], r["reason"]) for r in rejected.collect()}
     assert sorted(good.select("impression_id").toPandas()["impression_id"]) == [1, 2, 10]
     assert set(got) == {3, 4, 5, 6, 7, 8, 9, 11}
@@ -71,11 +73,11 @@ def test_malformed_behaviors_rows_name_file_line_column(spark, tmp_path):
     assert all(r["file"].endswith("behaviors.tsv") for r in rejected.collect())
 
     with pytest.raises(RejectedShareExceeded) as err:
-        check_rejected_share(good, rejected, str(path), max_share=0.01)
+        check_rejected_share(parsed, str(path), max_share=0.01)
     message = str(err.value)
     assert "8 of 11 rows rejected" in message and f"{path}:3" in message
-    check = check_rejected_share(good, rejected, str(path), max_share=0.9)
-    assert (check.lines, check.rejected) == (11, 8)
+    check = check_rejected_share(parsed, str(path), max_share=0.9)
+    assert (check.lines, check.rejected, check.duplicates) == (11, 8, 0)
 
 
 def test_news_edge_cases(spark, tmp_path):
@@ -87,7 +89,8 @@ def test_news_edge_cases(spark, tmp_path):
         news_row("N3", entities="{not json"),
         news_row("N4")[:7],
     ])
-    good, rejected = parse_news(spark, str(folder))
+    parsed = parse_news(spark, str(folder))
+    good, rejected = parsed.good, parsed.rejected
     rows = {r["news_id"]: r for r in good.collect()}
     assert set(rows) == {"N1", "N2"}
     assert rows["N1"]["title"] == title and rows["N1"]["abstract"] == ""
@@ -109,18 +112,20 @@ def test_repeated_ids_are_rejected_counted_and_held_to_the_threshold(spark, tmp_
     ])
     write_tsv(folder / "news.tsv", [news_row("N1"), news_row("N2"),
                                     news_row("N1", title="Another title")])
-    good, rejected = parse_behaviors(spark, str(folder))
+    parsed = parse_behaviors(spark, str(folder))
+    good, rejected = parsed.good, parsed.rejected
     kept = good.select("impression_id", "user_id").toPandas().sort_values("impression_id")
     assert list(kept["impression_id"]) == [1, 2, 3] and list(kept["user_id"]) == ["U1", "U2", "U3"]
     got = {r["line"]: (r["column"], r["reason"]) for r in rejected.collect()}
     assert set(got) == {3, 5} and all(c == 1 and "duplicate impression id '1'" in reason
                                       for c, reason in got.values())
-    check = check_rejected_share(good, rejected, str(folder / "behaviors.tsv"), max_share=0.5)
+    check = check_rejected_share(parsed, str(folder / "behaviors.tsv"), max_share=0.5)
     assert (check.lines, check.rejected, check.duplicates) == (5, 2, 2)
     with pytest.raises(RejectedShareExceeded, match=r"behaviors.tsv:3 column 1: duplicate"):
-        check_rejected_share(good, rejected, str(folder / "behaviors.tsv"), max_share=0.1)
+        check_rejected_share(parsed, str(folder / "behaviors.tsv"), max_share=0.1)
 
-    news, news_rejected = parse_news(spark, str(folder))
+    parsed_news = parse_news(spark, str(folder))
+    news, news_rejected = parsed_news.good, parsed_news.rejected
     assert {(r["news_id"], r["title"]) for r in news.collect()} == {("N1", "A title"),
                                                                     ("N2", "A title")}
     assert [(r["line"], r["column"]) for r in news_rejected.collect()] == [(3, 1)]
@@ -137,9 +142,11 @@ def test_line_numbers_survive_many_blocks(spark, tmp_path):
     previous = spark.conf.get("spark.sql.files.maxPartitionBytes")
     spark.conf.set("spark.sql.files.maxPartitionBytes", "65536")
     try:
-        good, rejected = parse_behaviors(spark, str(folder))
+        parsed = parse_behaviors(spark, str(folder))
+        good, rejected = parsed.good, parsed.rejected
         assert good.rdd.getNumPartitions() > 4
         assert sorted(r["line"] for r in rejected.collect()) == bad_lines
         assert good.count() == 20000 - len(bad_lines)
+        assert parsed.counts() == (20000 - len(bad_lines), len(bad_lines), 0)
     finally:
         spark.conf.set("spark.sql.files.maxPartitionBytes", previous)
