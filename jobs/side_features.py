@@ -146,13 +146,15 @@ def news_references(behaviors: DataFrame) -> DataFrame:
 
 def first_seen(references: DataFrame) -> DataFrame:
     """(news_id, first_seen): the time of the first impression that shows the news or has it
-    in its history, from news_references. A catalogue-sized table."""
+    in its history, from news_references (or any rows with news_id and first_seen). A
+    catalogue-sized table."""
     return references.groupBy(C.NEWS_ID).agg(F.min(C.FIRST_SEEN).alias(C.FIRST_SEEN))
 
 
 def merge_first_seen(prior: DataFrame, later: DataFrame) -> DataFrame:
-    """The first-seen table after `later`'s impressions, from the one before them."""
-    return prior.unionByName(later).groupBy(C.NEWS_ID).agg(F.min(C.FIRST_SEEN).alias(C.FIRST_SEEN))
+    """The first-seen table after the impressions of `later` (their news_references), from
+    the one before them (`prior`): first_seen over both, in one aggregation."""
+    return first_seen(prior.unionByName(later.select(C.NEWS_ID, C.FIRST_SEEN)))
 
 
 POPULARITY = "popularity"

@@ -180,8 +180,9 @@ def advance_batch(batch: pa.RecordBatch, news_index: pd.Index, matrix: np.ndarra
     """The kernel on one Arrow batch of users (see the module docstring): KERNEL_OUTPUT, or
     STATE_OUTPUT without `with_impressions`.
 
-    Input columns: user_id; PRIOR_COLUMNS (the state before the span, null for a new user); events: list of struct(t, src, impression_id, history, clicks)
-    sorted by (t, src, impression_id), history and clicks being news ids.
+    Input columns: user_id; PRIOR_COLUMNS (the state before the span, null for a new user);
+    events: list of struct(t, src, impression_id, history, clicks) sorted by (t, src,
+    impression_id), history and clicks being news ids.
 
     The set logic is vectorized: every id occurrence (prior ids first, then each event's
     history and clicks in event order) is sorted by (user, id, position), which gives each
@@ -404,9 +405,9 @@ def advance_state(prior: DataFrame, impressions: DataFrame, news: NewsIndex, mod
     passes the others through (carried_batch). The result keeps that partitioning (the
     layout build_features.write_state gives a state): write it as it is. Nothing is cached:
     the kernel runs once, when the state is written."""
+    # the day's events are the smaller side: hashed per partition (no sort of the prior)
     joined = (_prior_columns(prior).repartition(partitions, C.USER_ID)
-              .join(_user_events(impressions.repartition(partitions, C.USER_ID)),
-                    C.USER_ID, "full"))
+              .join(_user_events(impressions, partitions).hint("shuffle_hash"), C.USER_ID, "full"))
     computed = joined.mapInArrow(
         _kernel(news.broadcast, news.key, _accumulates(mode), False), STATE_OUTPUT)
     return schemas.conform(computed, schemas.USER_STATE)
@@ -422,12 +423,15 @@ def _per_user(prior: DataFrame, impressions: DataFrame) -> DataFrame:
     return _user_events(impressions).join(_prior_columns(prior), C.USER_ID, "left")
 
 
-def _user_events(impressions: DataFrame) -> DataFrame:
+def _user_events(impressions: DataFrame, partitions: int | None = None) -> DataFrame:
     """Per user of `impressions`: `events`, the span's impressions sorted by (t, src,
-    impression_id), each with its history and its clicked news."""
+    impression_id), each with its history and its clicked news. `partitions`: hash-partitioned
+    by user_id into that many partitions (only the events' columns are shuffled)."""
     clicks = F.transform(F.filter("candidates", lambda c: c[C.LABEL] == 1), lambda c: c[C.NEWS_ID])
     events = impressions.select(C.USER_ID, F.struct(
         "t", "src", C.IMPRESSION_ID, "history", clicks.alias("clicks")).alias("e"))
+    if partitions:
+        events = events.repartition(partitions, C.USER_ID)
     return events.groupBy(C.USER_ID).agg(F.sort_array(F.collect_list("e")).alias(EVENTS))
 
 
