@@ -74,6 +74,7 @@ RULES: dict[str, Rule] = {
     "features.min_row_groups": at_least(1),
     "features.row_group_mb": positive,
     "features.files": positive,
+    "features.state_partition_mb": positive,
     "features.candidate_window_hours": at_least(0),
     "features.user_clicks": one_of("history_and_clicks", "history"),
     "features.dev_days": at_least(1),

@@ -159,6 +159,14 @@ def list_dir(uri: str) -> list[tuple[str, bool]]:
             for info in fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))]
 
 
+def total_size(uri: str) -> int:
+    """Bytes of every file under a folder (0 if it does not exist)."""
+    fs, path = filesystem(uri)
+    return sum(info.size or 0 for info in fs.get_file_info(
+        pafs.FileSelector(path, recursive=True, allow_not_found=True))
+        if info.type == pafs.FileType.File)
+
+
 # ------------------------------------------------------------------------------- leases
 
 def _now() -> dt.datetime:

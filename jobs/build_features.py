@@ -186,8 +186,9 @@ def write_parquet(df: DataFrame, uri: str, block_bytes: int, dictionary: bool = 
 
 def write_state(state: DataFrame, uri: str, cfg: Config, by_user: bool = False) -> int:
     """Write a user state table, hash-partitioned by user_id into `features.files` files, and
-    return its row count. `by_user`: `state` is in that layout already (a day's state from
-    user_state.advance_state), and is written without another shuffle."""
+    return its row count. `by_user`: `state` is hash-partitioned by user_id already (a day's
+    state from user_state.advance_state, in its own number of partitions), and is written
+    as it is, a file per partition, without another shuffle."""
     if not by_user:
         state = state.repartition(cfg["features.files"], C.USER_ID)
     write_parquet(state, uri, cfg["features.row_group_mb"] * 1024 * 1024)

@@ -402,8 +402,8 @@ def advance_state(prior: DataFrame, impressions: DataFrame, news: NewsIndex, mod
     advance without the impressions' vectors, in one pass over `prior`: the prior state and
     the span's per-user events are hash-partitioned alike by user_id into `partitions`, so
     their full outer join shuffles each once; the kernel advances the users with events and
-    passes the others through (carried_batch). The result keeps that partitioning (the
-    layout build_features.write_state gives a state): write it as it is. Nothing is cached:
+    passes the others through (carried_batch). The result keeps that partitioning (by
+    user, as build_features.write_state lays out a state): write it as it is. Nothing is cached:
     the kernel runs once, when the state is written."""
     # the day's events are the smaller side: hashed per partition (no sort of the prior)
     joined = (_prior_columns(prior).repartition(partitions, C.USER_ID)

@@ -168,3 +168,11 @@ def test_spark_schemes_map_to_one_filesystem_layer():
     local, where = storage.filesystem("relative/path")
     assert local.type_name == "local" and where.endswith("/relative/path")
     assert storage.to_uri("hdfs://nn:8020/newsrec/") == "hdfs://nn:8020/newsrec"
+
+
+def test_total_size_counts_every_file_below_a_folder(tmp_path):
+    (tmp_path / "run" / "part").mkdir(parents=True)
+    (tmp_path / "run" / "a.parquet").write_bytes(b"x" * 10)
+    (tmp_path / "run" / "part" / "b.parquet").write_bytes(b"y" * 32)
+    assert storage.total_size(str(tmp_path / "run")) == 42
+    assert storage.total_size(str(tmp_path / "missing")) == 0
