@@ -71,18 +71,18 @@ def sample_candidates(candidates: Column, impression_id: Column, npratio: int, s
 
 
 def news_table(spark: SparkSession, cfg: Config, vectors: DataFrame,
+               news_index: user_state.NewsIndex,
                first_seen: DataFrame) -> tuple[DataFrame, side.Topics]:
     """(news, topics). news, per news with a vector: news_vec, category and subcategory
-    buckets, its category's topic_vec and topic_index (side.Topics), first_seen (null if not
-    seen). A catalogue, broadcast to the joins."""
+    buckets, its category's topic_vec and topic_index (side.Topics, from `news_index`: the
+    same vectors on the driver), first_seen (null if not seen). A catalogue, broadcast to
+    the joins."""
     categories = side.news_categories(load_categories(spark, cfg), cfg["features.category_buckets"])
+    topics = side.Topics.of_catalogue(news_index.ids, news_index.matrix, categories)
     news = (vectors.withColumnRenamed(C.VECTOR, C.NEWS_VEC)
             .join(categories, C.NEWS_ID, "left")
-            .fillna(0, [C.CATEGORY, C.SUBCATEGORY]))
-    topic_vectors = side.topic_vectors(news).cache()
-    topics = side.Topics.collect(topic_vectors)
-    news = (news.join(F.broadcast(topic_vectors), C.CATEGORY, "left")
-            .join(F.broadcast(topics.index(spark)), C.CATEGORY, "left")
+            .fillna(0, [C.CATEGORY, C.SUBCATEGORY])
+            .join(F.broadcast(topics.vectors(spark)), C.CATEGORY, "left")
             .join(first_seen, C.NEWS_ID, "left"))
     return news, topics
 
@@ -151,11 +151,10 @@ def candidate_pool(recent: DataFrame, news: DataFrame, as_of: dt.datetime, cfg: 
     first_seen from impressions before `as_of`)."""
     moment = log.epoch_seconds(as_of)
     hours = lambda key: moment - cfg[key] * 3600  # noqa: E731
-    shown = side.impression_counts(recent.where(F.col("t") >= hours("features.candidate_window_hours")))
-    popular = side.popularity_at(recent.where(F.col("t") >= hours("features.popularity_window_hours")))
+    counts = side.pool_counts(recent, hours("features.candidate_window_hours"),
+                              hours("features.popularity_window_hours"))
     # the news shown in the window are few: they are broadcast to the catalogue, not the
     # catalogue (every news with its vector and topic vector) to them
-    counts = shown.join(popular, C.NEWS_ID, "left")
     pool = (news.join(F.broadcast(counts), C.NEWS_ID, "inner")
             .withColumn(C.AGE_HOURS, side.age_hours(F.lit(moment), F.col(C.FIRST_SEEN))))
     pool = pool.withColumn(C.NEWS_DENSE, side.news_dense(
@@ -328,7 +327,7 @@ def _run(cfg: Config, spark: SparkSession, as_of: dt.datetime | None,
         behaviors = behaviors.cache()
         references = side.news_references(behaviors).cache()
         seen = side.first_seen(references).cache()
-        news_side, topics = news_table(spark, cfg, vectors, seen)
+        news_side, topics = news_table(spark, cfg, vectors, news, seen)
         news_side = packed.with_packed(news_side, C.NEWS_VEC, NEWS_VEC_PACKED).cache()
         missing, dropped = reference_counts(spark, cfg, references, vectors)
     for kind in (outputs.STATE, outputs.ROWS, outputs.POOL):   # leased until published

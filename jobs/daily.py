@@ -173,7 +173,7 @@ class StateChain:
                 recent = log.read_impressions(self.spark, self.cfg, start=start, end=as_of).behaviors
             root = outputs.as_of_root(self.cfg, as_of, outputs.POOL)
             run_id = storage.start_run(root)
-            news, _ = build_features.news_table(self.spark, self.cfg, self.vectors,
+            news, _ = build_features.news_table(self.spark, self.cfg, self.vectors, self.news,
                                                 self.first_seen(state_pointer))
             size = build_features.write_pool(
                 build_features.candidate_pool(recent, news, as_of, self.cfg),

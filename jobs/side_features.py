@@ -58,40 +58,42 @@ def news_categories(categories: DataFrame, buckets: int) -> DataFrame:
                              bucket(F.col(C.SUBCATEGORY), buckets).alias(C.SUBCATEGORY))
 
 
-def topic_vectors(news: DataFrame) -> DataFrame:
-    """(category, topic_vec): the mean news vector of each category bucket, over `news`
-    (news_id, category, news_vec: the catalogue with vectors). Catalogue-sized."""
-    entries = news.select(C.CATEGORY, F.posexplode(C.NEWS_VEC).alias("i", "x"))
-    means = entries.groupBy(C.CATEGORY, "i").agg(F.avg("x").alias("x"))
-    ordered = F.sort_array(F.collect_list(F.struct("i", "x")))
-    return (means.groupBy(C.CATEGORY).agg(ordered.alias("v"))
-            .select(C.CATEGORY, F.transform("v", lambda e: e["x"]).cast("array<float>")
-                    .alias(C.TOPIC_VEC)))
-
-
 TOPIC_INDEX, TOPIC_DOTS = "topic_index", "topic_dots"
 
 
 @dataclass(frozen=True)
 class Topics:
-    """Every category's topic vector, collected (at most `features.category_buckets` rows):
-    row i of `matrix` is the topic of category `categories[i]` (ascending)."""
+    """Every category's topic vector (at most `features.category_buckets` rows): row i of
+    `matrix` is the mean news vector of category `categories[i]` (ascending), over every news
+    with a vector (a news without a category counts in bucket 0)."""
     categories: np.ndarray
     matrix: np.ndarray
 
     @classmethod
-    def collect(cls, topics: DataFrame) -> "Topics":
-        rows = sorted(topics.select(C.CATEGORY, C.TOPIC_VEC).collect())   # catalogue-sized
-        if not rows:
+    def of_catalogue(cls, ids: np.ndarray, matrix: np.ndarray, categories: DataFrame) -> "Topics":
+        """From the news vectors (`ids`, `matrix`: user_state.NewsIndex's, on the driver) and
+        `categories` (news_id, category bucket: news_categories). Catalogue-sized, so computed
+        on the driver with numpy (in Spark, exploding every vector element to average them
+        took a second a day)."""
+        table = categories.select(C.NEWS_ID, C.CATEGORY).toPandas()
+        bucket = (pd.Series(table[C.CATEGORY].to_numpy(), index=table[C.NEWS_ID].to_numpy())
+                  .reindex(ids).fillna(0).to_numpy().astype(np.int64))
+        if not len(bucket):
             return cls(np.zeros(0, np.int64), np.zeros((0, 0), np.float32))
-        return cls(np.array([r[0] for r in rows], np.int64),
-                   np.array([r[1] for r in rows], np.float32))
+        used, slot = np.unique(bucket, return_inverse=True)
+        sums = np.zeros((len(used), matrix.shape[1]), np.float64)
+        np.add.at(sums, slot, matrix.astype(np.float64))
+        means = sums / np.bincount(slot, minlength=len(used))[:, None]
+        return cls(used, means.astype(np.float32))
 
-    def index(self, spark: SparkSession) -> DataFrame:
-        """(category, topic_index): where each category's dot sits in a row's topic_dots."""
+    def vectors(self, spark: SparkSession) -> DataFrame:
+        """(category, topic_vec, topic_index): each category's topic vector, and where its dot
+        sits in a row's topic_dots."""
         return spark.createDataFrame(
-            [(int(c), i) for i, c in enumerate(self.categories)],
+            [(int(c), [float(x) for x in vec], i)
+             for i, (c, vec) in enumerate(zip(self.categories, self.matrix))],
             StructType([StructField(C.CATEGORY, IntegerType(), False),
+                        StructField(C.TOPIC_VEC, ArrayType(FloatType(), False), False),
                         StructField(TOPIC_INDEX, IntegerType(), False)]))
 
 
@@ -241,11 +243,23 @@ def impression_counts(behaviors: DataFrame) -> DataFrame:
                  F.sum(F.col("c")[C.LABEL]).cast("long").alias(C.CLICKS)))
 
 
-def popularity_at(behaviors: DataFrame) -> DataFrame:
-    """(news_id, pop_impressions, pop_clicks) over `behaviors` (the impressions of the window
-    before a moment, selected by the caller)."""
-    return (impression_counts(behaviors).withColumnRenamed(C.IMPRESSIONS, C.POP_IMPRESSIONS)
-            .withColumnRenamed(C.CLICKS, C.POP_CLICKS))
+def pool_counts(recent: DataFrame, shown_since: int, popular_since: int) -> DataFrame:
+    """(news_id, impressions, clicks, pop_impressions, pop_clicks) of every news shown since
+    `shown_since` (epoch seconds): its impressions and clicks since then, and since
+    `popular_since` (the popularity window), in one pass over `recent`'s candidates."""
+    shown = recent.select("t", F.explode("candidates").alias("c")).where(
+        F.col("t") >= min(shown_since, popular_since))
+    label = F.col("c")[C.LABEL]
+
+    def counted(since: int, impressions: str, clicks: str) -> list[Column]:
+        inside = F.col("t") >= since
+        return [F.count(F.when(inside, 1)).alias(impressions),
+                F.coalesce(F.sum(F.when(inside, label)), F.lit(0)).cast("long").alias(clicks)]
+
+    return (shown.groupBy(F.col("c")[C.NEWS_ID].alias(C.NEWS_ID))
+            .agg(*counted(shown_since, C.IMPRESSIONS, C.CLICKS),
+                 *counted(popular_since, C.POP_IMPRESSIONS, C.POP_CLICKS))
+            .where(F.col(C.IMPRESSIONS) > 0))
 
 
 def age_hours(moment_seconds: Column, seen: Column) -> Column:

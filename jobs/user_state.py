@@ -88,6 +88,8 @@ class NewsIndex:
     broadcast: object
     dim: int
     key: str = ""    # names the broadcast in the workers' cache
+    ids: np.ndarray | None = None       # the same, on the driver
+    matrix: np.ndarray | None = None
 
     @classmethod
     def read(cls, spark: SparkSession, uri: str) -> "NewsIndex":
@@ -108,7 +110,7 @@ class NewsIndex:
                   .reshape(len(widths), int(widths[0])))
         ids = np.asarray(table.column(C.NEWS_ID).to_pylist(), dtype=object)
         return cls(broadcast=spark.sparkContext.broadcast((ids, matrix)),
-                   dim=int(matrix.shape[1]), key=uuid.uuid4().hex)
+                   dim=int(matrix.shape[1]), key=uuid.uuid4().hex, ids=ids, matrix=matrix)
 
     def release(self) -> None:
         """Free the broadcast on the driver and the executors."""

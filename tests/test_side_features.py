@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from jobs import build_features, embed_news
+from jobs import side_features as side
 from tests.test_build_features import DEV, TRAIN, features, make_cfg, write_sample
 
 pytestmark = pytest.mark.spark
@@ -186,3 +187,17 @@ def test_the_benchmark_reference_hashes_categories_as_spark_does(spark):
            .select("name", side.bucket(F.col("name"), 1024).alias("b")).collect()}
     assert {n: reference.category_bucket(n, 1024) for n in names} == got
     assert len(set(got.values())) > 8
+
+
+def test_topics_are_the_mean_vector_of_each_category(spark):
+    ids = np.array(["N1", "N2", "N3"], dtype=object)
+    matrix = np.array([[1, 0], [3, 2], [5, 5]], np.float32)
+    categories = spark.createDataFrame([("N1", 4), ("N2", 4), ("N9", 7)],
+                                       "news_id string, category int")
+    topics = side.Topics.of_catalogue(ids, matrix, categories)
+    # N3 has no category (bucket 0); N9 has no vector and no topic of its own
+    assert list(topics.categories) == [0, 4]
+    np.testing.assert_array_equal(topics.matrix, [[5, 5], [2, 1]])
+    rows = {r["category"]: (list(r["topic_vec"]), r["topic_index"])
+            for r in topics.vectors(spark).collect()}
+    assert rows == {0: ([5.0, 5.0], 0), 4: ([2.0, 1.0], 1)}
