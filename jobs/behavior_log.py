@@ -107,6 +107,14 @@ class LogRead:
     rejected: DataFrame
     checks: list[FileCheck]
 
+    def write_rejected(self, uri: str) -> None:
+        """Write the rejected rows (one file). When the checks counted none, the empty table
+        is written without computing anything (line numbers cost a pass over the lines)."""
+        rejected = self.rejected
+        if not any(check.rejected for check in self.checks):
+            rejected = rejected.sparkSession.createDataFrame([], rejected.schema)
+        rejected.coalesce(1).write.parquet(uri)
+
 
 def _with_keys(df: DataFrame, source: str, src: int) -> DataFrame:
     return (df.withColumn("source", F.lit(source)).withColumn("src", F.lit(src))

@@ -384,7 +384,7 @@ def _run(cfg: Config, spark: SparkSession, as_of: dt.datetime | None,
         schemas.conform(popularity, schemas.NEWS_POPULARITY).coalesce(1).write.parquet(
             f"{out}/news_popularity")
     with timer.stage("rejected_rows"):
-        read.rejected.coalesce(1).write.parquet(f"{out}/rejected")
+        read.write_rejected(f"{out}/rejected")
 
     summary = {
         "run_id": run_id, "output": out, **lineage, "npratio": npratio, "seed": seed,

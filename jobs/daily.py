@@ -120,7 +120,7 @@ class StateChain:
                 data_end = max(filter(None, [previous_end, log.from_epoch(last).isoformat()]))
             seen = side.merge_first_seen(prior_seen, side.news_references(behaviors))
             pointer = self._publish(day + DAY, state, seen, data_end, impressions, "incremental",
-                                    rejected=read.rejected, by_user=True)
+                                    read=read, by_user=True)
             self._last_day = (start, start + DAY, behaviors)   # the pool may read it again
             return pointer
 
@@ -142,17 +142,17 @@ class StateChain:
             f"{pointer['path']}/{outputs.FIRST_SEEN}")
 
     def _publish(self, day: dt.date, state, seen, data_end: str | None, impressions: int,
-                 kind: str, rejected=None, by_user: bool = False) -> dict:
-        """Publish a state as of `day` (`by_user`: `state` is advance_state's, already laid out
-        by user)."""
+                 kind: str, read: log.LogRead | None = None, by_user: bool = False) -> dict:
+        """Publish a state as of `day`, with the rejected rows of `read` (the day's log) beside
+        it (`by_user`: `state` is advance_state's, already laid out by user)."""
         as_of = outputs.day_start(day)
         root = outputs.as_of_root(self.cfg, as_of, outputs.STATE)
         run_id = storage.start_run(root)
         out = storage.run_dir(root, run_id)
         users = build_features.write_state(state, f"{out}/{outputs.STATE}", self.cfg, by_user)
         build_features.write_first_seen(seen, f"{out}/{outputs.FIRST_SEEN}")
-        if rejected is not None:
-            rejected.coalesce(1).write.parquet(f"{out}/rejected")
+        if read is not None:
+            read.write_rejected(f"{out}/rejected")
         summary = {"as_of": outputs.as_of_key(as_of), "chain": self.chain(day), "kind": kind,
                    "data_end": data_end, "users": users, "day_impressions": impressions,
                    "user_clicks": self.mode, "news_vectors": self.vectors_summary["identity"],
