@@ -247,16 +247,23 @@ def advance_batch(batch: pa.RecordBatch, news_index: pd.Index, matrix: np.ndarra
     run_of[order] = np.cumsum(first_in_run) - 1
     first_position = position[runs]
 
+    last_event = ev_offsets[1:] - 1
+    hist = np.arange(n_prior, n_prior + n_hist)
     if accumulate:
         new = runs[first_position >= 0]             # ids the span adds, at their first group
         group_delta, group_delta_len = _segment_sums(
             matrix, ev_group[position[new]], vector_row[new], n_groups)
-        # an impression's own history ids first seen in its own second
-        hist = np.arange(n_prior, n_prior + n_hist)
-        seen_at = first_position[run_of[hist]]
-        own = hist[(seen_at >= 0) & (t[np.maximum(seen_at, 0)] == t[position[hist]])]
+        # an impression's own history ids first seen in its own second (for the impression
+        # vectors only: the state alone does not need them)
+        seen_at = first_position[run_of[hist]] if with_impressions else np.zeros(0, np.int64)
+        own = hist[:len(seen_at)][
+            (seen_at >= 0) & (t[np.maximum(seen_at, 0)] == t[position[hist[:len(seen_at)]]])]
     else:
-        own = np.arange(n_prior, n_prior + n_hist)  # MIND's convention: the history alone
+        own = hist                                  # MIND's convention: the history alone
+        if not with_impressions:                    # the state: the latest impression's
+            is_last = np.zeros(n_ev, dtype=bool)
+            is_last[last_event] = True
+            own = own[is_last[position[own]]]
     own_key = position[own] * (len(uniques) + 1) + codes[own]
     own = own[np.unique(own_key, return_index=True)[1]]     # distinct ids per impression
     extra_sum, extra_len = _segment_sums(matrix, position[own], vector_row[own], n_ev)
@@ -279,11 +286,6 @@ def advance_batch(batch: pa.RecordBatch, news_index: pd.Index, matrix: np.ndarra
             after_sum[at] = before_sum[at] + group_delta[at]
             after_len[at] = before_len[at] + group_delta_len[at]
 
-    ev_sum = before_sum[ev_group] + extra_sum
-    ev_len = before_len[ev_group] + extra_len
-    ev_vec = mean_vectors(ev_sum, ev_len)
-
-    last_event = ev_offsets[1:] - 1
     if accumulate:
         last_group = ev_group[last_event]
         state_sum, state_len = after_sum[last_group], after_len[last_group]
@@ -307,6 +309,8 @@ def advance_batch(batch: pa.RecordBatch, news_index: pd.Index, matrix: np.ndarra
         pa.array(prior_impressions + np.diff(ev_offsets)),
     ]
     if with_impressions:
+        ev_len = before_len[ev_group] + extra_len
+        ev_vec = mean_vectors(before_sum[ev_group] + extra_sum, ev_len)
         columns += [
             _list_array(ev_offsets, fields["src"].cast(pa.int32())),
             _list_array(ev_offsets, fields[C.IMPRESSION_ID].cast(pa.int64())),

@@ -5,7 +5,9 @@ from __future__ import annotations
 import types
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
+import pytest
 
 from jobs import user_state
 
@@ -64,3 +66,23 @@ def test_carried_batch_keeps_the_state_schema():
     carried = user_state.carried_batch(batch)
     assert carried.schema == user_state._arrow_schema(user_state.STATE_OUTPUT)
     assert carried.num_rows == 1
+
+
+@pytest.mark.parametrize("accumulate", [True, False])
+def test_the_state_alone_equals_the_state_beside_the_impression_vectors(accumulate):
+    """A day's run asks the kernel for the state only, and skips the impressions' vectors:
+    the state is the same, to the bit, as when they are computed."""
+    two = pa.RecordBatch.from_arrays([      # U4: two impressions in two seconds
+        pa.array(["U4"]), pa.array([["N2"]], pa.list_(pa.string())),
+        pa.array([[0.0, 2.0]], pa.list_(pa.float64())), pa.array([1], pa.int32()),
+        pa.array([3], pa.int64()),
+        pa.array([[{"t": 100, "src": 0, "impression_id": 1, "history": ["N1"], "clicks": []},
+                   {"t": 101, "src": 0, "impression_id": 2, "history": ["N1", "N3"],
+                    "clicks": ["N2"]}]], pa.list_(EVENT))],
+        names=day_batch().schema.names)
+    batch = pa.Table.from_batches([day_batch().slice(1, 2), two]).combine_chunks().to_batches()[0]
+    index = pd.Index(IDS)
+    full = user_state.advance_batch(batch, index, MATRIX, accumulate, with_impressions=True)
+    alone = user_state.advance_batch(batch, index, MATRIX, accumulate, with_impressions=False)
+    for name in alone.schema.names:
+        assert full.column(name).equals(alone.column(name)), name
