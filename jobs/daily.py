@@ -118,7 +118,7 @@ class StateChain:
             data_end = previous_end
             if last is not None:
                 data_end = max(filter(None, [previous_end, log.from_epoch(last).isoformat()]))
-            seen = side.merge_first_seen(prior_seen, side.news_references(behaviors))
+            seen = side.merge_first_seen(prior_seen, behaviors)
             pointer = self._publish(day + DAY, state, seen, data_end, impressions, "incremental",
                                     read=read, by_user=True)
             self._last_day = (start, start + DAY, behaviors)   # the pool may read it again

@@ -131,19 +131,23 @@ def pair_dense(topic_dots: Column, topic_index: Column) -> Column:
     return F.array(topic_dots[topic_index]).cast("array<float>")
 
 
-def news_references(behaviors: DataFrame) -> DataFrame:
-    """(source, kind, news_id, first_seen, refs): per source, kind ("history" or
-    "candidates") and news id, the time (epoch seconds) of the first impression that
-    references it that way and the number of references. One pass over every id of the log;
-    the result is catalogue-sized (news x sources x 2), and first_seen and
-    build_features.reference_counts are read off it."""
-    refs = (behaviors.select("source", "t", F.explode("history").alias(C.NEWS_ID),
+def news_mentions(behaviors: DataFrame) -> DataFrame:
+    """(source, kind, news_id, t): every reference of a news by an impression, "history"
+    (in its history) or "candidates" (shown), with the impression's time (epoch seconds)."""
+    return (behaviors.select("source", "t", F.explode("history").alias(C.NEWS_ID),
                              F.lit("history").alias("kind"))
             .unionByName(behaviors.select("source", "t", F.explode("candidates").alias("c"))
                          .select("source", "t", F.col("c")[C.NEWS_ID].alias(C.NEWS_ID),
                                  F.lit("candidates").alias("kind"))))
-    return refs.groupBy("source", "kind", C.NEWS_ID).agg(F.min("t").alias(C.FIRST_SEEN),
-                                                         F.count("*").alias("refs"))
+
+
+def news_references(behaviors: DataFrame) -> DataFrame:
+    """(source, kind, news_id, first_seen, refs): per source, kind and news id, the time of
+    the first impression that references it that way and the number of references (over
+    news_mentions). One pass over every id of the log; the result is catalogue-sized (news x
+    sources x 2), and first_seen and build_features.reference_counts are read off it."""
+    return news_mentions(behaviors).groupBy("source", "kind", C.NEWS_ID).agg(
+        F.min("t").alias(C.FIRST_SEEN), F.count("*").alias("refs"))
 
 
 def first_seen(references: DataFrame) -> DataFrame:
@@ -153,10 +157,12 @@ def first_seen(references: DataFrame) -> DataFrame:
     return references.groupBy(C.NEWS_ID).agg(F.min(C.FIRST_SEEN).alias(C.FIRST_SEEN))
 
 
-def merge_first_seen(prior: DataFrame, later: DataFrame) -> DataFrame:
-    """The first-seen table after the impressions of `later` (their news_references), from
-    the one before them (`prior`): first_seen over both, in one aggregation."""
-    return first_seen(prior.unionByName(later.select(C.NEWS_ID, C.FIRST_SEEN)))
+def merge_first_seen(prior: DataFrame, behaviors: DataFrame) -> DataFrame:
+    """The first-seen table after `behaviors` (a day's impressions), from the one before
+    them (`prior`): first_seen over the prior's rows and the day's news_mentions, in one
+    aggregation keyed by news id alone."""
+    mentions = news_mentions(behaviors).select(C.NEWS_ID, F.col("t").alias(C.FIRST_SEEN))
+    return first_seen(prior.unionByName(mentions))
 
 
 POPULARITY = "popularity"

@@ -139,10 +139,6 @@ def _offsets(array: pa.ListArray) -> np.ndarray:
     return np.concatenate([[0], np.cumsum(lengths)])
 
 
-def _values(array: pa.ListArray) -> np.ndarray:
-    return array.flatten().to_numpy(zero_copy_only=False)
-
-
 def _sum_rows(matrix: np.ndarray, segment_of: np.ndarray, rows: np.ndarray,
               segments: int) -> np.ndarray:
     """Per segment, the float64 sum of `matrix[rows]`, each segment's rows added one after
@@ -160,6 +156,30 @@ def mean_vectors(sums: np.ndarray, counts: np.ndarray) -> np.ndarray:
     known = counts > 0
     out[known] = (sums[known] / counts[known, None]).astype(np.float32)
     return out
+
+
+def _sorted_codes(ids: pa.Array) -> tuple[np.ndarray, pa.Array]:
+    """(codes, uniques) of string ids, as pandas.factorize(ids, sort=True) gives them (the
+    uniques sorted, so codes order like the ids), by Arrow's hash encoding: no Python string
+    is made for the ids (made and hashed by pandas, they were a third of the kernel's time)."""
+    encoded = pc.dictionary_encode(ids)
+    order = pc.sort_indices(encoded.dictionary).to_numpy()
+    rank = np.empty(len(order), np.int64)
+    rank[order] = np.arange(len(order))
+    codes = rank[encoded.indices.to_numpy(zero_copy_only=False)] if len(ids) else np.zeros(0, np.int64)
+    return codes, encoded.dictionary.take(pa.array(order, type=pa.int64()))
+
+
+def _order_by(first: np.ndarray, second: np.ndarray, third: np.ndarray) -> np.ndarray:
+    """np.lexsort((third, second, first)) (non-negative ints but `third` >= -1), as one stable
+    sort of a combined int64 key when it fits."""
+    if not len(first):
+        return np.zeros(0, np.int64)
+    spans = [int(second.max()) + 1, int(third.max()) + 2]
+    if (int(first.max()) + 1) * spans[0] * spans[1] >= 2 ** 62:
+        return np.lexsort((third, second, first))
+    key = (first.astype(np.int64) * spans[0] + second) * spans[1] + (third + 1)
+    return np.argsort(key, kind="stable")
 
 
 def _list_array(offsets: np.ndarray, values: pa.Array) -> pa.ListArray:
@@ -227,18 +247,18 @@ def advance_batch(batch: pa.RecordBatch, news_index: pd.Index, matrix: np.ndarra
     # every id occurrence: prior ids (position -1), then histories and clicks by event
     p_off, h_off, c_off = (_offsets(prior_clicked), _offsets(fields["history"]),
                            _offsets(fields["clicks"]))
-    ids = np.concatenate([_values(prior_clicked), _values(fields["history"]),
-                          _values(fields["clicks"])]).astype(object)
-    codes, uniques = pd.factorize(ids, sort=True)   # sorted: codes order like the ids
+    codes, uniques = _sorted_codes(pa.concat_arrays(
+        [prior_clicked.flatten(), fields["history"].flatten(), fields["clicks"].flatten()]))
     h_ev = np.repeat(np.arange(n_ev), np.diff(h_off))
     c_ev = np.repeat(np.arange(n_ev), np.diff(c_off))
     n_prior, n_hist = int(p_off[-1]), len(h_ev)
     position = np.concatenate([np.full(n_prior, -1), h_ev, c_ev]).astype(np.int64)
     owner = np.concatenate([np.repeat(np.arange(n_users), np.diff(p_off)), ev_user[h_ev],
                             ev_user[c_ev]]).astype(np.int64)
-    vector_row = news_index.get_indexer(uniques)[codes] if len(codes) else codes
+    vector_row = (news_index.get_indexer(uniques.to_numpy(zero_copy_only=False))[codes]
+                  if len(codes) else codes)
 
-    order = np.lexsort((position, codes, owner))
+    order = _order_by(owner, codes, position)
     first_in_run = np.ones(len(order), dtype=bool)
     first_in_run[1:] = ((owner[order][1:] != owner[order][:-1])
                         | (codes[order][1:] != codes[order][:-1]))
@@ -294,7 +314,7 @@ def advance_batch(batch: pa.RecordBatch, news_index: pd.Index, matrix: np.ndarra
     state_vec = mean_vectors(state_sum, state_len)
     # every id of the user, sorted (runs are in user, then id order)
     clicked_offsets = np.concatenate([[0], np.cumsum(np.bincount(owner[runs], minlength=n_users))])
-    clicked = pa.array(uniques[codes[runs]].tolist() if len(runs) else [], type=pa.string())
+    clicked = uniques.take(pa.array(codes[runs], type=pa.int64())).cast(pa.string())
 
     def vectors(values: np.ndarray, typ) -> pa.ListArray:
         flat = pa.array(values.ravel(), type=typ)
