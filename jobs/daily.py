@@ -90,7 +90,7 @@ class StateChain:
         pointer = self.valid(base)
         if pointer is None:   # the first day or before: nothing happened before it
             pointer = self._publish(base, user_state.empty_state(self.spark), self._no_news_seen(),
-                                    None, 0, "empty")
+                                    None, "empty")
         while base < day:
             pointer = self._advance(base, pointer)
             base += DAY
@@ -109,17 +109,12 @@ class StateChain:
             prior_seen = self.first_seen(prior_pointer)
             previous_end = prior_pointer["summary"].get("data_end")
             if read is None:
-                return self._publish(day + DAY, prior, prior_seen, previous_end, 0, "incremental")
+                return self._publish(day + DAY, prior, prior_seen, previous_end, "incremental")
             behaviors = read.behaviors.cache()
-            stats = behaviors.agg({"t": "max", "*": "count"}).first()
-            impressions, last = stats["count(1)"], stats["max(t)"]
             state = user_state.advance_state(prior, behaviors, self.news, self.mode,
                                              self.state_partitions(prior_pointer))
-            data_end = previous_end
-            if last is not None:
-                data_end = max(filter(None, [previous_end, log.from_epoch(last).isoformat()]))
             seen = side.merge_first_seen(prior_seen, behaviors)
-            pointer = self._publish(day + DAY, state, seen, data_end, impressions, "incremental",
+            pointer = self._publish(day + DAY, state, seen, previous_end, "incremental",
                                     read=read, by_user=True)
             self._last_day = (start, start + DAY, behaviors)   # the pool may read it again
             return pointer
@@ -141,15 +136,23 @@ class StateChain:
         return self.spark.read.schema(schemas.NEWS_FIRST_SEEN).parquet(
             f"{pointer['path']}/{outputs.FIRST_SEEN}")
 
-    def _publish(self, day: dt.date, state, seen, data_end: str | None, impressions: int,
-                 kind: str, read: log.LogRead | None = None, by_user: bool = False) -> dict:
-        """Publish a state as of `day`, with the rejected rows of `read` (the day's log) beside
-        it (`by_user`: `state` is advance_state's, already laid out by user)."""
+    def _publish(self, day: dt.date, state, seen, previous_end: str | None, kind: str,
+                 read: log.LogRead | None = None, by_user: bool = False) -> dict:
+        """Publish a state as of `day`, with the rejected rows of `read` (the day's log, whose
+        impressions advanced the state after `previous_end`) beside it (`by_user`: `state` is
+        advance_state's, already laid out by user)."""
         as_of = outputs.day_start(day)
         root = outputs.as_of_root(self.cfg, as_of, outputs.STATE)
         run_id = storage.start_run(root)
         out = storage.run_dir(root, run_id)
         users = build_features.write_state(state, f"{out}/{outputs.STATE}", self.cfg, by_user)
+        impressions, data_end = 0, previous_end
+        if read is not None:
+            # after the state: the day's impressions are cached by then
+            stats = read.behaviors.agg(F.count("*").alias("n"), F.max("t").alias("last")).first()
+            impressions = stats["n"]
+            if stats["last"] is not None:
+                data_end = max(filter(None, [previous_end, log.from_epoch(stats["last"]).isoformat()]))
         build_features.write_first_seen(seen, f"{out}/{outputs.FIRST_SEEN}")
         if read is not None:
             read.write_rejected(f"{out}/rejected")
