@@ -41,7 +41,7 @@ from common.spark import cached_for_job, get_spark
 from jobs import behavior_log as log
 from jobs import side_features as side
 from jobs import user_state
-from jobs.embed_news import current_vectors_uri, load_categories, load_vectors
+from jobs.embed_news import load_categories, load_vectors
 
 TRAIN, VALID, DEV = "train", C.SPLIT_VALID, "dev"
 NEWS_VEC_PACKED = "news_vec_packed"
@@ -70,14 +70,15 @@ def sample_candidates(candidates: Column, impression_id: Column, npratio: int, s
     return F.concat(positives, F.transform(chosen, lambda k: k["c"]))
 
 
-def news_table(spark: SparkSession, cfg: Config, vectors: DataFrame,
+def news_table(spark: SparkSession, cfg: Config, vectors: DataFrame, vectors_summary: dict,
                news_index: user_state.NewsIndex,
                first_seen: DataFrame) -> tuple[DataFrame, side.Topics]:
-    """(news, topics). news, per news with a vector: news_vec, category and subcategory
-    buckets, its category's topic_vec and topic_index (side.Topics, from `news_index`: the
-    same vectors on the driver), first_seen (null if not seen). A catalogue, broadcast to
-    the joins."""
-    categories = side.news_categories(load_categories(spark, cfg), cfg["features.category_buckets"])
+    """(news, topics). news, per news with a vector (`vectors`, of the run of
+    `vectors_summary`): news_vec, category and subcategory buckets, its category's topic_vec
+    and topic_index (side.Topics, from `news_index`: the same vectors on the driver),
+    first_seen (null if not seen). A catalogue, broadcast to the joins."""
+    categories = side.news_categories(load_categories(spark, vectors_summary),
+                                      cfg["features.category_buckets"])
     topics = side.Topics.of_catalogue(news_index.ids, news_index.matrix, categories)
     news = (vectors.withColumnRenamed(C.VECTOR, C.NEWS_VEC)
             .join(categories, C.NEWS_ID, "left")
@@ -322,12 +323,12 @@ def _run(cfg: Config, spark: SparkSession, as_of: dt.datetime | None,
         vectors, dim, vectors_summary = load_vectors(spark, cfg)
         vectors = vectors.cache()
         as_of, read, data_end, first_day = read_as_of(spark, cfg, as_of)
-        news = user_state.NewsIndex.read(spark, current_vectors_uri(cfg)[0])
+        news = user_state.NewsIndex.read(spark, vectors_summary["vectors_uri"])
         behaviors, train_end = with_split(read.behaviors, cfg, as_of, time_split)
         behaviors = behaviors.cache()
         references = side.news_references(behaviors).cache()
         seen = side.first_seen(references).cache()
-        news_side, topics = news_table(spark, cfg, vectors, news, seen)
+        news_side, topics = news_table(spark, cfg, vectors, vectors_summary, news, seen)
         news_side = packed.with_packed(news_side, C.NEWS_VEC, NEWS_VEC_PACKED).cache()
         missing, dropped = reference_counts(spark, cfg, references, vectors)
     for kind in (outputs.STATE, outputs.ROWS, outputs.POOL):   # leased until published

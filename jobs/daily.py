@@ -33,7 +33,7 @@ from common.spark import cached_for_job, get_spark
 from jobs import behavior_log as log
 from jobs import build_features, user_state
 from jobs import side_features as side
-from jobs.embed_news import current_vectors_uri, load_vectors
+from jobs.embed_news import load_vectors
 
 DAY = dt.timedelta(days=1)
 
@@ -68,7 +68,7 @@ class StateChain:
     @property
     def news(self) -> user_state.NewsIndex:
         if self._news is None:
-            self._news = user_state.NewsIndex.read(self.spark, current_vectors_uri(self.cfg)[0])
+            self._news = user_state.NewsIndex.read(self.spark, self.vectors_summary["vectors_uri"])
         return self._news
 
     def chain(self, day: dt.date) -> str:
@@ -146,6 +146,7 @@ class StateChain:
         run_id = storage.start_run(root)
         out = storage.run_dir(root, run_id)
         users = build_features.write_state(state, f"{out}/{outputs.STATE}", self.cfg, by_user)
+        build_features.write_first_seen(seen, f"{out}/{outputs.FIRST_SEEN}")
         impressions, data_end = 0, previous_end
         if read is not None:
             # after the state: the day's impressions are cached by then
@@ -153,8 +154,6 @@ class StateChain:
             impressions = stats["n"]
             if stats["last"] is not None:
                 data_end = max(filter(None, [previous_end, log.from_epoch(stats["last"]).isoformat()]))
-        build_features.write_first_seen(seen, f"{out}/{outputs.FIRST_SEEN}")
-        if read is not None:
             read.write_rejected(f"{out}/rejected")
         summary = {"as_of": outputs.as_of_key(as_of), "chain": self.chain(day), "kind": kind,
                    "data_end": data_end, "users": users, "day_impressions": impressions,
@@ -176,7 +175,8 @@ class StateChain:
                 recent = log.read_impressions(self.spark, self.cfg, start=start, end=as_of).behaviors
             root = outputs.as_of_root(self.cfg, as_of, outputs.POOL)
             run_id = storage.start_run(root)
-            news, _ = build_features.news_table(self.spark, self.cfg, self.vectors, self.news,
+            news, _ = build_features.news_table(self.spark, self.cfg, self.vectors,
+                                                self.vectors_summary, self.news,
                                                 self.first_seen(state_pointer))
             size = build_features.write_pool(
                 build_features.candidate_pool(recent, news, as_of, self.cfg),

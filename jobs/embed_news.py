@@ -198,29 +198,32 @@ def current_vectors_uri(cfg: Config) -> tuple[str, dict]:
     return f"{pointer['path']}/vectors", pointer["summary"]
 
 
-def load_categories(spark: SparkSession, cfg: Config) -> DataFrame:
-    """(news_id, category, subcategory) of every news of the current embed_news run, as its
-    news.tsv rows give them (schemas.NEWS_CATEGORIES)."""
-    try:
-        pointer = outputs.current_vectors(cfg)
-    except storage.RunNotFound as err:
-        raise UserInputError(str(err)) from None
-    uri = outputs.categories_uri(pointer["path"])
+def load_categories(spark: SparkSession, vectors_summary: dict) -> DataFrame:
+    """(news_id, category, subcategory) of every news of the embed_news run that
+    load_vectors returned `vectors_summary` for, as its news.tsv rows give them
+    (schemas.NEWS_CATEGORIES)."""
+    uri = vectors_summary["categories_uri"]
     if not storage.exists(uri):
         raise UserInputError(
-            f"the news vectors run {pointer['path']} has no news categories ({uri}): it was "
-            "written by an older embed_news; rerun ./spark-submit.sh embed_news")
+            f"the news vectors run {vectors_summary['run_id']} has no news categories ({uri}): "
+            "it was written by an older embed_news; rerun ./spark-submit.sh embed_news")
     return spark.read.schema(schemas.NEWS_CATEGORIES).parquet(uri)
 
 
 def load_vectors(spark: SparkSession, cfg: Config) -> tuple[DataFrame, int, dict]:
     """(news_id, vector) of the current embed_news run, its width, and its summary (with
-    `identity` and `run_id`). The width is the run's (embed_news checked every vector
-    against it); user_state.NewsIndex checks it again when it gathers the vectors."""
+    `identity` and `run_id`, and where the run's tables are: `vectors_uri`,
+    `categories_uri`; every reader of the run takes them from here, so all read the same run
+    even if embed_news publishes another meanwhile). The width is the run's (embed_news
+    checked every vector against it); user_state.NewsIndex checks it again when it gathers
+    the vectors."""
     try:
-        uri, summary = current_vectors_uri(cfg)
+        pointer = outputs.current_vectors(cfg)
     except storage.RunNotFound as err:
         raise UserInputError(str(err)) from None
+    uri = f"{pointer['path']}/vectors"
+    summary = dict(pointer["summary"], vectors_uri=uri,
+                   categories_uri=outputs.categories_uri(pointer["path"]))
     if not summary.get("vectors") or not summary.get("dim"):
         raise UserInputError(f"{uri}: no news vectors")
     return (spark.read.schema(schemas.NEWS_VECTORS).parquet(uri).select(C.NEWS_ID, C.VECTOR),

@@ -273,11 +273,11 @@ def advance_batch(batch: pa.RecordBatch, news_index: pd.Index, matrix: np.ndarra
         new = runs[first_position >= 0]             # ids the span adds, at their first group
         group_delta, group_delta_len = _segment_sums(
             matrix, ev_group[position[new]], vector_row[new], n_groups)
-        # an impression's own history ids first seen in its own second (for the impression
-        # vectors only: the state alone does not need them)
-        seen_at = first_position[run_of[hist]] if with_impressions else np.zeros(0, np.int64)
-        own = hist[:len(seen_at)][
-            (seen_at >= 0) & (t[np.maximum(seen_at, 0)] == t[position[hist[:len(seen_at)]]])]
+        if with_impressions:    # an impression's own history ids first seen in its own second
+            seen_at = first_position[run_of[hist]]
+            own = hist[(seen_at >= 0) & (t[np.maximum(seen_at, 0)] == t[position[hist]])]
+        else:                   # the state alone does not need them
+            own = hist[:0]
     else:
         own = hist                                  # MIND's convention: the history alone
         if not with_impressions:                    # the state: the latest impression's
