@@ -6,11 +6,11 @@ the baseline of bench/build_features_bench.py.
         [--window-hours 24] [--ctr-prior 0.04] [--prior-impressions 20] [--buckets 1024]
 
 The same rows as the Spark job (schemas.FEATURE_ROWS), every column:
-- the point-in-time user vector of jobs/user_state.py (the mean of the vectors of the
+- the point-in-time user vector of features/user_state.py (the mean of the vectors of the
   impression's own history plus every news in the histories and clicks of the user's earlier
   impressions, same-second impressions not seeing each other), `history_len`, and the user's
   impressions in earlier seconds;
-- the side features of jobs/side_features.py: category and subcategory buckets (the first
+- the side features of features/side_features.py: category and subcategory buckets (the first
   news.tsv that lists a news wins), the news item's age from its first sighting in the log,
   its impressions and clicks in the window before the impression, the smoothed click rate,
   and the user vector against the mean vector of the candidate's category.

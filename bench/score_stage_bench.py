@@ -98,7 +98,7 @@ def kernel_child(work: str, part: int, parts: int) -> dict:
     from common.config import load_config
     from dcn import export
     from jobs import score
-    from jobs import side_features as side
+    from features import side_features as side
 
     cfg = load_config(overrides=[f"paths.work={work}"])
     as_of = outputs.day_start(dt.date.fromisoformat(RUN_DATE))

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from common import packed_vectors, storage  # noqa: E402
 from common.config import load_config  # noqa: E402
 from common.spark import get_spark  # noqa: E402
-from jobs.build_features import row_group_bytes, write_parquet  # noqa: E402
+from features.tables import row_group_bytes, write_parquet  # noqa: E402
 
 
 def main() -> None:

@@ -9,11 +9,8 @@ import time
 from contextlib import contextmanager
 from typing import Callable
 
-from common.config import ConfigError, Config, add_config_arguments, config_from_args
-
-
-class UserInputError(ValueError):
-    """Bad input or configuration: reported as one clear message, without a traceback."""
+from common.config import Config, add_config_arguments, config_from_args
+from common.errors import ConfigError, RunNotFound, UserInputError
 
 
 # spark-submit runs the Python driver with its stderr merged into its stdout, so an error line
@@ -65,7 +62,6 @@ def run_main(description: str, job: Callable[[Config, argparse.Namespace], dict 
     except ConfigError as err:
         report_error(f"configuration: {err}")
         return 2
-    from common.storage import RunNotFound
     try:
         summary = job(cfg, args)
     except (UserInputError, ConfigError, RunNotFound) as err:

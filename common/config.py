@@ -16,14 +16,12 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
+from common.errors import ConfigError
+
 DEFAULT_CONFIG_NAME = "default.yaml"  # in the `conf` package (readable from a zip bundle too)
 
 # Keys whose value is a free-form mapping (their contents are not checked against defaults).
 FREE_FORM_KEYS = {"spark.extra"}
-
-
-class ConfigError(ValueError):
-    """A configuration file or override is invalid."""
 
 
 class Config(Mapping):

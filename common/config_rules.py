@@ -9,8 +9,9 @@ on the inputs, a table identifier against the metastore) stay with the job.
 """
 from __future__ import annotations
 
-import re
 from typing import Any, Callable
+
+from common.names import identifier_problem
 
 Rule = Callable[[Any], str | None]     # returns what is wrong, or None
 
@@ -49,14 +50,6 @@ def subset_of(*choices) -> Rule:
 def positive_integers(value) -> str | None:
     ok = all(isinstance(u, int) and not isinstance(u, bool) and u > 0 for u in value)
     return None if ok else "must be positive integers"
-
-
-IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-def identifier(value) -> str | None:
-    return None if IDENTIFIER.match(value) else \
-        "is not a valid table identifier (letters, digits and _, not starting with a digit)"
 
 
 RULES: dict[str, Rule] = {
@@ -101,8 +94,8 @@ RULES: dict[str, Rule] = {
         "warmup_steps", "shuffle_buffer", "cache_in_memory_mb", "steps_per_epoch",
         "threads_per_rank", "validation_rows")},
     "score.k": positive,
-    "score.database": identifier,
-    "score.table": identifier,
+    "score.database": identifier_problem,
+    "score.table": identifier_problem,
     "score.mode": one_of("auto", "factorized", "plain"),
     "score.user_batch_size": positive,
     "score.memory_budget_mb": positive,

@@ -11,7 +11,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from common.config import ConfigError, add_config_arguments, config_from_args
+from common.config import add_config_arguments, config_from_args
+from common.errors import ConfigError
 from common.environment import PackError, submit_options
 
 

@@ -27,6 +27,7 @@ import datetime as dt
 import pyarrow.fs as pafs
 
 from common import storage
+from common.dates import MOMENT_FORMAT
 from common.config import Config
 
 VECTORS = "news_vectors"
@@ -41,21 +42,7 @@ STATE, POOL, ROWS = "state", "pool", "rows"
 # Beside the user state in a state run folder: when each news was first seen (schemas.NEWS_FIRST_SEEN).
 FIRST_SEEN = "first_seen"
 AS_OF_PREFIX = "as_of="
-AS_OF_FORMAT = "%Y-%m-%dT%H:%M:%S"
-
-
-class AsOfError(ValueError):
-    """An as-of moment or date that cannot be parsed."""
-
-
-def parse_as_of(text: str) -> dt.datetime:
-    """`YYYY-MM-DD` (midnight) or `YYYY-MM-DDTHH:MM:SS`, in UTC, as a naive datetime."""
-    for fmt in ("%Y-%m-%d", AS_OF_FORMAT):
-        try:
-            return dt.datetime.strptime(text, fmt)
-        except ValueError:
-            continue
-    raise AsOfError(f"{text!r} is not a date YYYY-MM-DD or a moment YYYY-MM-DDTHH:MM:SS (UTC)")
+AS_OF_FORMAT = MOMENT_FORMAT
 
 
 def as_of_key(moment: dt.datetime) -> str:
@@ -139,6 +126,14 @@ def latest_rows(cfg: Config) -> dict:
         raise storage.RunNotFound(f"no training rows under {features_root(cfg)}: run "
                                   "./spark-submit.sh build_features first")
     return storage.current_run(as_of_root(cfg, moments[-1], ROWS), "build_features")
+
+
+def current_rows(cfg: Config, as_of: dt.datetime | None = None) -> dict:
+    """The rows run as of `as_of`, or of the newest as-of when None."""
+    if as_of is None:
+        return latest_rows(cfg)
+    return current_as_of(cfg, as_of, ROWS,
+                         f"./spark-submit.sh build_features --as-of {as_of_key(as_of)}")
 
 
 def current_vectors(cfg: Config) -> dict:

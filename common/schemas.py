@@ -37,7 +37,7 @@ FEATURE_ROWS = StructType([
     StructField(C.USER_VEC, PACKED_TYPE, False),
     StructField(C.NEWS_VEC, PACKED_TYPE, False),
     StructField(C.HISTORY_LEN, IntegerType(), False),
-    # side features (jobs/side_features.py), as of the impression's time
+    # side features (features/side_features.py), as of the impression's time
     StructField(C.CATEGORY, IntegerType(), False),
     StructField(C.SUBCATEGORY, IntegerType(), False),
     StructField(C.AGE_HOURS, FloatType(), False),
@@ -46,7 +46,7 @@ FEATURE_ROWS = StructType([
     StructField(C.PAIR_DENSE, VECTOR_TYPE, False),
 ])
 
-# A user's state as of a moment (jobs/user_state.py): every news the user clicked before it
+# A user's state as of a moment (features/user_state.py): every news the user clicked before it
 # (sorted ids; scoring excludes them), and the exact sum (float64) and count of the vectors of
 # those that have one; `user_vec` is their mean, what the model and scoring see; and the
 # number of the user's impressions before the moment (the user's activity). It is the
@@ -60,7 +60,7 @@ USER_STATE = StructType([
     StructField(C.IMPRESSIONS, LongType(), False),
 ])
 
-# When each news was first seen in the log (jobs/side_features.py), kept beside a user state
+# When each news was first seen in the log (features/side_features.py), kept beside a user state
 # so the daily chain advances it a day at a time.
 NEWS_FIRST_SEEN = StructType([
     StructField(C.NEWS_ID, StringType(), False),

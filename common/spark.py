@@ -11,7 +11,9 @@ import os
 import sys
 from contextlib import contextmanager
 
+from common import storage
 from common.config import Config
+from common.errors import UserInputError
 
 
 def _under_spark_submit() -> bool:
@@ -51,7 +53,6 @@ def session_settings(cfg: Config, local: bool = True) -> dict[str, str]:
 
 def hive_settings(cfg: Config) -> dict[str, str]:
     """Warehouse and metastore settings for jobs that write tables."""
-    from common import storage
     warehouse = cfg["spark.warehouse_dir"] or storage.join(cfg["paths.work"], "warehouse")
     settings = {"spark.sql.warehouse.dir": storage.to_uri(warehouse)}
     if cfg["spark.metastore"] == "embedded":
@@ -115,9 +116,6 @@ def check_paths_visible(spark, cfg: Config) -> None:
     driver but not on the executors (otherwise a task fails later with a FileNotFoundError
     deep in a Java stack). `paths.work` is probed with a file the driver writes into it."""
     import uuid
-
-    from common import storage
-    from common.cli import UserInputError
 
     checks: dict[str, str] = {}
     probe_dir = storage.to_uri(cfg["paths.work"])
@@ -186,8 +184,6 @@ def metastore_errors(cfg: Config):
         text += f" {cause!r}" if cause is not None else ""
         if cfg["spark.metastore"] == "embedded" and (
                 any(marker in text for marker in DERBY_LOCKED)):
-            from common import storage
-            from common.cli import UserInputError
             path = storage.join(cfg["paths.work"], "metastore_db")
             raise UserInputError(
                 f"another process holds the embedded metastore at {path} (Derby admits one "

@@ -37,6 +37,8 @@ from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
 
+from common.errors import RunNotFound, UserInputError
+
 COMMITTED_NAME = "_COMMITTED"
 LEASE_SUFFIX = ".lease"
 # A lease not renewed for this long belongs to a dead process.
@@ -44,10 +46,6 @@ LEASE_TTL = dt.timedelta(minutes=10)
 # A run folder without lease or marker (written before leases existed) counts as alive while
 # younger than this.
 UNFINISHED_RUN_GRACE = dt.timedelta(hours=24)
-
-
-class RunNotFound(FileNotFoundError):
-    pass
 
 
 # ------------------------------------------------------------------------- the filesystem
@@ -87,7 +85,6 @@ def _cached_filesystem(scheme: str, netloc: str) -> pafs.FileSystem:
             handler = pafs.FSSpecHandler(fsspec.filesystem("abfs", account_name=netloc.split("@")[-1]
                                                            .split(".")[0]))
         except (ImportError, ValueError) as err:
-            from common.cli import UserInputError
             raise UserInputError(f"{scheme}:// paths need the adlfs package ({err}): "
                                  "pip install adlfs") from None
         return pafs.PyFileSystem(handler)

@@ -53,7 +53,7 @@ import pyarrow.parquet as pq
 
 from common import columns as C
 from common import outputs, packed_vectors, storage
-from common.cli import UserInputError
+from common.errors import UserInputError
 from common.config import Config
 
 TRAIN_TABLE = "train"

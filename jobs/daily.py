@@ -4,196 +4,22 @@ candidate pool as of the day, and scores the day.
     ./spark-submit.sh daily --date YYYY-MM-DD [--no-score] [--config FILE] [--set key=value ...]
 
 `--date D` is the recommendation day: the lists written to `run_date=D` are for users reading
-on day D, from everything logged before D 00:00 UTC. (Under Airflow, a daily run whose data
-interval is day D-1 has `ds` = D-1 and `data_interval_end` = D 00:00: pass
-`{{ data_interval_end | ds }}`. See deploy/airflow_newsrec.py.)
-
-The user state as of D (schemas.USER_STATE, the one definition in jobs/user_state.py) is
-computed from the state as of D-1 plus the impressions of day D-1, so a day costs that day's
-impressions plus one pass over the state, not the whole log. A missing or outdated state of an
-earlier day is computed first, from the newest valid state before it (or from the log's first
-day, whose state is empty). A state records the fingerprint chain of the days before it
-(behavior_log.chain_fingerprint): when a day's file changes (a late or corrected day), every
-later state no longer matches and is recomputed on the next run that needs it, so rerunning
-the late day's date and the dates after it brings everything up to date, in any order.
-Each output is published atomically; a killed run leaves the previous ones current.
+on day D, from everything logged before D 00:00 UTC. How states chain from day to day, and
+what Airflow passes as D: README.md, "The daily run".
 """
 from __future__ import annotations
 
 import datetime as dt
-import math
 import sys
 
-from pyspark.sql import SparkSession, functions as F
+from pyspark.sql import SparkSession
 
-from common import outputs, schemas, storage
-from common.cli import StageTimer, UserInputError, run_main
+from common.cli import StageTimer, run_main
 from common.config import Config
+from common.dates import parse_day
 from common.spark import cached_for_job, get_spark
-from jobs import behavior_log as log
-from jobs import build_features, user_state
-from jobs import side_features as side
-from jobs.embed_news import load_vectors
-
-DAY = dt.timedelta(days=1)
-
-
-def stored_state(cfg: Config, day: dt.date) -> dict | None:
-    root = outputs.as_of_root(cfg, outputs.day_start(day), outputs.STATE)
-    try:
-        return storage.current_run(root, "state")
-    except storage.RunNotFound:
-        return None
-
-
-class StateChain:
-    """The daily states of one log under one configuration."""
-
-    def __init__(self, spark: SparkSession, cfg: Config, timer: StageTimer):
-        self.spark, self.cfg, self.timer = spark, cfg, timer
-        self.mode = user_state.check_mode(cfg["features.user_clicks"])
-        self.vectors, self.dim, self.vectors_summary = load_vectors(spark, cfg)
-        self.first_day = log.first_day(cfg, spark)
-        self.salt = user_state.state_salt(self.mode, self.vectors_summary["identity"])
-        self._news = None
-        self._chains: dict[dt.date, str] = {}
-        self._last_day = None   # (start, end, impressions) of the day advanced last
-        self.computed: list[str] = []
-
-    def release(self) -> None:
-        if self._news is not None:
-            self._news.release()
-            self._news = None
-
-    @property
-    def news(self) -> user_state.NewsIndex:
-        if self._news is None:
-            self._news = user_state.NewsIndex.read(self.spark, self.vectors_summary["vectors_uri"])
-        return self._news
-
-    def chain(self, day: dt.date) -> str:
-        if day not in self._chains:
-            self._chains[day] = log.chain_fingerprint(self.cfg, self.first_day, day, self.salt)
-        return self._chains[day]
-
-    def valid(self, day: dt.date) -> dict | None:
-        pointer = stored_state(self.cfg, day)
-        if pointer and pointer.get("summary", {}).get("chain") == self.chain(day):
-            return pointer
-        return None
-
-    def ensure(self, day: dt.date) -> dict:
-        """The state as of `day` 00:00, computing it (and any missing earlier day) if needed."""
-        base = day
-        while base > self.first_day and self.valid(base) is None:
-            base -= DAY
-        pointer = self.valid(base)
-        if pointer is None:   # the first day or before: nothing happened before it
-            pointer = self._publish(base, user_state.empty_state(self.spark), self._no_news_seen(),
-                                    None, "empty")
-        while base < day:
-            pointer = self._advance(base, pointer)
-            base += DAY
-        return pointer
-
-    def _advance(self, day: dt.date, prior_pointer: dict) -> dict:
-        """State as of day+1 from the state as of `day` and the impressions of `day`."""
-        with self.timer.stage("state"):
-            self.spark.catalog.clearCache()   # nothing of an earlier day is read again
-            self._last_day = None
-            start = outputs.day_start(day)
-            read = (log.read_impressions(self.spark, self.cfg, start=start, end=start + DAY)
-                    if not log.is_daily(self.cfg) or day in set(log.log_days(self.cfg)) else None)
-            prior = self.spark.read.schema(schemas.USER_STATE).parquet(
-                f"{prior_pointer['path']}/{outputs.STATE}")
-            prior_seen = self.first_seen(prior_pointer)
-            previous_end = prior_pointer["summary"].get("data_end")
-            if read is None:
-                return self._publish(day + DAY, prior, prior_seen, previous_end, "incremental")
-            behaviors = read.behaviors.cache()
-            state = user_state.advance_state(prior, behaviors, self.news, self.mode,
-                                             self.state_partitions(prior_pointer))
-            seen = side.merge_first_seen(prior_seen, behaviors)
-            pointer = self._publish(day + DAY, state, seen, previous_end, "incremental",
-                                    read=read, by_user=True)
-            self._last_day = (start, start + DAY, behaviors)   # the pool may read it again
-            return pointer
-
-    def state_partitions(self, prior_pointer: dict) -> int:
-        """Partitions of a day's state, from the size of the previous state's files:
-        `features.state_partition_mb` each, at least one. Each task has a fixed cost: on
-        2 cores, MIND-small's day (a 74 MB state) took 4.9 s in 2 partitions against 6.3 s
-        in 8."""
-        size = storage.total_size(f"{prior_pointer['path']}/{outputs.STATE}")
-        per_partition = self.cfg["features.state_partition_mb"] * 1024 * 1024
-        return max(1, math.ceil(size / per_partition))
-
-    def _no_news_seen(self):
-        return self.spark.createDataFrame([], schemas.NEWS_FIRST_SEEN)
-
-    def first_seen(self, pointer: dict):
-        """The news first-seen table kept with the state of `pointer`."""
-        return self.spark.read.schema(schemas.NEWS_FIRST_SEEN).parquet(
-            f"{pointer['path']}/{outputs.FIRST_SEEN}")
-
-    def _publish(self, day: dt.date, state, seen, previous_end: str | None, kind: str,
-                 read: log.LogRead | None = None, by_user: bool = False) -> dict:
-        """Publish a state as of `day`, with the rejected rows of `read` (the day's log, whose
-        impressions advanced the state after `previous_end`) beside it (`by_user`: `state` is
-        advance_state's, already laid out by user)."""
-        as_of = outputs.day_start(day)
-        root = outputs.as_of_root(self.cfg, as_of, outputs.STATE)
-        run_id = storage.start_run(root)
-        out = storage.run_dir(root, run_id)
-        users = build_features.write_state(state, f"{out}/{outputs.STATE}", self.cfg, by_user)
-        build_features.write_first_seen(seen, f"{out}/{outputs.FIRST_SEEN}")
-        impressions, data_end = 0, previous_end
-        if read is not None:
-            # after the state: the day's impressions are cached by then
-            stats = read.behaviors.agg(F.count("*").alias("n"), F.max("t").alias("last")).first()
-            impressions = stats["n"]
-            if stats["last"] is not None:
-                data_end = max(filter(None, [previous_end, log.from_epoch(stats["last"]).isoformat()]))
-            read.write_rejected(f"{out}/rejected")
-        summary = {"as_of": outputs.as_of_key(as_of), "chain": self.chain(day), "kind": kind,
-                   "data_end": data_end, "users": users, "day_impressions": impressions,
-                   "user_clicks": self.mode, "news_vectors": self.vectors_summary["identity"],
-                   "news_vectors_run": self.vectors_summary["run_id"], "dim": self.dim}
-        storage.publish_run(root, run_id, summary, self.cfg["paths.keep_runs"])
-        self.computed.append(outputs.as_of_key(as_of))
-        return storage.current_run(root, "state")
-
-    def pool(self, day: dt.date, state_pointer: dict) -> dict:
-        """Publish the candidate pool as of `day` 00:00 (`state_pointer`: the state as of then,
-        whose first-seen table gives the news' ages)."""
-        with self.timer.stage("pool"):
-            as_of = outputs.day_start(day)
-            start = build_features.pool_window_start(as_of, self.cfg)
-            if self._last_day and self._last_day[0] <= start and self._last_day[1] == as_of:
-                recent = self._last_day[2].where(F.col("t") >= log.epoch_seconds(start))
-            else:
-                recent = log.read_impressions(self.spark, self.cfg, start=start, end=as_of).behaviors
-            root = outputs.as_of_root(self.cfg, as_of, outputs.POOL)
-            run_id = storage.start_run(root)
-            news, _ = build_features.news_table(self.spark, self.cfg, self.vectors,
-                                                self.vectors_summary, self.news,
-                                                self.first_seen(state_pointer))
-            size = build_features.write_pool(
-                build_features.candidate_pool(recent, news, as_of, self.cfg),
-                storage.run_dir(root, run_id))
-            storage.publish_run(root, run_id, {
-                "as_of": outputs.as_of_key(as_of), "candidates": size,
-                "news_vectors": self.vectors_summary["identity"], "dim": self.dim,
-                "side_features": build_features.side_summary(self.cfg)},
-                self.cfg["paths.keep_runs"])
-            return storage.current_run(root, "pool")
-
-
-def parse_date(text: str) -> dt.date:
-    try:
-        return dt.date.fromisoformat(text)
-    except ValueError:
-        raise UserInputError(f"--date {text!r} is not a date YYYY-MM-DD") from None
+from features.state_chain import StateChain
+from jobs import score as score_job
 
 
 def run(cfg: Config, date: dt.date, score: bool = True, spark: SparkSession | None = None) -> dict:
@@ -208,7 +34,6 @@ def run(cfg: Config, date: dt.date, score: bool = True, spark: SparkSession | No
                "users": state["summary"]["users"], "data_end": state["summary"]["data_end"],
                "pool": pool["path"], "candidates": pool["summary"]["candidates"]}
     if score:
-        from jobs import score as score_job
         with timer.stage("score"):
             summary["score"] = score_job.run(cfg, date.isoformat(), spark)
     summary["seconds"] = timer.seconds
@@ -223,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
                             help="only bring the state and pool up to date")
 
     return run_main("One day of the pipeline: user state, candidate pool and scoring as of a day.",
-                    lambda cfg, args: run(cfg, parse_date(args.date), not args.no_score), argv,
+                    lambda cfg, args: run(cfg, parse_day(args.date, "--date"), not args.no_score), argv,
                     extra_arguments=arguments)
 
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 import json
 import sys
 
-from common.cli import UserInputError, run_main
+from common.cli import run_main
+from common.errors import UserInputError
 from common.config import Config
 from common.spark import check_paths_visible, get_spark
 

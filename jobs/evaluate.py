@@ -23,7 +23,7 @@ Scorers, all computed on the same dev rows (one row per candidate that has a vec
 - `cosine`: cosine of user_vec and news_vec; 0 when either vector is all zeros (a user with
   no known history).
 - `ctr`: the news' point-in-time smoothed click rate (news_dense[CTR_INDEX], see
-  jobs/side_features.py): its clicks over its impressions in the features.popularity_window_hours
+  features/side_features.py): its clicks over its impressions in the features.popularity_window_hours
   before the impression, smoothed toward a prior.
 - `ctr_cosine`: within each impression, the mean of a candidate's ctr rank and cosine rank
   (ascending average ranks, ties sharing theirs), so the higher the better; derived per
@@ -100,15 +100,17 @@ from pyspark.sql.types import DoubleType, LongType, StringType, StructField, Str
 
 from common import columns as C
 from common import outputs, packed_vectors, storage
-from common.cli import StageTimer, UserInputError, run_main
+from common.cli import StageTimer, run_main
+from common.errors import UserInputError
 from common.config import Config
 from common.spark import get_spark
 from dcn import metrics as M
-from jobs import evaluation_report as report
-from jobs.evaluation_report import finite as _finite
+from evaluation import report
+from evaluation.report import finite as _finite
 from dcn.export import check_lineage, check_side_features, load_model, model_folder
-from jobs.build_features import DEV_IMPRESSIONS, current_rows, parse_as_of_argument
-from jobs.side_features import NEWS_DENSE_NAMES
+from common.dates import optional_moment
+from features.rows import DEV_IMPRESSIONS
+from features.side_features import NEWS_DENSE_NAMES
 
 OUTPUT_FILES = ("metrics.json", "prediction.txt", "report.md", "metrics.png", "reliability.png")
 BASELINES = ("random", "popularity", "cosine", "ctr", "ctr_cosine")
@@ -183,7 +185,7 @@ def resolve_inputs(spark: SparkSession, cfg: Config, as_of=None) -> Inputs:
 
     try:
         folder = model_folder(cfg, cfg["evaluate.model_version"])
-        features = current_rows(cfg, as_of)
+        features = outputs.current_rows(cfg, as_of)
     except storage.RunNotFound as err:
         raise UserInputError(str(err)) from None
     model, metadata = load_model(folder)
@@ -777,7 +779,7 @@ def evaluate(cfg: Config, spark: SparkSession | None = None, as_of=None) -> dict
 
 
 def _job(cfg: Config, args) -> dict:
-    doc = evaluate(cfg, as_of=parse_as_of_argument(args.as_of))
+    doc = evaluate(cfg, as_of=optional_moment(args.as_of, "--as-of"))
     print(report.metrics_table(doc))
     print("\n".join(report.gap_lines(doc)))
     print("\n".join(report.calibration_lines(doc)[:2]))   # dcn: log loss, ECE, mean vs observed

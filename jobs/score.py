@@ -24,7 +24,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import re
 import sys
 import time
 from typing import Iterator
@@ -35,14 +34,16 @@ from pyspark.sql import SparkSession, functions as F
 
 from common import columns as C
 from common import schemas, storage
-from common.cli import StageTimer, UserInputError, run_main
+from common.cli import StageTimer, run_main
+from common.errors import UserInputError
 from common.config import Config
+from common.dates import day_or_today
+from common.names import validated_identifier
 from common.spark import get_spark, metastore_errors
 from common import outputs
 from dcn import export
-from jobs import side_features as side
+from features import side_features as side
 
-IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 MODEL_VERSION, SCORED_AT, RUN_DATE = C.MODEL_VERSION, C.SCORED_AT, C.RUN_DATE
 POPULARITY_VERSION = "popularity"
 RECOMMENDATIONS = schemas.RECOMMENDATIONS
@@ -50,22 +51,6 @@ TABLE_DDL = ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in RECOMME
 
 # per Python worker: model folder -> scorer
 _SCORERS: dict = {}
-
-
-def validated_identifier(value: str, key: str) -> str:
-    if not IDENTIFIER.match(value):
-        raise UserInputError(f"{key} {value!r} is not a valid table identifier "
-                             "(letters, digits and _, not starting with a digit)")
-    return value
-
-
-def parse_run_date(text: str | None) -> str:
-    if not text:
-        return dt.datetime.now(dt.timezone.utc).date().isoformat()
-    try:
-        return dt.date.fromisoformat(text).isoformat()
-    except ValueError:
-        raise UserInputError(f"--run-date {text!r} is not a date YYYY-MM-DD") from None
 
 
 def load_pool(uri: str) -> dict:
@@ -277,7 +262,7 @@ def serving_inputs(cfg: Config, run_date: str) -> tuple[dict, dict]:
 
 
 def run(cfg: Config, run_date: str | None = None, spark: SparkSession | None = None) -> dict:
-    run_date = parse_run_date(run_date)
+    run_date = day_or_today(run_date, "--run-date").isoformat()
     state, pool_pointer = serving_inputs(cfg, run_date)
     spark = spark or get_spark(cfg, "score", hive=True)
     timer = StageTimer()

@@ -9,14 +9,15 @@ import sys
 from common.cli import run_main
 from common.config import Config
 from common.spark import get_spark, metastore_errors
-from jobs.score import parse_run_date, validated_identifier
+from common.dates import day_or_today
+from common.names import validated_identifier
 
 
 def show(cfg: Config, run_date: str | None, users: int) -> None:
     table = (f"`{validated_identifier(cfg['score.database'], 'score.database')}`."
              f"`{validated_identifier(cfg['score.table'], 'score.table')}`")
     spark = get_spark(cfg, "show_recommendations", hive=True)
-    date = parse_run_date(run_date)
+    date = day_or_today(run_date, "--run-date").isoformat()
     query = (f"SELECT user_id, rank, news_id, round(score, 4) AS score, model_version, scored_at "
              f"FROM {table} WHERE run_date = '{date}' AND user_id IN "
              f"(SELECT DISTINCT user_id FROM {table} WHERE run_date = '{date}' "

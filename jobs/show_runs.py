@@ -9,7 +9,6 @@ import sys
 from common import outputs, storage
 from common.config import Config
 from common.cli import run_main
-from jobs import build_features, embed_news
 
 
 def _pointer(root: str, what: str) -> dict | None:
@@ -20,7 +19,7 @@ def _pointer(root: str, what: str) -> dict | None:
 
 
 def news_vectors_lines(cfg: Config) -> list[str]:
-    pointer = _pointer(embed_news.output_root(cfg), "embed_news")
+    pointer = _pointer(outputs.vectors_root(cfg), "embed_news")
     if not pointer:
         return ["news vectors: none yet"]
     s = pointer["summary"]
@@ -30,7 +29,7 @@ def news_vectors_lines(cfg: Config) -> list[str]:
 
 def features_lines(cfg: Config) -> list[str]:
     try:
-        s = build_features.current_rows(cfg)["summary"]
+        s = outputs.latest_rows(cfg)["summary"]
     except storage.RunNotFound:
         return ["features: none yet"]
     rows = s["rows"]
@@ -66,8 +65,8 @@ def model_lines(cfg: Config) -> list[str]:
 
 def evaluation_lines(cfg: Config) -> list[str]:
     import json
-    from jobs import evaluate, evaluation_report
-    pointer = _pointer(evaluate.output_root(cfg), "evaluate")
+    from evaluation import report as evaluation_report
+    pointer = _pointer(outputs.evaluation_root(cfg), "evaluate")
     if not pointer:
         return ["evaluation: none yet"]
     doc = json.loads(storage.read_text(f"{pointer['path']}/metrics.json"))

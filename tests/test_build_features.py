@@ -9,9 +9,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from common import outputs, packed_vectors, storage
-from common.config import ConfigError, load_config
+from common.config import load_config
+from common.dates import parse_moment
+from common.errors import ConfigError
+from features.news_vectors import current_vectors_uri
+from features.pool import side_summary
 from jobs import build_features, embed_news
-from jobs.mind import RejectedShareExceeded
+from features.mind import RejectedShareExceeded
 from tests.conftest import write_tsv
 
 pytestmark = pytest.mark.spark
@@ -73,7 +77,7 @@ def read_table(uri):
 
 
 def vectors_by_id(cfg):
-    uri, _ = embed_news.current_vectors_uri(cfg)
+    uri, _ = current_vectors_uri(cfg)
     table = read_table(uri)
     return {n: np.asarray(v, dtype=np.float64) for n, v in zip(table["news_id"], table["vector"])}
 
@@ -91,8 +95,8 @@ def built(spark, tmp_path_factory):
 def features(cfg, table, as_of=None):
     """A table of the newest build (or the one as of `as_of`): train, dev, news_popularity,
     dev_impressions, rejected, or the state and candidate pool of the same as-of."""
-    rows = build_features.current_rows(cfg, as_of)
-    moment = outputs.parse_as_of(rows["summary"]["as_of"])
+    rows = outputs.current_rows(cfg, as_of)
+    moment = parse_moment(rows["summary"]["as_of"], "as_of")
     if table in ("state", "user_profiles"):
         return read_table(f"{outputs.current_as_of(cfg, moment, outputs.STATE, '')['path']}/state")
     if table == "candidate_pool":
@@ -104,10 +108,10 @@ def features(cfg, table, as_of=None):
 def model_metadata(cfg, user_dim, news_dim=None, model=None):
     """Export metadata for a test model trained on the current news vectors (and, for a model
     with side features, on side features built with the config's settings)."""
-    _, summary = embed_news.current_vectors_uri(cfg)
+    _, summary = current_vectors_uri(cfg)
     metadata = {"user_dim": user_dim, "news_dim": news_dim or user_dim,
                 "news_vectors": summary["identity"],
-                "features": {"side_features": build_features.side_summary(cfg)}}
+                "features": {"side_features": side_summary(cfg)}}
     if model is not None:
         from dcn.model import model_spec
         metadata["model_spec"] = model_spec(model)
@@ -267,7 +271,7 @@ def test_rerun_gives_same_rows_and_keeps_one_current(spark, built):
             b.drop(columns=[c for c in b.columns if c.endswith(("vec", "news", "sum"))]))
         for column in (c for c in a.columns if c.endswith(("vec", "sum"))):
             np.testing.assert_array_equal(np.stack(a[column]), np.stack(b[column]))
-    assert build_features.current_rows(cfg)["run_id"] == second["run_id"]
+    assert outputs.current_rows(cfg)["run_id"] == second["run_id"]
 
 
 def test_other_seed_samples_other_negatives(spark, built, tmp_path):
@@ -283,7 +287,7 @@ def test_other_seed_samples_other_negatives(spark, built, tmp_path):
 
 def test_crash_mid_run_keeps_previous_output(spark, built, monkeypatch):
     _, cfg, _, _ = built
-    before = build_features.current_rows(cfg)
+    before = outputs.current_rows(cfg)
 
     def crash(*args, **kwargs):
         raise RuntimeError("simulated crash while writing the candidate pool")
@@ -291,7 +295,7 @@ def test_crash_mid_run_keeps_previous_output(spark, built, monkeypatch):
     monkeypatch.setattr(build_features, "write_pool", crash)
     with pytest.raises(RuntimeError, match="simulated crash"):
         build_features.run(cfg, spark)
-    after = build_features.current_rows(cfg)
+    after = outputs.current_rows(cfg)
     assert after["run_id"] == before["run_id"]
     assert storage.exists(f"{after['path']}/train")
 

@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 
 from common import storage
-from common.cli import UserInputError
+from common.errors import UserInputError
 from common.config import load_config
 from jobs import evaluate as ev
 from dcn import metrics as M
 from dcn.export import export_model, load_model
 from dcn.model import build_dcn, input_columns, model_spec
 from jobs import build_features, embed_news
-from jobs.side_features import NEWS_DENSE_NAMES, USER_DENSE_NAMES
+from features.side_features import NEWS_DENSE_NAMES, USER_DENSE_NAMES
 from tests.conftest import write_tsv
 from tests.test_build_features import TRAIN, features, model_metadata, write_sample
 

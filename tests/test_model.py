@@ -489,7 +489,8 @@ def test_learns_sign_of_dot_product(kwargs, learnable):
     ("model.deep_units=[0]", "model.deep_units must be positive integers"),
 ])
 def test_bad_training_settings_are_rejected_when_the_config_loads(override, message):
-    from common.config import ConfigError, load_config
+    from common.config import load_config
+    from common.errors import ConfigError
 
     load_config()
     with pytest.raises(ConfigError, match=message):

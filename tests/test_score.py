@@ -13,8 +13,8 @@ from urllib.parse import urlparse
 import numpy as np
 import pytest
 
-from common.cli import UserInputError
-from common.config import ConfigError
+from common.errors import UserInputError
+from common.errors import ConfigError
 from dcn.export import export_model
 from dcn.model import build_dcn
 from jobs import build_features, embed_news, score

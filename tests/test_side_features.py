@@ -1,4 +1,4 @@
-"""Side features (jobs/side_features.py) on a hand-made sample: each as of its impression,
+"""Side features (features/side_features.py) on a hand-made sample: each as of its impression,
 hand-computed from the log (tests/test_build_features.py's sample)."""
 import math
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from jobs import build_features, embed_news
-from jobs import side_features as side
+from features import side_features as side
 from tests.test_build_features import DEV, TRAIN, features, make_cfg, write_sample
 
 pytestmark = pytest.mark.spark
@@ -143,7 +143,7 @@ def test_popularity_equals_brute_force_at_the_window_edges(spark):
     whose impressions fall exactly on the window's edges (t - W counts, t - W - 1 does not)
     and share seconds, spread over more partitions than there are news (empty ones)."""
     from pyspark.sql import types as T
-    from jobs import side_features as side
+    from features import side_features as side
     hours = 1
     width = hours * 3600
     rng = np.random.default_rng(7)
@@ -176,7 +176,7 @@ def test_the_benchmark_reference_hashes_categories_as_spark_does(spark):
     import importlib.util
     from pathlib import Path
     from pyspark.sql import functions as F
-    from jobs import side_features as side
+    from features import side_features as side
     path = Path(__file__).resolve().parent.parent / "bench" / "pandas_train_rows.py"
     spec = importlib.util.spec_from_file_location("pandas_train_rows", path)
     reference = importlib.util.module_from_spec(spec)

@@ -9,7 +9,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from jobs import user_state
+from features import user_state
 
 IDS = np.array(["N1", "N2", "N3"], dtype=object)
 MATRIX = np.array([[1.0, 0.0], [0.0, 2.0], [4.0, 4.0]], dtype=np.float32)

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from common import outputs
-from common.cli import UserInputError
+from common.errors import UserInputError
 from common.config import load_config
 from jobs import build_features, daily, embed_news, score
 from jobs.generate_mind import generate, write_daily_log

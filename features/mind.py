@@ -20,7 +20,7 @@ from pyspark.sql import DataFrame, SparkSession, Window, functions as F
 
 from common import columns as C
 from common import schemas
-from common.cli import UserInputError
+from common.errors import UserInputError
 
 BEHAVIORS_FILE = "behaviors.tsv"
 NEWS_FILE = "news.tsv"

@@ -25,9 +25,9 @@ from pyspark.sql import DataFrame, SparkSession, functions as F
 
 from common import columns as C
 from common import outputs, storage
-from common.cli import UserInputError
+from common.errors import UserInputError
 from common.config import Config
-from jobs.mind import (BEHAVIORS_FILE, NEWS_FILE, FileCheck, ParsedFile, check_rejected_share,
+from features.mind import (BEHAVIORS_FILE, NEWS_FILE, FileCheck, ParsedFile, check_rejected_share,
                        parse_behaviors)
 
 DAY_PARTITION = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")

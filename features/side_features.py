@@ -1,5 +1,5 @@
 """Side features of a (user, news) pair beside the two vectors, each as of a moment, from the
-same log and the same as-of machinery as the user state (jobs/user_state.py):
+same log and the same as-of machinery as the user state (features/user_state.py):
 
 - news side: `category` and `subcategory` (news.tsv's own columns, hashed into
   `features.category_buckets` buckets; bucket 0 is "none"), the news item's age (hours since

@@ -46,7 +46,7 @@ from pyspark.sql.types import (ArrayType, DoubleType, FloatType, IntegerType, Lo
 
 from common import columns as C
 from common import schemas, storage
-from common.cli import UserInputError
+from common.errors import UserInputError
 
 HISTORY_AND_CLICKS = "history_and_clicks"
 HISTORY_ONLY = "history"
