@@ -2,9 +2,8 @@
 float32 values, little-endian, packed into one Parquet BINARY value (PACKED_TYPE).
 
 Why not `array<float>`: Spark's Parquet writer writes an array element by element, each with
-its repetition and definition levels, and that writer was the full rebuild's floor. Copying
-MIND-small's 3.9M train and dev rows (two 128-float vectors each) took 38.8 s with
-`array<float>` and 16.7 s packed, in one run of bench/spark_copy_floor.py on `local[2]`.
+its repetition and definition levels, and that writer was the full rebuild's floor: one
+BINARY value per vector writes much faster (bench/spark_copy_floor.py compares the two).
 The narrow dense arrays (`user_dense`, ...) stay `array<float>`.
 
 Reading them back:

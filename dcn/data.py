@@ -12,26 +12,23 @@ in float32:
 * :func:`memory_batches`: the same rows held in memory (:func:`load_rows`) as a tf.data
   pipeline of tensors, for the benchmark that measures what streaming costs.
 
-Why the Petastorm pipeline looks the way it does (CPU per row measured on this 2-core
-machine, 128-d vectors, batches of 512; the training step itself costs about 15 us per row
-on one core, so every us spent on input is taken from training):
+Why the Petastorm pipeline looks the way it does (every microsecond of CPU spent on input per
+row is taken from the training step on the same cores; bench/train_bench.py measures it):
 
 * Petastorm shards by row group (row group i goes to shard i % shard_count), so a shard needs
   at least one row group: :func:`check_shardable` says so in terms of the setting that
   controls it (`features.min_row_groups`) instead of petastorm's NoDataAvailableError.
 * Petastorm converts list columns to numpy through pandas, one object per row, then
   `np.vstack`: :class:`_ArrowResults` reads the Arrow values buffer instead (same matrix,
-  about 1.5 us less per row). Vectors come out 2-D and are reshaped to `[-1, dim]`.
+  less CPU). Vectors come out 2-D and are reshaped to `[-1, dim]`.
 * Row-level shuffling is free inside a row group (petastorm copies each one through `take`
   anyway); across row groups, blocks of `train.shuffle_buffer` rows are permuted with one
   numpy gather. build_features spreads rows over row groups by a hash, so each row group is
   already a random sample of the table.
 * Batches are cut in numpy and prefetched by a Python thread, not by tf.data: feeding
-  tf.data from a Python generator cost about 2 us more per row than this numpy path (one
-  generator call per block of batches, split in TensorFlow), up to 4 us with a call per
-  batch, and `unbatch().shuffle().batch()` or `rebatch` more still. The whole pipeline costs
-  about 4.5 us per row, 5.5 to 6.5 with the 8192-row block permutation. The training step
-  takes the numpy arrays as they are.
+  tf.data from a Python generator costs more per row than this numpy path, and
+  `unbatch().shuffle().batch()` or `rebatch` more still. The training step takes the numpy
+  arrays as they are.
 * Stopping a reader while a thread waits inside it hangs the process (an endless reader
   never answers once stopped): :class:`_Prefetcher` first stops its thread, which only
   waits inside the reader while the reader is still running, and then stops the reader.
@@ -243,8 +240,7 @@ class _ArrowResults:
     """Petastorm's last step, Arrow row group -> numpy, without its pandas detour.
 
     Petastorm converts a list column through pandas (one numpy object per row, then
-    np.vstack), in the consuming thread: about 1.5 us of CPU per row for two 128-float
-    vectors (measured: 5.5 against 4.4 us per row for the whole reader). Reading the list's
+    np.vstack), in the consuming thread. Reading the list's
     flat values buffer and reshaping it gives the same matrix. Installed in place of the
     reader's results-queue reader (petastorm 0.13.1, the last release, is not changing).
     """
@@ -394,8 +390,7 @@ def cached_passes(groups, batch_size: int, shuffle_buffer: int, seed: int | None
     new permutation each pass, gathered inside TensorFlow; the rows that do not fill a last
     batch wait for a later pass). Later epochs thus cost about what training from memory
     costs; gathering the batches in numpy in the prefetch thread, or passing tf.data's
-    batches through it, was measurably slower (bench/train_bench.py's whole-run ratio), as
-    both hold the GIL the training loop needs."""
+    batches through it, would hold the GIL the training loop needs."""
     kept: list = []
 
     def keep(source):
@@ -510,8 +505,7 @@ def petastorm_batches(uri: str, user_dim: int, news_dim: int, *, rank: int, size
 
     `cache=True` (endless training whose shard fits in memory): Petastorm streams one pass
     over the shard and its rows are kept; every later pass is a fresh permutation of the
-    kept rows (:func:`cached_passes`), so the reader's decoding (about 4 us of CPU per row,
-    a quarter of the training step's) is paid once instead of every epoch. Horovod's Spark
+    kept rows (:func:`cached_passes`), so the reader's decoding is paid once instead of every epoch. Horovod's Spark
     estimator offers the same (`inmemory_cache_all`).
     """
     caching = cache and endless

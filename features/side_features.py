@@ -73,8 +73,7 @@ class Topics:
     def of_catalogue(cls, ids: np.ndarray, matrix: np.ndarray, categories: DataFrame) -> "Topics":
         """From the news vectors (`ids`, `matrix`: user_state.NewsIndex's, on the driver) and
         `categories` (news_id, category bucket: news_categories). Catalogue-sized, so computed
-        on the driver with numpy (in Spark, exploding every vector element to average them
-        took a second a day)."""
+        on the driver with numpy rather than by exploding every vector element in Spark."""
         table = categories.select(C.NEWS_ID, C.CATEGORY).toPandas()
         bucket = (pd.Series(table[C.CATEGORY].to_numpy(), index=table[C.NEWS_ID].to_numpy())
                   .reindex(ids).fillna(0).to_numpy().astype(np.int64))
@@ -101,8 +100,8 @@ def with_topic_dots(impressions: DataFrame, topics: Topics) -> DataFrame:
     """`impressions` with `user_vec` packed (common/packed_vectors.py) and `topic_dots`: the
     user's affinity to every topic, `user_vec . topic_vec`, in float64 then float32, in
     Topics order. A row's pair feature is then one element, `topic_dots[topic_index]` of its
-    news (pair_dense): computing the dot per candidate with Spark's array functions cost
-    about 10 core-seconds per million rows; per impression with numpy it costs ~nothing."""
+    news (pair_dense): one numpy matrix product per impression instead of a dot per
+    candidate with Spark's array functions."""
     fields = [StructField(f.name, packed.PACKED_TYPE, False) if f.name == C.USER_VEC else f
               for f in impressions.schema.fields]
     schema = StructType(fields + [StructField(TOPIC_DOTS, ArrayType(FloatType(), False), False)])
@@ -221,8 +220,8 @@ def candidate_popularity(behaviors: DataFrame, window_hours: int, partitions: in
     One shuffle sends every shown candidate to its news's partition, where a numpy kernel
     counts them (windowed_counts); a second, of the same narrow rows, brings the counts back
     to their impressions. Nothing wide (no vector) moves. The kernel holds one partition's
-    candidates at once, about 40 bytes each: with `partitions` (the job passes
-    spark.sql.shuffle.partitions) of 200, MIND-large's 585M candidates are ~3M a partition.
+    candidates at once, a few tens of bytes each, so `partitions` (the job passes
+    spark.sql.shuffle.partitions) bounds its memory.
     The result is hash-partitioned by (src, impression_id) into `impression_partitions`
     (default: `partitions`) partitions, so a join on those keys with a table partitioned the
     same way needs no shuffle."""

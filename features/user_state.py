@@ -94,8 +94,8 @@ class NewsIndex:
     @classmethod
     def read(cls, spark: SparkSession, uri: str) -> "NewsIndex":
         """The vectors table at `uri` (schemas.NEWS_VECTORS, embed_news's output), read on
-        the driver with pyarrow like the candidate pool (a catalogue; through Spark, the
-        same read took about a second longer), sorted by news id."""
+        the driver with pyarrow like the candidate pool (a catalogue, cheaper to read
+        without a Spark job), sorted by news id."""
         fs, path = storage.filesystem(uri)
         table = pq.read_table(path, filesystem=fs, columns=[C.NEWS_ID, C.VECTOR])
         if table.num_rows == 0:
