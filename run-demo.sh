@@ -35,7 +35,7 @@ settings=(--set "paths.train=$sample/MINDsmall_train" --set "paths.dev=$sample/M
 step() { echo; echo "==> $*"; }
 if [[ ! -f "$sample/MINDsmall_dev/behaviors.tsv" ]]; then
   step "generating the synthetic MIND sample ($scale) into $sample"
-  "$venv/bin/python" -m jobs.generate_mind --scale "$scale" --out "$sample" --seed 0
+  "$venv/bin/python" -m synthetic --scale "$scale" --out "$sample" --seed 0
 fi
 logs="work/demo-$scale/logs"; mkdir -p "$logs"
 run_job() {  # JOB [job options]: run it through the launcher, its output to the log folder

@@ -91,7 +91,7 @@ def main() -> None:
                 "--set", "features.validation_hours=0"]
     cfg = load_config(overrides=[s for s in settings if s != "--set"])
     if not (data / "MINDsmall_dev" / "behaviors.tsv").exists():
-        subprocess.run([PYTHON, "-m", "jobs.generate_mind", "--scale", args.scale, "--out", str(data)],
+        subprocess.run([PYTHON, "-m", "synthetic", "--scale", args.scale, "--out", str(data)],
                        cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
     if not storage.has_committed_run(str(work / "news_vectors")):
         subprocess.run([str(ROOT / "spark-submit.sh"), "embed_news", *settings], cwd=ROOT, check=True,

@@ -48,7 +48,7 @@ def main() -> int:
     args = parser.parse_args()
     data = ROOT / "bench" / "data" / args.scale
     if not (data / "MINDsmall_dev" / "behaviors.tsv").exists():
-        subprocess.run([sys.executable, "-m", "jobs.generate_mind", "--scale", args.scale,
+        subprocess.run([sys.executable, "-m", "synthetic", "--scale", args.scale,
                         "--out", str(data)], cwd=ROOT, env=ENV, check=True,
                        stdout=subprocess.DEVNULL)
     base = ROOT / "bench" / "data" / f"work-cluster-{args.scale}"

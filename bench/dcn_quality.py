@@ -5,7 +5,7 @@ generator seeds, and an ablation of its side features.
                                           [--ablation-seed 0] [--work work/quality]
                                           [--set KEY=VALUE ...]
 
-For each seed: generate the synthetic MIND sample (jobs/generate_mind.py), run embed_news,
+For each seed: generate the synthetic MIND sample (python -m synthetic), run embed_news,
 build_features --as-of 2019-11-16, train (one rank) and evaluate through ./spark-submit.sh,
 then rank the same dev impressions with bench/quality_bounds.py's reference ranker
 `history_topic_counts_plus_popularity` (it knows every news' true topic and latent
@@ -78,7 +78,7 @@ def run_seed(args, seed: int) -> tuple[list[str], Path, dict]:
     data = ROOT / "data" / f"quality-{args.scale}-{seed}"
     work = Path(args.work) / f"{args.scale}-{seed}"
     if not (data / "MINDsmall_dev" / "behaviors.tsv").exists():
-        subprocess.run([sys.executable, "-m", "jobs.generate_mind", "--scale", args.scale,
+        subprocess.run([sys.executable, "-m", "synthetic", "--scale", args.scale,
                         "--out", str(data), "--seed", str(seed)], cwd=ROOT, check=True)
     settings = ["--set", f"embed.encoder={args.encoder}"]
     for key, value in (("train", data / "MINDsmall_train"), ("dev", data / "MINDsmall_dev"),

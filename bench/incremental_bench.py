@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/incremental_bench.py [--scale mind-small] [--repeats 1]
 
-On the synthetic sample written as a log partitioned by day (jobs/generate_mind.py
+On the synthetic sample written as a log partitioned by day (python -m synthetic
 --daily-log; hashing vectors), for the day D after the last day of the log:
 
 - full: `./spark-submit.sh build_features --as-of D`, the whole log recomputed (user state,
@@ -51,7 +51,7 @@ def main() -> None:
 
     data = ROOT / "bench" / "data" / f"daily-{args.scale}"
     if not (data / "log" / "news.tsv").exists():
-        subprocess.run([sys.executable, "-m", "jobs.generate_mind", "--scale", args.scale,
+        subprocess.run([sys.executable, "-m", "synthetic", "--scale", args.scale,
                         "--out", str(data), "--daily-log"], cwd=ROOT, check=True,
                        stdout=subprocess.DEVNULL)
     days = sorted(p.name[len("date="):] for p in (data / "log").glob("date=*"))

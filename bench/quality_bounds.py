@@ -5,7 +5,7 @@
 
 The oracle of jobs.evaluate ranks each dev impression by the planted click probability, which
 depends on the user's latent topic interest theta_u and the news' latent popularity (see
-jobs/generate_mind.py). A model only sees the news the user clicked before (on the dev day,
+the synthetic package). A model only sees the news the user clicked before (on the dev day,
 the history string of behaviors.tsv: about 30 clicks drawn from theta_u) and title vectors,
 which carry the topic but not the popularity. This script ranks the same dev impressions with
 reference scorers that know more than any model can learn from those inputs:
@@ -24,7 +24,7 @@ and prints their per-impression AUC, MRR, nDCG@5, nDCG@10 (dcn.metrics, MIND's d
 beside the current evaluation run's scorers (`--work`: the paths.work of a run of
 jobs.evaluate on the same sample), with the share of the best-baseline-to-oracle gap each
 closes. The latent state is rebuilt from the generator's seeded streams (the sample must come
-from `python -m jobs.generate_mind --scale SCALE --seed SEED`); the script checks that the
+from `python -m synthetic --scale SCALE --seed SEED`); the script checks that the
 rebuilt topics match news.tsv. Results: bench/results/quality_bounds.json.
 """
 from __future__ import annotations
@@ -41,7 +41,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from dcn.metrics import impression_metrics  # noqa: E402
-from jobs import generate_mind as G  # noqa: E402
+from synthetic.population import (AFFINITY_WEIGHT, POPULARITY_WEIGHT,  # noqa: E402
+                                  make_news, make_users)
+from synthetic.sampling import seeded_streams  # noqa: E402
+from synthetic.scales import SCALES  # noqa: E402
+from synthetic.topics import TOPICS  # noqa: E402
 
 METRICS = ("auc", "mrr", "ndcg@5", "ndcg@10")
 
@@ -69,14 +73,14 @@ def read_truth(path: Path) -> dict[str, dict[str, float]]:
 
 def latent_state(scale: str, seed: int, categories: dict[str, str]):
     """(news id -> (topic index, log popularity), user id -> theta) rebuilt from the seed."""
-    size = G.SCALES[scale]
-    streams = G._rngs(seed)
-    news = G.make_news(size.news, streams["news"])
-    users = G.make_users(size.users, streams["users"])
+    size = SCALES[scale]
+    streams = seeded_streams(seed)
+    news = make_news(size.news, streams["news"])
+    users = make_users(size.users, streams["users"])
     by_news = {nid: (int(topic), float(np.log(pop)))
                for nid, topic, pop in zip(news.ids, news.topic, news.popularity)}
     mismatched = [nid for nid, category in categories.items()
-                  if nid not in by_news or G.TOPICS[by_news[nid][0]].name != category]
+                  if nid not in by_news or TOPICS[by_news[nid][0]].name != category]
     if mismatched:
         raise SystemExit(f"the sample was not generated with --scale {scale} --seed {seed}: "
                          f"{len(mismatched)} news (e.g. {mismatched[0]}) do not match")
@@ -91,7 +95,7 @@ def reference_metrics(folder: Path, scale: str, seed: int) -> dict[str, dict[str
     with open(folder / "MINDsmall_dev" / "behaviors.tsv", encoding="utf-8") as lines:
         for line in lines:
             impression, user, _time, history, shown = line.rstrip("\n").split("\t")
-            counts = np.zeros(len(G.TOPICS))
+            counts = np.zeros(len(TOPICS))
             for nid in history.split():
                 counts[by_news[nid][0]] += 1
             pairs = [token.rsplit("-", 1) for token in shown.split()]
@@ -100,10 +104,10 @@ def reference_metrics(folder: Path, scale: str, seed: int) -> dict[str, dict[str
             log_pop = np.array([by_news[nid][1] for nid, _ in pairs])
             scores = {
                 "oracle": np.array([truth[impression][nid] for nid, _ in pairs]),
-                "oracle_without_popularity": G.AFFINITY_WEIGHT * theta[user][topic],
+                "oracle_without_popularity": AFFINITY_WEIGHT * theta[user][topic],
                 "history_topic_counts": np.log(0.5 + counts[topic]),
                 "history_topic_counts_plus_popularity":
-                    np.log(0.5 + counts[topic]) + G.POPULARITY_WEIGHT * log_pop,
+                    np.log(0.5 + counts[topic]) + POPULARITY_WEIGHT * log_pop,
             }
             for name, score in scores.items():
                 for metric, value in impression_metrics(labels, score).items():
@@ -124,7 +128,7 @@ def evaluation_metrics(work: str) -> dict[str, dict[str, float]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(ROOT / "data" / "sample-small"))
-    parser.add_argument("--scale", default="small", choices=sorted(G.SCALES))
+    parser.add_argument("--scale", default="small", choices=sorted(SCALES))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", help="paths.work of a jobs.evaluate run on this sample")
     args = parser.parse_args()

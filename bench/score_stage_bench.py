@@ -43,7 +43,7 @@ def prepare(scale: str) -> tuple[list[str], Path]:
     data = ROOT / "bench" / "data" / scale
     work = ROOT / "bench" / "data" / f"work-score-stage-{scale}"
     if not (data / "MINDsmall_dev" / "behaviors.tsv").exists():
-        subprocess.run([sys.executable, "-m", "jobs.generate_mind", "--scale", scale, "--out",
+        subprocess.run([sys.executable, "-m", "synthetic", "--scale", scale, "--out",
                         str(data)], cwd=ROOT, env=ENV, check=True, stdout=subprocess.DEVNULL)
     args = settings(data, work)
     if work.exists() and not current_layout(work):

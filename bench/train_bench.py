@@ -66,7 +66,7 @@ def prepare_data(scale: str) -> Path:
                 "--set", "spark.driver_memory=6g"]
     if not (mind / "MINDsmall_dev" / "behaviors.tsv").exists():
         print(f"generating the {scale} sample into {mind}", file=sys.stderr)
-        subprocess.run([PYTHON, "-m", "jobs.generate_mind", "--scale", scale, "--out", str(mind)],
+        subprocess.run([PYTHON, "-m", "synthetic", "--scale", scale, "--out", str(mind)],
                        cwd=ROOT, env=ENV, check=True, stdout=subprocess.DEVNULL)
     have = {"embed_news": storage.has_committed_run(str(work / "news_vectors")),
             "build_features": any(storage.has_committed_run(str(rows))

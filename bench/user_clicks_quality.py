@@ -41,7 +41,7 @@ def main() -> None:
 
     data = ROOT / "bench" / "data" / args.scale
     if not (data / "MINDsmall_dev" / "behaviors.tsv").exists():
-        call([sys.executable, "-m", "jobs.generate_mind", "--scale", args.scale, "--out", str(data)])
+        call([sys.executable, "-m", "synthetic", "--scale", args.scale, "--out", str(data)])
     base = ["--set", f"paths.train={data}/MINDsmall_train", "--set", f"paths.dev={data}/MINDsmall_dev",
             "--set", f"embed.encoder={args.encoder}", "--set", "spark.master=local[2]"]
     submit = str(ROOT / "spark-submit.sh")

@@ -1,1 +1,1 @@
-"""The Spark jobs: generate_mind, embed_news, build_features, score."""
+"""The Spark jobs: embed_news, build_features, score."""

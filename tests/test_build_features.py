@@ -204,7 +204,7 @@ def test_candidate_pool_is_the_last_window(built):
 def test_generated_sample_parquet_shaped_for_petastorm(spark, tmp_path):
     """On the generated tiny sample: nothing rejected, at least min_row_groups row groups, and
     every file holds impressions from across the whole time range."""
-    from jobs.generate_mind import generate
+    from synthetic.generate import generate
     generate("tiny", str(tmp_path / "mind"), seed=3)
     cfg = load_config(overrides=[
         f"paths.train={tmp_path / 'mind' / 'MINDsmall_train'}",

@@ -30,7 +30,8 @@ from common.cli import printed_summary
 from common.config import load_config
 from deploy import local_cluster
 from jobs import build_features, daily, embed_news, evaluate
-from jobs.generate_mind import generate, write_daily_log
+from synthetic.generate import generate
+from synthetic.writer import write_daily_log
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.spark]
 

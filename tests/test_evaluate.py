@@ -433,8 +433,8 @@ def test_oracle_scorer_needs_a_ground_truth(spark, evaluated):
 
 
 def test_oracle_beats_random_on_the_planted_sample(spark, tmp_path):
-    generate_mind = pytest.importorskip("jobs.generate_mind")
-    generate_mind.generate("tiny", str(tmp_path / "sample"), seed=0)
+    from synthetic.generate import generate
+    generate("tiny", str(tmp_path / "sample"), seed=0)
     sample = tmp_path / "sample"
     cfg = load_config(overrides=[
         f"paths.train={sample / 'MINDsmall_train'}", f"paths.dev={sample / 'MINDsmall_dev'}",

@@ -1,7 +1,7 @@
 """dcn.train end to end: real processes (python -m dcn.train, horovodrun with 2 ranks), real
 Petastorm readers, real checkpoints and exports.
 
-Data: the synthetic MIND sample (jobs.generate_mind, scale tiny) through embed_news and
+Data: the synthetic MIND sample (python -m synthetic, scale tiny) through embed_news and
 build_features, and, where a test needs control over row groups or widths, feature rows
 written with pyarrow and published as a build_features run.
 """
@@ -184,7 +184,7 @@ def tiny_features(spark, tmp_path_factory):
     from jobs import build_features, embed_news
 
     root = tmp_path_factory.mktemp("train_tiny")
-    subprocess.run([sys.executable, "-m", "jobs.generate_mind", "--scale", "tiny", "--out",
+    subprocess.run([sys.executable, "-m", "synthetic", "--scale", "tiny", "--out",
                     str(root / "mind"), "--seed", "3"], cwd=ROOT, env=ENV, check=True,
                    stdout=subprocess.DEVNULL)
     cfg = load_config(overrides=[

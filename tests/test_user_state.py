@@ -14,7 +14,8 @@ from common import outputs
 from common.errors import UserInputError
 from common.config import load_config
 from jobs import build_features, daily, embed_news, score
-from jobs.generate_mind import generate, write_daily_log
+from synthetic.generate import generate
+from synthetic.writer import write_daily_log
 from tests.test_build_features import (features, make_cfg, model_metadata,
                                        read_table, vectors_by_id, write_sample)
 

@@ -1,5 +1,5 @@
-"""Tests of jobs.generate_mind: the MIND format of its output, the planted click model, the
-determinism and the atomic publishing. Runs at the `tiny` scale (well under a second)."""
+"""Tests of the synthetic package: the MIND format of its output, the planted click model, the
+determinism and the atomic publishing. Runs at the `tiny` scale."""
 from __future__ import annotations
 
 import hashlib
@@ -13,7 +13,15 @@ from datetime import datetime
 import numpy as np
 import pytest
 
-from jobs import generate_mind as gm
+from synthetic.__main__ import main
+from synthetic.generate import generate
+from synthetic.impressions import (MIN_CANDIDATES, candidate_counts, draw_labels,
+                                   impression_times, sample_candidates)
+from synthetic.population import (AFFINITY_WEIGHT, CLICK_BIAS, POPULARITY_WEIGHT, click_logit,
+                                  make_news, make_users)
+from synthetic.sampling import seeded_streams, shuffle_within, weighted_distinct
+from synthetic.timeline import HISTORY_START, HOUR, TRAIN_START
+from synthetic.writer import format_time, write_split
 
 SPLITS = {"train": "MINDsmall_train", "dev": "MINDsmall_dev"}
 NEWS_ID = re.compile(r"^N[0-9]+$")
@@ -77,7 +85,7 @@ def _digest(root):
 @pytest.fixture(scope="module")
 def sample(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("gen") / "sample")
-    summary = gm.generate("tiny", root, seed=0)
+    summary = generate("tiny", root, seed=0)
     data = _read_sample(root)
     data["summary"] = summary
     return data
@@ -136,11 +144,11 @@ def test_times_have_no_leading_zeros_and_cover_the_periods(sample):
 
 def test_format_time_examples():
     def at(*args):
-        return (datetime(*args) - gm.HISTORY_START).total_seconds()
-    assert gm.format_time(at(2019, 11, 11, 9, 5, 58)) == "11/11/2019 9:05:58 AM"
-    assert gm.format_time(at(2019, 11, 9, 12, 0, 3)) == "11/9/2019 12:00:03 PM"
-    assert gm.format_time(at(2019, 11, 15, 0, 7, 0)) == "11/15/2019 12:07:00 AM"
-    assert gm.format_time(at(2019, 11, 14, 23, 59, 59)) == "11/14/2019 11:59:59 PM"
+        return (datetime(*args) - HISTORY_START).total_seconds()
+    assert format_time(at(2019, 11, 11, 9, 5, 58)) == "11/11/2019 9:05:58 AM"
+    assert format_time(at(2019, 11, 9, 12, 0, 3)) == "11/9/2019 12:00:03 PM"
+    assert format_time(at(2019, 11, 15, 0, 7, 0)) == "11/15/2019 12:07:00 AM"
+    assert format_time(at(2019, 11, 14, 23, 59, 59)) == "11/14/2019 11:59:59 PM"
 
 
 @pytest.mark.parametrize("split", SPLITS)
@@ -232,11 +240,11 @@ def test_every_impression_has_a_click_and_sizes_are_mind_like(sample, split):
 
 
 def test_candidate_counts_are_skewed_like_mind():
-    counts = gm.candidate_counts(100_000, np.random.default_rng(0))
+    counts = candidate_counts(100_000, np.random.default_rng(0))
     assert 35 <= counts.mean() <= 39
     assert 9 <= np.percentile(counts, 5) <= 14
     assert 70 <= np.percentile(counts, 95) <= 95
-    assert counts.min() >= gm.MIN_CANDIDATES and counts.max() >= 150
+    assert counts.min() >= MIN_CANDIDATES and counts.max() >= 150
 
 
 def test_summary_matches_files(sample):
@@ -345,16 +353,16 @@ def test_titles_of_a_category_share_words(sample):
 
 def test_planted_model_formula():
     """click_prob is the documented sigmoid of affinity, popularity and the noise terms."""
-    rngs = gm._rngs(3)
-    news = gm.make_news(300, rngs["news"])
-    users = gm.make_users(50, rngs["users"])
+    rngs = seeded_streams(3)
+    news = make_news(300, rngs["news"])
+    users = make_users(50, rngs["users"])
     user_idx, news_idx = np.array([0, 1, 2]), np.array([5, 6, 7])
     noise = np.array([0.0, 0.1, -0.2])
-    logit = gm.click_logit(users, news, user_idx, news_idx, noise)
+    logit = click_logit(users, news, user_idx, news_idx, noise)
     for k in range(3):
         u, n = user_idx[k], news_idx[k]
-        expected = (gm.CLICK_BIAS + gm.AFFINITY_WEIGHT * users.interest[u, news.topic[n]]
-                    + gm.POPULARITY_WEIGHT * math.log(news.popularity[n])
+        expected = (CLICK_BIAS + AFFINITY_WEIGHT * users.interest[u, news.topic[n]]
+                    + POPULARITY_WEIGHT * math.log(news.popularity[n])
                     + users.propensity[u] + noise[k])
         assert logit[k] == pytest.approx(expected)
     assert np.allclose(users.interest.sum(axis=1), 1.0)
@@ -370,7 +378,7 @@ def test_weighted_distinct_draws_distinct_items_with_successive_sampling_law():
     rng = np.random.default_rng(1)
     weights = np.array([8.0, 1.0, 1.0, 1.0, 1.0])
     counts = np.full(20000, 2)
-    rows, values = gm.weighted_distinct(weights, counts, rng)
+    rows, values = weighted_distinct(weights, counts, rng)
     assert np.array_equal(np.bincount(rows, minlength=counts.size), counts)
     assert np.all(np.diff(rows) >= 0)
     pairs = values.reshape(-1, 2)
@@ -383,7 +391,7 @@ def test_weighted_distinct_draws_distinct_items_with_successive_sampling_law():
 
 def test_shuffle_within_keeps_groups_and_shuffles_inside():
     rows = np.repeat(np.arange(1000), 10)
-    permutation = gm._shuffle_within(rows, np.random.default_rng(4))
+    permutation = shuffle_within(rows, np.random.default_rng(4))
     assert sorted(permutation.tolist()) == list(range(rows.size))
     assert np.array_equal(rows[permutation], rows)
     position = permutation - np.repeat(np.arange(1000) * 10, 10)   # source position in group
@@ -398,7 +406,7 @@ def test_draw_labels_is_bernoulli_conditioned_on_a_click():
     probability = np.tile([0.5, 0.2, 0.01], n)
     starts = np.stack([np.arange(0, 3 * n, 3), np.arange(2, 3 * n, 3)], axis=1).ravel()
     offsets = np.append(starts, 3 * n)
-    labels = gm.draw_labels(probability, offsets, rng).reshape(n, 3)
+    labels = draw_labels(probability, offsets, rng).reshape(n, 3)
     assert np.all(labels[:, 2] == 1)           # a single candidate is always the click
     pairs = labels[:, :2]
     assert np.all(pairs.sum(axis=1) >= 1)
@@ -409,13 +417,13 @@ def test_draw_labels_is_bernoulli_conditioned_on_a_click():
 
 
 def test_candidates_come_from_news_alive_at_the_time():
-    rngs = gm._rngs(0)
-    news = gm.make_news(2000, rngs["news"])
-    times = gm.impression_times(200, gm.TRAIN_START, 6, rngs["train"])
-    counts = gm.candidate_counts(200, rngs["train"])
-    offsets, candidates = gm.sample_candidates(news, times, counts, rngs["train"])
+    rngs = seeded_streams(0)
+    news = make_news(2000, rngs["news"])
+    times = impression_times(200, TRAIN_START, 6, rngs["train"])
+    counts = candidate_counts(200, rngs["train"])
+    offsets, candidates = sample_candidates(news, times, counts, rngs["train"])
     owner = np.repeat(np.arange(200), np.diff(offsets))
-    hour_start = (times[owner] // gm.HOUR) * gm.HOUR
+    hour_start = (times[owner] // HOUR) * HOUR
     assert np.all(news.published[candidates] <= hour_start)
     assert np.all(news.expires[candidates] > hour_start)
     for i in range(200):
@@ -438,8 +446,8 @@ def test_candidates_come_from_news_alive_at_the_time():
 def test_same_seed_gives_identical_bytes_and_other_seed_differs(sample, tmp_path):
     again = str(tmp_path / "again")
     other = str(tmp_path / "other")
-    gm.generate("tiny", again, seed=0)
-    gm.generate("tiny", other, seed=1)
+    generate("tiny", again, seed=0)
+    generate("tiny", other, seed=1)
     first = _digest(sample["root"])
     assert _digest(again) == first
     different = _digest(other)
@@ -448,7 +456,7 @@ def test_same_seed_gives_identical_bytes_and_other_seed_differs(sample, tmp_path
 
 def test_cli_prints_the_summary(tmp_path, capsys):
     out = str(tmp_path / "cli")
-    assert gm.main(["--scale", "tiny", "--out", out, "--seed", "5"]) == 0
+    assert main(["--scale", "tiny", "--out", out, "--seed", "5"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["seed"] == 5 and summary["scale"] == "tiny"
     for split in SPLITS:
@@ -460,20 +468,20 @@ def test_cli_prints_the_summary(tmp_path, capsys):
 
 def test_cli_rejects_an_unknown_scale(tmp_path):
     with pytest.raises(SystemExit):
-        gm.main(["--scale", "huge", "--out", str(tmp_path / "x")])
+        main(["--scale", "huge", "--out", str(tmp_path / "x")])
     with pytest.raises(ValueError):
-        gm.generate("huge", str(tmp_path / "x"))
+        generate("huge", str(tmp_path / "x"))
     assert not os.path.exists(tmp_path / "x")
 
 
 def test_existing_sample_is_replaced_and_other_files_kept(tmp_path):
     out = tmp_path / "data"
-    gm.generate("tiny", str(out), seed=1)
+    generate("tiny", str(out), seed=1)
     (out / "README.txt").write_text("keep me")
     (out / "MINDsmall_train" / "stale.tsv").write_text("old")
-    gm.generate("tiny", str(out), seed=2)
+    generate("tiny", str(out), seed=2)
     fresh = tmp_path / "fresh"
-    gm.generate("tiny", str(fresh), seed=2)
+    generate("tiny", str(fresh), seed=2)
     assert _digest(str(out)) == _digest(str(fresh))
     assert (out / "README.txt").read_text() == "keep me"
     assert not (out / "MINDsmall_train" / "stale.tsv").exists()
@@ -482,7 +490,7 @@ def test_existing_sample_is_replaced_and_other_files_kept(tmp_path):
 
 def test_failure_leaves_no_partial_sample(tmp_path, monkeypatch):
     out = tmp_path / "data"
-    gm.generate("tiny", str(out), seed=1)
+    generate("tiny", str(out), seed=1)
     before = _digest(str(out))
     calls = []
 
@@ -492,12 +500,12 @@ def test_failure_leaves_no_partial_sample(tmp_path, monkeypatch):
             raise OSError("disk full")
         return real_write_split(*args, **kwargs)
 
-    real_write_split = gm.write_split
-    monkeypatch.setattr(gm, "write_split", failing_write_split)
+    real_write_split = write_split
+    monkeypatch.setattr("synthetic.generate.write_split", failing_write_split)
     with pytest.raises(OSError):
-        gm.generate("tiny", str(out), seed=2)
+        generate("tiny", str(out), seed=2)
     with pytest.raises(OSError):
-        gm.generate("tiny", str(tmp_path / "new"), seed=2)
+        generate("tiny", str(tmp_path / "new"), seed=2)
     assert _digest(str(out)) == before           # the old sample is untouched
     assert sorted(os.listdir(tmp_path)) == ["data"]   # no staging folder, no half sample
 
@@ -506,14 +514,14 @@ def test_refuses_a_file_as_output(tmp_path):
     target = tmp_path / "file"
     target.write_text("x")
     with pytest.raises(FileExistsError):
-        gm.generate("tiny", str(target))
+        generate("tiny", str(target))
     assert target.read_text() == "x"
 
 
 def test_tiny_scale_is_fast(tmp_path):
     import time
     start = time.perf_counter()
-    gm.generate("tiny", str(tmp_path / "t"), seed=7)
+    generate("tiny", str(tmp_path / "t"), seed=7)
     assert time.perf_counter() - start < 2.0
 
 
@@ -533,7 +541,7 @@ def test_quality_bounds_rebuild_the_planted_state(tmp_path):
     an impression the planted logits differ by exactly the rebuilt affinity and popularity
     terms (the user and impression noise cancel); another seed is refused."""
     root = tmp_path / "sample"
-    gm.generate("tiny", str(root), seed=3)
+    generate("tiny", str(root), seed=3)
     qb = _quality_bounds_module()
     categories = qb.read_news_topics(root)
     by_news, theta = qb.latent_state("tiny", 3, categories)
@@ -544,8 +552,8 @@ def test_quality_bounds_rebuild_the_planted_state(tmp_path):
         ids = [token.rsplit("-", 1)[0] for token in shown.split()]
         p = np.array([truth[impression][n] for n in ids])
         planted = np.log(p / (1 - p))
-        rebuilt = np.array([gm.AFFINITY_WEIGHT * theta[user][by_news[n][0]]
-                            + gm.POPULARITY_WEIGHT * by_news[n][1] for n in ids])
+        rebuilt = np.array([AFFINITY_WEIGHT * theta[user][by_news[n][0]]
+                            + POPULARITY_WEIGHT * by_news[n][1] for n in ids])
         np.testing.assert_allclose(planted - planted[0], rebuilt - rebuilt[0], atol=0.01)
         checked += 1
     assert checked > 50
