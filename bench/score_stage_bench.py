@@ -76,7 +76,7 @@ def export_default_model(args: list[str]) -> None:
     from dcn import data as D
     from dcn.export import export_model
     from dcn.model import build_dcn, model_spec
-    from dcn.train import model_arguments
+    from dcn.plan import model_arguments
     cfg = load_config(overrides=[a for a in args if a != "--set"])
     features = D.current_features(cfg)
     dim = features.train.user_dim

@@ -1,4 +1,5 @@
-"""Benchmark: the Horovod training loop of dcn/train.py, three ratios measured side by side.
+"""Benchmark: the Horovod training loop (dcn/trainer.py, dcn/epochs.py), three ratios measured
+side by side.
 
     .venv/bin/python bench/train_bench.py [--scale mind-small|small|tiny] [--features WORK]
                                           [--steps N] [--repeats R] [--epochs E]
@@ -22,7 +23,7 @@
    examples/s, as a share of this machine's float32 matrix-multiply rate (tf.matmul of
    1024 x 1024 matrices) measured in the same run with the same thread count.
 
-Every measurement runs the real training step (dcn.train.Trainer: DistributedGradientTape,
+Every measurement runs the real training step (dcn.trainer.Trainer: DistributedGradientTape,
 Adam, the model of conf/default.yaml) in a fresh process, for `--steps` timed steps after
 warm-up steps (tracing, reader start); the two sides of each ratio alternate `--repeats`
 times and the medians are compared. Data: the synthetic sample of `--scale` through
@@ -88,22 +89,23 @@ def worker(spec: dict) -> None:
         pin_to_one_core()
     from common.config import load_config
     from dcn import data as D
-    from dcn import train as T
+    from dcn.horovod_setup import configure_threads, init_horovod
+    from dcn.trainer import Trainer
 
     cfg = load_config(overrides=[f"paths.work={spec['work']}",
                                  f"train.threads_per_rank={spec['threads']}",
                                  f"train.reader_threads={spec['reader_threads']}",
                                  f"train.batch_size={spec['batch_size']}",
                                  f"model.features={json.dumps(spec.get('features', []))}"])
-    T.configure_threads(spec["threads"])
+    configure_threads(spec["threads"])
     if spec["kind"] == "matmul":
         return _emit(matmul_rate(spec["threads"], spec["seconds"]))
-    hvd = T.init_horovod()
+    hvd = init_horovod()
     features = D.current_features(cfg)
     table = features.train
     batch = cfg["train.batch_size"]
     if spec["kind"] == "allreduce":
-        return _emit(allreduce_latency(hvd, T.Trainer(cfg, features, hvd), spec["steps"]))
+        return _emit(allreduce_latency(hvd, Trainer(cfg, features, hvd), spec["steps"]))
     if spec.get("passes"):  # time whole passes over the shard, as training epochs are
         spec = dict(spec, steps=spec["passes"] * D.steps_per_epoch(table.rows, batch, hvd.size())
                     - spec["warmup"])
@@ -111,7 +113,7 @@ def worker(spec: dict) -> None:
         with _batches(spec["source"], table, cfg, hvd, spec.get("cache", False), {}) as batches:
             rate = _timed(lambda: next(batches), spec["warmup"], spec["steps"]) * batch
         return _emit({"rows_per_second": rate, "cores_busy": CPU_USED[0]})
-    trainer = T.Trainer(cfg, features, hvd)
+    trainer = Trainer(cfg, features, hvd)
     trainer.broadcast_from_root()
     step = _local_step(trainer) if spec["kind"] == "train_local" else trainer.train_step
     with _batches(spec["source"], table, cfg, hvd, spec.get("cache", False),

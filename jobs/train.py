@@ -9,7 +9,7 @@ resume and finished-run detection as `python -m dcn.train` / `horovodrun` (dcn/t
 How the code reaches the ranks on a cluster:
 - the interpreter is the executors' (`spark.pyspark.python`, `./environment/bin/python` when
   the launcher ships a packed environment), not the driver's path;
-- the entry function (jobs/rank_entry.py) travels by value and puts the `--py-files` bundle on
+- the entry function (dcn/rank_entry.py) travels by value and puts the `--py-files` bundle on
   the rank's `sys.path` before it imports the training code.
 
 Each Spark task hosts one rank, so the cluster needs `train.spark_num_proc` free task slots at
@@ -25,6 +25,7 @@ import sys
 from common.cli import UserInputError, run_main
 from common.config import Config
 from common.spark import get_spark
+from dcn import rank_entry
 from dcn.train import WEIGHTS_DUMP_ENV, add_train_arguments
 
 # Environment the training processes get on top of the Spark worker's.
@@ -47,8 +48,6 @@ def run(cfg: Config, spark=None, force: bool = False) -> dict:
     import cloudpickle
     import horovod.spark
     from horovod.runner.common.util.timeout import TimeoutException
-
-    from jobs import rank_entry
 
     num_proc, timeout = cfg["train.spark_num_proc"], cfg["train.spark_start_timeout_s"]
     spark = spark or get_spark(cfg, "train")

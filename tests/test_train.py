@@ -353,7 +353,7 @@ def test_killed_rank_then_resume_then_no_retraining(tiny_features, tmp_path):
 
 @pytest.mark.slow
 def test_checkpoint_of_another_width_is_a_clear_error(tmp_path):
-    from dcn.train import run_identity
+    from dcn.checkpoints import run_identity
 
     work = tmp_path / "work"
     publish_features(work, [300] * 4, [100] * 4, dim=16)
@@ -416,7 +416,7 @@ def test_summary_dim_must_match_the_parquet(tmp_path):
 
 
 def test_run_key_follows_the_command(tmp_path):
-    from dcn.train import run_identity
+    from dcn.checkpoints import run_identity
 
     base = load_config(overrides=[f"paths.work={tmp_path}"])
     key = run_identity(base, "run-a", 2)[0]
@@ -432,7 +432,7 @@ def test_run_key_follows_the_command(tmp_path):
 
 
 def test_checkpoint_store_ignores_partial_and_damaged_files(tmp_path):
-    from dcn.train import Checkpoint, CheckpointStore
+    from dcn.checkpoints import Checkpoint, CheckpointStore
 
     store = CheckpointStore(str(tmp_path / "ckpts"), keep=2)
     assert store.latest() is None

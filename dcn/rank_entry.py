@@ -1,13 +1,13 @@
-"""The function each horovod.spark rank runs first: it makes the project importable there.
+"""The function each horovod.spark rank runs first: it puts the project on the rank's path,
+then trains.
 
 horovod.spark starts every rank as a new process (`python -m horovod.spark.task.gloo_exec_fn`)
 beside a Spark task. Spark's own Python workers find the `--py-files` bundle because Spark adds
-it to their `sys.path`; the rank process does not, so unpickling a function of `dcn` failed
-there with `ModuleNotFoundError: No module named 'dcn'` (on a cluster; in local mode the
-driver's PYTHONPATH hid it). This module imports nothing from the project, and jobs/train.py
-registers it with cloudpickle to travel by value: the rank unpickles it without the project,
-puts the bundle (fetched into the executor's working directory, HOROVOD_SPARK_WORK_DIR) on
-`sys.path`, and only then imports the training code.
+it to their `sys.path`; the rank process does not, so it cannot import the project's packages.
+This module imports nothing from the project, and jobs/train.py registers it with cloudpickle
+to travel by value: the rank unpickles it without the project, puts the bundle (fetched into
+the executor's working directory, HOROVOD_SPARK_WORK_DIR) on `sys.path`, and only then imports
+the training code. README.md, "Running on a cluster", is the specification.
 """
 from __future__ import annotations
 
