@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from common.cli import UserInputError
+from common.errors import UserInputError
 
 log = logging.getLogger("dcn.train")  # the training's one logger (dcn.train sets it up)
 

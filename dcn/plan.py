@@ -10,7 +10,7 @@ import logging
 import math
 
 from common import outputs, storage
-from common.cli import UserInputError
+from common.errors import UserInputError
 from common.config import Config
 from dcn import data as D
 from dcn.checkpoints import FINISHED_NAME, RUN_NAME, Checkpoint, CheckpointStore, run_identity

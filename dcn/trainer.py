@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from common.cli import UserInputError
+from common.errors import UserInputError
 from common.config import Config
 from dcn import data as D
 from dcn.checkpoints import Checkpoint

@@ -22,7 +22,8 @@ from __future__ import annotations
 import os
 import sys
 
-from common.cli import UserInputError, run_main
+from common.cli import run_main
+from common.errors import UserInputError
 from common.config import Config
 from common.spark import get_spark
 from dcn import rank_entry

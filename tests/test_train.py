@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from common import storage
-from common.cli import UserInputError
+from common.errors import UserInputError
 from common.config import load_config
 
 ROOT = Path(__file__).resolve().parent.parent
