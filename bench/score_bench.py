@@ -100,7 +100,8 @@ def main() -> None:
     tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     from common.config import load_config
     from dcn import export
-    from dcn.model import build_dcn, count_flops_per_example, dcn_spec
+    from dcn.model import build_dcn
+    from dcn.spec import count_flops_per_example, dcn_spec
     from dcn.scoring import FactorizedScorer, PlainScorer
 
     cfg = load_config(overrides=[f"paths.work={ROOT / 'bench' / 'data' / 'score-bench'}"])

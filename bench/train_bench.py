@@ -120,7 +120,8 @@ def worker(spec: dict) -> None:
                   trainer.extra_inputs) as batches:
         steps_per_second = _timed(lambda: step(*next(batches)), spec["warmup"], spec["steps"])
     if hvd.rank() == 0:
-        from dcn.model import count_flops_per_example, model_spec
+        from dcn.model import model_spec
+        from dcn.spec import count_flops_per_example
 
         _emit({"examples_per_second": steps_per_second * batch * hvd.size(),
                "steps_per_second": steps_per_second, "ranks": hvd.size(),

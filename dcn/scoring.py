@@ -90,8 +90,8 @@ class FactorizedScorer(_Sides):
     s_k * K[du' + dn' + k]."""
 
     def __init__(self, model):
-        from dcn.model import (CATEGORY_LAYER, CROSS_LAYER_PREFIX, DEEP_LAYER_PREFIX,
-                               LOGIT_LAYER, SUBCATEGORY_LAYER, model_spec, spec_widths)
+        from dcn.model import (CATEGORY_LAYER, CROSS_LAYER_PREFIX, DEEP_LAYER_PREFIX, LOGIT_LAYER, SUBCATEGORY_LAYER, model_spec)
+        from dcn.widths import spec_widths
         spec = model_spec(model)
         if spec["cross_layers"] and spec["cross_kind"] != "vector":
             raise NotFactorizable(f"cross_kind {spec['cross_kind']!r} has no factorized form")
@@ -242,7 +242,8 @@ class PlainScorer:
 
     def __init__(self, model, max_pairs: int = 65536):
         import tensorflow as tf
-        from dcn.model import model_spec, spec_widths
+        from dcn.model import model_spec
+        from dcn.widths import spec_widths
         self.model = model
         self.max_pairs = max_pairs
         spec = model_spec(model)

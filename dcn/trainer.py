@@ -45,7 +45,8 @@ class Trainer:
     def __init__(self, cfg: Config, features: D.Features, hvd):
         import keras
         import tensorflow as tf
-        from dcn.model import build_dcn, input_columns, model_spec
+        from dcn.model import build_dcn, model_spec
+        from dcn.spec import input_columns
 
         self.hvd = hvd
         self.model = build_dcn(features.train.user_dim, features.train.news_dim,

@@ -181,7 +181,8 @@ class Inputs:
 def resolve_inputs(spark: SparkSession, cfg: Config, as_of=None) -> Inputs:
     """Find the model and the data, and check that they fit, before any real work."""
     # imports Keras: keep it out of module import
-    from dcn.model import check_input_width, input_columns, model_spec
+    from dcn.model import check_input_width, model_spec
+    from dcn.spec import input_columns
 
     try:
         folder = model_folder(cfg, cfg["evaluate.model_version"])

@@ -18,7 +18,8 @@ from common.config import load_config
 from jobs import evaluate as ev
 from dcn import metrics as M
 from dcn.export import export_model, load_model
-from dcn.model import build_dcn, input_columns, model_spec
+from dcn.model import build_dcn, model_spec
+from dcn.spec import input_columns
 from jobs import build_features, embed_news
 from features.side_features import NEWS_DENSE_NAMES, USER_DENSE_NAMES
 from tests.conftest import write_tsv

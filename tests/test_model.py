@@ -11,14 +11,9 @@ import keras
 import numpy as np
 import pytest
 
-from dcn.model import (
-    Cross,
-    build_dcn,
-    check_input_width,
-    count_flops_per_example,
-    dcn_spec,
-    model_spec,
-)
+from dcn.cross import Cross
+from dcn.model import build_dcn, check_input_width, model_spec
+from dcn.spec import count_flops_per_example, dcn_spec
 
 X0 = np.array([[1.0, 2.0, 3.0], [-1.0, 0.0, 2.0]], dtype=np.float32)
 
@@ -527,7 +522,8 @@ def test_logistic_regression_on_the_side_features_by_hand():
 
 
 def test_side_feature_model_round_trips(tmp_path):
-    from dcn.model import build_dcn, input_columns, model_spec
+    from dcn.model import build_dcn, model_spec
+    from dcn.spec import input_columns
     model = build_dcn(4, 4, deep_units=[8], l2=1e-4, **SIDE)
     spec = model_spec(model)
     assert spec["features"] == SIDE["features"] and spec["l2"] == pytest.approx(1e-4)

@@ -85,7 +85,7 @@ def test_scoring_stays_within_its_memory_budget():
 def test_a_budget_too_small_for_the_pool_is_refused_on_the_driver():
     from common.errors import UserInputError
     from common.config import load_config
-    from dcn.model import dcn_spec
+    from dcn.spec import dcn_spec
     from dcn.scoring import spec_memory, users_per_batch
     from jobs import score
 

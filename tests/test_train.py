@@ -482,7 +482,8 @@ def test_side_features_export_the_best_epoch_calibrated(tiny_features, tmp_path)
     rows (every candidate, as traffic is) closer to their click rate than without it."""
     from dcn import data as D
     from dcn.export import load_model, model_folder
-    from dcn.model import input_columns, model_spec
+    from dcn.model import model_spec
+    from dcn.spec import input_columns
 
     work = fresh_work(tiny_features, tmp_path)
     summary = summary_of(run(train_command(work, "model.features=[user_stats,news_stats,category,dot,topic]",
