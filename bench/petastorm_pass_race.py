@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dcn import data  # noqa: E402
+from dcn import shards
 
 GROUPS = [1500, 40] * 4
 DIM = 8
@@ -79,7 +80,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         uri = write_table(Path(folder))
-        expected = data.shard_rows(uri, 1, 2)
+        expected = shards.shard_rows(uri, 1, 2)
         counts = {"petastorm's rule": collections.Counter(),
                   "dcn.data's guard": collections.Counter()}
         default_interval = sys.getswitchinterval()

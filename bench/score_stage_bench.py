@@ -73,12 +73,12 @@ def export_default_model(args: list[str]) -> None:
     """An untrained model of the default shape and inputs (`model.*`, every side feature),
     standardized with the features' own statistics, as train would export it."""
     from common.config import load_config
-    from dcn import data as D
+    from dcn import shards
     from dcn.export import export_model
     from dcn.model import build_dcn, model_spec
     from dcn.plan import model_arguments
     cfg = load_config(overrides=[a for a in args if a != "--set"])
-    features = D.current_features(cfg)
+    features = shards.current_features(cfg)
     dim = features.train.user_dim
     model = build_dcn(dim, features.train.news_dim, **model_arguments(cfg, features))
     export_model(cfg, model, {"user_dim": dim, "news_dim": features.train.news_dim,

@@ -88,7 +88,7 @@ def worker(spec: dict) -> None:
     if spec.get("pin"):
         pin_to_one_core()
     from common.config import load_config
-    from dcn import data as D
+    from dcn import shards
     from dcn.horovod_setup import configure_threads, init_horovod
     from dcn.trainer import Trainer
 
@@ -101,13 +101,13 @@ def worker(spec: dict) -> None:
     if spec["kind"] == "matmul":
         return _emit(matmul_rate(spec["threads"], spec["seconds"]))
     hvd = init_horovod()
-    features = D.current_features(cfg)
+    features = shards.current_features(cfg)
     table = features.train
     batch = cfg["train.batch_size"]
     if spec["kind"] == "allreduce":
         return _emit(allreduce_latency(hvd, Trainer(cfg, features, hvd), spec["steps"]))
     if spec.get("passes"):  # time whole passes over the shard, as training epochs are
-        spec = dict(spec, steps=spec["passes"] * D.steps_per_epoch(table.rows, batch, hvd.size())
+        spec = dict(spec, steps=spec["passes"] * shards.steps_per_epoch(table.rows, batch, hvd.size())
                     - spec["warmup"])
     if spec["kind"] == "read":
         with _batches(spec["source"], table, cfg, hvd, spec.get("cache", False), {}) as batches:
@@ -180,7 +180,7 @@ class _batches:
                 extra_inputs=self.extra)
             return self.context.__enter__()
         arrays = self.D.load_rows(table.uri, hvd.rank(), hvd.size(), extra_inputs=self.extra)
-        names = self.D.input_widths(table.user_dim, table.news_dim, self.extra)
+        names = self.shards.input_widths(table.user_dim, table.news_dim, self.extra)
         return iter(self.D.memory_batches(dict(zip(names, arrays[:-1])), arrays[-1],
                                           cfg["train.batch_size"]))
 
@@ -313,9 +313,9 @@ def main() -> None:
     work = Path(args.features).resolve() if args.features else prepare_data(args.scale)
     load_before = os.getloadavg()
     from common.config import load_config
-    from dcn import data as D
+    from dcn import shards
 
-    features = D.current_features(load_config(overrides=[f"paths.work={work}"]))
+    features = shards.current_features(load_config(overrides=[f"paths.work={work}"]))
     base = {"work": str(work), "batch_size": args.batch_size, "warmup": args.warmup,
             "steps": args.steps, "reader_threads": 2, "kind": "train"}
 

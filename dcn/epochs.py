@@ -14,6 +14,7 @@ import numpy as np
 from common import outputs
 from common.config import Config
 from dcn import data as D
+from dcn import shards
 from dcn.checkpoints import FINISHED_NAME, CheckpointStore
 from dcn.export import export_model
 from dcn.horovod_setup import RootDecision, allreduce_sum
@@ -161,7 +162,7 @@ def run_epochs(cfg: Config, plan: Plan, trainer: Trainer, hvd, decide: RootDecis
     # Petastorm streams the shard every epoch or, when its decoded rows fit in
     # train.cache_in_memory_mb, only the first: later epochs then permute the kept rows in
     # memory and skip decoding Parquet, a large part of a step's CPU.
-    shard_bytes = D.shard_bytes(table, size)
+    shard_bytes = shards.shard_bytes(table, size)
     cache = 0 < shard_bytes <= cfg["train.cache_in_memory_mb"] * 2**20
     if hvd.rank() == 0:
         log.info("train rows: %s after the first epoch (shard about %.0f MB decoded, "

@@ -12,7 +12,7 @@ import math
 from common import outputs, storage
 from common.errors import UserInputError
 from common.config import Config
-from dcn import data as D
+from dcn import shards
 from dcn.checkpoints import FINISHED_NAME, RUN_NAME, Checkpoint, CheckpointStore, run_identity
 from dcn.export import model_folder
 
@@ -23,7 +23,7 @@ log = logging.getLogger("dcn.train")  # the training's one logger (dcn.train set
 class Plan:
     """What rank 0 decided before training; broadcast to every rank."""
 
-    features: D.Features
+    features: shards.Features
     run_key: str
     identity: dict
     checkpoints: str
@@ -32,7 +32,7 @@ class Plan:
     resume: dict | None = None            # header of the checkpoint to resume from
 
 
-def model_arguments(cfg: Config, features: D.Features | None = None) -> dict:
+def model_arguments(cfg: Config, features: shards.Features | None = None) -> dict:
     """build_dcn's arguments besides the widths: the `model.*` settings, and what the feature
     rows say about the side features (the dense features' statistics, the category buckets)."""
     arguments = {k: cfg[f"model.{k}"] for k in ("cross_layers", "cross_kind", "cross_rank",
@@ -63,7 +63,7 @@ def warmup_steps(cfg: Config, total_steps: int) -> int:
     return max(0, min(cfg["train.warmup_steps"], total_steps // 10))
 
 
-def logit_correction(features: D.Features) -> float:
+def logit_correction(features: shards.Features) -> float:
     """log of the rate at which the train split's negatives were kept (features.npratio).
 
     Sampling negatives at rate r multiplies the odds the model learns by 1/r, so adding log r
@@ -73,7 +73,7 @@ def logit_correction(features: D.Features) -> float:
     return math.log(rate) if 0.0 < rate < 1.0 else 0.0
 
 
-def check_checkpoint_width(header: dict, features: D.Features, where: str) -> None:
+def check_checkpoint_width(header: dict, features: shards.Features, where: str) -> None:
     """A checkpoint of another input width cannot be resumed on this data: say so."""
     from dcn.model import build_dcn, check_input_width
 
@@ -90,15 +90,15 @@ def make_plan(cfg: Config, size: int, force: bool) -> tuple[Plan, Checkpoint | N
     Builds no Keras object: one built on rank 0 only would shift Keras' automatic variable
     names there, and Horovod's broadcast, which matches tensors by those names, would hang.
     """
-    features = D.current_features(cfg)
-    D.check_shardable(features.train, size)
+    features = shards.current_features(cfg)
+    shards.check_shardable(features.train, size)
     if features.valid is not None:
-        D.check_shardable(features.valid, size)
+        shards.check_shardable(features.valid, size)
     run_key, identity = run_identity(cfg, features.run_id, size)
     store = CheckpointStore(outputs.checkpoints_dir(cfg, run_key), cfg["train.keep_checkpoints"])
     # Every rank runs exactly this many steps per epoch on an endless dataset: shards of
     # different sizes can never leave one rank waiting in an allreduce the others never join.
-    spe = cfg["train.steps_per_epoch"] or D.steps_per_epoch(
+    spe = cfg["train.steps_per_epoch"] or shards.steps_per_epoch(
         features.train.rows, cfg["train.batch_size"], size)
     plan = Plan(features=features, run_key=run_key, identity=identity, checkpoints=store.uri,
                 steps_per_epoch=spe)

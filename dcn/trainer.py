@@ -14,7 +14,7 @@ import numpy as np
 
 from common.errors import UserInputError
 from common.config import Config
-from dcn import data as D
+from dcn import shards
 from dcn.checkpoints import Checkpoint
 from dcn.horovod_setup import backing
 from dcn.plan import logit_correction, model_arguments, warmup_steps
@@ -42,7 +42,7 @@ class WarmupSchedule:
 class Trainer:
     """The model, its optimizer, and the compiled train and evaluation steps."""
 
-    def __init__(self, cfg: Config, features: D.Features, hvd):
+    def __init__(self, cfg: Config, features: shards.Features, hvd):
         import keras
         import tensorflow as tf
         from dcn.model import build_dcn, model_spec
@@ -52,7 +52,7 @@ class Trainer:
         self.model = build_dcn(features.train.user_dim, features.train.news_dim,
                                **model_arguments(cfg, features))
         self.extra_inputs = input_columns(model_spec(self.model))
-        total_steps = cfg["train.epochs"] * (cfg["train.steps_per_epoch"] or D.steps_per_epoch(
+        total_steps = cfg["train.epochs"] * (cfg["train.steps_per_epoch"] or shards.steps_per_epoch(
             features.train.rows, cfg["train.batch_size"], hvd.size()))
         self.warmup_steps = warmup_steps(cfg, total_steps)
         self.correction = np.float32(logit_correction(features))

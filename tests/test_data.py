@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from dcn import data
+from dcn import shards
 from tests.test_train import publish_features, train_uri_of
 
 
@@ -96,9 +97,9 @@ def test_petastorm_shard_rows_with_and_without_cache(tmp_path, cache):
 
 
 def test_shard_bytes_estimates_the_largest_shard():
-    table = data.Table(uri="x", rows=1000, row_groups=10, user_dim=8, news_dim=8)
-    assert data.shard_bytes(table, 1) == 1000 * (17 + data.EXTRA_FLOATS_PER_ROW) * 4
-    assert data.shard_bytes(table, 3) == 400 * (17 + data.EXTRA_FLOATS_PER_ROW) * 4     # 4 of the 10 row groups
+    table = shards.Table(uri="x", rows=1000, row_groups=10, user_dim=8, news_dim=8)
+    assert shards.shard_bytes(table, 1) == 1000 * (17 + shards.EXTRA_FLOATS_PER_ROW) * 4
+    assert shards.shard_bytes(table, 3) == 400 * (17 + shards.EXTRA_FLOATS_PER_ROW) * 4     # 4 of the 10 row groups
 
 
 class _Echo:
@@ -175,8 +176,8 @@ def test_shard_rows_counts_each_shard_from_the_footers(tmp_path):
     work = tmp_path / "work"
     publish_features(work, [120, 90, 150], [40], dim=4)
     uri = train_uri_of(work)
-    assert [data.shard_rows(uri, rank, 2) for rank in (0, 1)] == [270, 90]
-    assert data.shard_rows(uri, 0, 1) == len(data.load_rows(uri)[2])
+    assert [shards.shard_rows(uri, rank, 2) for rank in (0, 1)] == [270, 90]
+    assert shards.shard_rows(uri, 0, 1) == len(data.load_rows(uri)[2])
 
 
 def test_a_cached_shard_stops_its_reader_after_the_first_pass(tmp_path):

@@ -389,21 +389,21 @@ def test_fewer_row_groups_than_ranks_is_a_clear_error(tmp_path):
 
 
 def test_check_shardable_names_the_setting(tmp_path):
-    from dcn import data
+    from dcn import shards
 
     work = tmp_path / "work"
     publish_features(work, [50, 50, 50], [20, 20], dim=4)
-    features = data.current_features(features_cfg(work))
+    features = shards.current_features(features_cfg(work))
     assert (features.train.rows, features.train.row_groups) == (150, 3)
     assert (features.train.user_dim, features.train.news_dim) == (4, 4)
-    data.check_shardable(features.train, 3)
+    shards.check_shardable(features.train, 3)
     with pytest.raises(UserInputError, match=r"3 Parquet row groups but 4 ranks .*"
                                              r"features.min_row_groups >= 4"):
-        data.check_shardable(features.train, 4)
+        shards.check_shardable(features.train, 4)
 
 
 def test_summary_dim_must_match_the_parquet(tmp_path):
-    from dcn import data
+    from dcn import shards
 
     work = tmp_path / "work"
     publish_features(work, [50, 50], [20, 20], dim=4)
@@ -412,7 +412,7 @@ def test_summary_dim_must_match_the_parquet(tmp_path):
     pointer["summary"]["dim"] = 128
     pointer_file.write_text(json.dumps(pointer))
     with pytest.raises(UserInputError, match="summary says dim 128 but news_vec is 4 wide"):
-        data.current_features(features_cfg(work))
+        shards.current_features(features_cfg(work))
 
 
 def test_run_key_follows_the_command(tmp_path):
@@ -481,6 +481,7 @@ def test_side_features_export_the_best_epoch_calibrated(tiny_features, tmp_path)
     logit carries log(negative keep rate), which brings its mean prediction on the validation
     rows (every candidate, as traffic is) closer to their click rate than without it."""
     from dcn import data as D
+    from dcn import shards
     from dcn.export import load_model, model_folder
     from dcn.model import model_spec
     from dcn.spec import input_columns
@@ -502,10 +503,10 @@ def test_side_features_export_the_best_epoch_calibrated(tiny_features, tmp_path)
     rate = metadata["sampling"]["negative_keep_rate"]
     assert 0 < rate < 1 and metadata["logit_correction"] == pytest.approx(math.log(rate))
 
-    features = D.current_features(features_cfg(work))
+    features = shards.current_features(features_cfg(work))
     extra = input_columns(model_spec(model))
     arrays = D.load_rows(features.valid.uri, extra_inputs=extra)
-    names = D.input_widths(features.valid.user_dim, features.valid.news_dim, extra)
+    names = shards.input_widths(features.valid.user_dim, features.valid.news_dim, extra)
     logits = np.asarray(model.predict_on_batch(dict(zip(names, arrays[:-1])))).ravel()
     observed = float(arrays[-1].mean())
     corrected = float(np.mean(1 / (1 + np.exp(-logits))))
