@@ -87,7 +87,7 @@ def test_a_budget_too_small_for_the_pool_is_refused_on_the_driver():
     from common.config import load_config
     from dcn.model import dcn_spec
     from dcn.scoring import spec_memory, users_per_batch
-    from jobs import score
+    from serving.tasks import check_memory_budget
 
     spec = dcn_spec(128, 128, cross_layers=3, deep_units=(256, 128))
     fixed, per_pair = spec_memory(spec, 10_000)
@@ -96,7 +96,7 @@ def test_a_budget_too_small_for_the_pool_is_refused_on_the_driver():
     cfg = load_config(overrides=["score.memory_budget_mb=8"])
     with pytest.raises(UserInputError, match="score.memory_budget_mb is 8 MB but scoring one "
                                              "user against 10000 candidates needs 30 MB"):
-        score.check_memory_budget(cfg, {"model_spec": spec}, 10_000)
+        check_memory_budget(cfg, {"model_spec": spec}, 10_000)
 
 
 def test_the_exported_factorized_scorer_needs_no_tensorflow(tmp_path):
