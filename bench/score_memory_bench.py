@@ -36,7 +36,8 @@ def child(budget_mb: int, n_news: int, n_users: int, cap: int) -> dict:
 
     from common import columns as C
     from dcn.model import build_dcn
-    from dcn.scoring import make_scorer, users_per_batch
+    from dcn.batching import users_per_batch
+    from dcn.scoring import make_scorer
     from serving import tasks
 
     dim = 128

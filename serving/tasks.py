@@ -1,6 +1,7 @@
 """The scoring kernel of a Spark task: batches of users against the whole pool matrix, the
-news each user already clicked removed, the exact top k kept (dcn/scoring.py). The scorer is
-loaded once per Python worker; the evaluation scores the dev rows with the same scorer."""
+news each user already clicked removed, the exact top k kept (dcn/scoring.py,
+dcn/batching.py). The scorer is loaded once per Python worker; the evaluation scores the dev
+rows with the same scorer."""
 from __future__ import annotations
 
 import datetime as dt
@@ -14,6 +15,7 @@ from common import columns as C
 from common.config import Config
 from common.errors import UserInputError
 from dcn import export
+from dcn.batching import MemoryBudgetTooSmall, spec_memory, top_k, users_per_batch
 
 POPULARITY_VERSION = "popularity"
 
@@ -75,7 +77,6 @@ def score_partitions(pool_broadcast, model_folder: str, version: str, settings: 
     cold_policy, threads = settings["cold_users"], settings["threads_per_task"]
 
     def run(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        from dcn.scoring import top_k, users_per_batch
         pool = pool_broadcast.value
         n_news = len(pool["ids"])
         position = {news_id: i for i, news_id in enumerate(pool["ids"])}
@@ -115,7 +116,6 @@ def score_partitions(pool_broadcast, model_folder: str, version: str, settings: 
 def check_memory_budget(cfg: Config, metadata: dict, n_news: int) -> None:
     """On the driver: a budget in which not even one user fits next to the pool is an error
     now, not in every task later."""
-    from dcn.scoring import MemoryBudgetTooSmall, spec_memory, users_per_batch
     if "model_spec" not in metadata:
         return
     try:
