@@ -42,7 +42,7 @@ trap 'rm -rf "$(dirname "$bundle")"' EXIT
 (cd "$here" && "$python" - "$bundle" <<'PY'
 import sys, zipfile, pathlib
 with zipfile.ZipFile(sys.argv[1], "w", zipfile.ZIP_DEFLATED) as bundle:
-    for package in ("common", "features", "evaluation", "jobs", "dcn", "conf"):
+    for package in ("common", "features", "evaluation", "serving", "jobs", "dcn", "conf"):
         for path in sorted(pathlib.Path(package).rglob("*")):
             if path.suffix in (".py", ".yaml"):
                 bundle.write(path)

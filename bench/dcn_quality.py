@@ -69,7 +69,7 @@ def train(settings: list[str], features: list[str] | None = None,
 
 def evaluation(work: Path) -> dict:
     from common.config import load_config
-    from jobs.evaluate import current_evaluation
+    from evaluation.document import current_evaluation
     pointer = current_evaluation(load_config(overrides=[f"paths.work={work}"]))
     return json.loads((Path(pointer["path"].replace("file://", "")) / "metrics.json").read_text())
 

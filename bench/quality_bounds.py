@@ -118,7 +118,7 @@ def reference_metrics(folder: Path, scale: str, seed: int) -> dict[str, dict[str
 
 def evaluation_metrics(work: str) -> dict[str, dict[str, float]]:
     from common.config import load_config
-    from jobs.evaluate import current_evaluation
+    from evaluation.document import current_evaluation
 
     summary = current_evaluation(load_config(overrides=[f"paths.work={work}"]))["summary"]
     return {name: {metric: values[metric] for metric in METRICS}

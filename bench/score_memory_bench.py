@@ -36,13 +36,14 @@ def child(budget_mb: int, n_news: int, n_users: int, cap: int) -> dict:
 
     from common import columns as C
     from dcn.model import build_dcn
-    from dcn.scoring import make_scorer, users_per_batch
-    from jobs import score
+    from dcn.batching import users_per_batch
+    from dcn.scoring import make_scorer
+    from serving import tasks
 
     dim = 128
     model = build_dcn(dim, dim, cross_layers=3, deep_units=(256, 128), seed=0)
     scorer = make_scorer(model, "auto")
-    score._SCORERS["bench-model"] = scorer
+    tasks._SCORERS[("bench-model", "auto")] = scorer
     rng = np.random.default_rng(0)
     pool = {"ids": np.asarray([f"N{i}" for i in range(n_news)], dtype=object),
             "vectors": rng.standard_normal((n_news, dim)).astype(np.float32),
@@ -59,7 +60,7 @@ def child(budget_mb: int, n_news: int, n_users: int, cap: int) -> dict:
         C.USER_DENSE: list(np.zeros((n_users, 2), np.float32))})
     settings = {"k": 10, "user_batch_size": cap, "mode": "auto", "cold_users": "popularity",
                 "threads_per_task": 1, "memory_budget_mb": budget_mb}
-    run = score.score_partitions(types.SimpleNamespace(value=pool), "bench-model", "v1",
+    run = tasks.score_partitions(types.SimpleNamespace(value=pool), "bench-model", "v1",
                                  settings, dt.datetime(2019, 11, 16))
     batch = users_per_batch(scorer.memory(n_news), n_news, budget_mb * 2 ** 20, cap)
     # warm the code paths on a few users, then measure from the resident size just before

@@ -97,14 +97,15 @@ def kernel_child(work: str, part: int, parts: int) -> dict:
     from common import outputs
     from common.config import load_config
     from dcn import export
-    from jobs import score
+    from serving import tasks
+    from serving.inputs import load_pool
     from features import side_features as side
 
     cfg = load_config(overrides=[f"paths.work={work}"])
     as_of = outputs.day_start(dt.date.fromisoformat(RUN_DATE))
     state = outputs.current_as_of(cfg, as_of, outputs.STATE, "")
     pool_run = outputs.current_as_of(cfg, as_of, outputs.POOL, "")
-    pool = score.load_pool(f"{pool_run['path']}/candidate_pool")
+    pool = load_pool(f"{pool_run['path']}/candidate_pool")
     users = pq.read_table(f"{state['path']}/state".replace("file://", "")).to_pandas()
     users = users.iloc[part::parts].reset_index(drop=True)
     # the job computes this column in Spark (side_features.user_dense); its values do not
@@ -112,8 +113,8 @@ def kernel_child(work: str, part: int, parts: int) -> dict:
     users["user_dense"] = [np.zeros(len(side.USER_DENSE_NAMES), np.float32)] * len(users)
     folder = export.model_folder(cfg, "")
     version = export.load_metadata(folder)["version"]
-    run = score.score_partitions(types.SimpleNamespace(value=pool), folder, version,
-                                 score.task_settings(cfg), dt.datetime(2019, 11, 16))
+    run = tasks.score_partitions(types.SimpleNamespace(value=pool), folder, version,
+                                 tasks.task_settings(cfg), dt.datetime(2019, 11, 16))
     for _ in run(iter([users.iloc[:2]])):      # load the model before the clock starts
         pass
     start = time.perf_counter()

@@ -61,7 +61,7 @@ def main() -> None:
         call([submit, "evaluate", *settings])
         sys.path.insert(0, str(ROOT))
         from common.config import load_config
-        from jobs.evaluate import current_evaluation
+        from evaluation.document import current_evaluation
         pointer = current_evaluation(load_config(overrides=[f"paths.work={work}"]))
         doc = json.loads((Path(pointer["path"].replace("file://", "")) / "metrics.json").read_text())
         results[mode] = {s: {m: doc["scorers"][s][m] for m in ("auc", "ndcg@10")}

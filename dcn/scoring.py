@@ -1,5 +1,5 @@
-"""Scoring users against a candidate matrix: the plain model call, the exact factorized form,
-and exact top-k selection.
+"""Scoring users against a candidate matrix: the plain model call and the exact factorized
+form (their working memory and the top-k selection: dcn/batching.py).
 
 Both scorers take a batch of users and the pool as their *sides*: `user_side(user_vec,
 user_dense)` and `news_side(news_vec, news_dense, category, subcategory)` build them from the
@@ -23,6 +23,8 @@ deep layers after the first (if any) run per pair. The matrix cross form (DCN-V2
 from __future__ import annotations
 
 import numpy as np
+
+from dcn.batching import factorized_memory, plain_memory
 
 # dcn.model (Keras, TensorFlow) is imported only where a Keras model is read: a factorized
 # scorer restored from its arrays (`FactorizedScorer.from_arrays`) runs on numpy alone, so a
@@ -48,11 +50,41 @@ def _side_settings(spec: dict) -> dict:
             "pair_dense_std": np.asarray(spec.get("pair_dense_std", ()), np.float32)}
 
 
+class _Pairs:
+    """How the user terms and the news terms of a batch meet: every user with every news
+    ([B, P]: ranking the pool), or `aligned`, user r with news r ([R]: rows that are pairs
+    already, such as the evaluation's dev rows). The kernel's arithmetic is the same."""
+
+    def __init__(self, aligned: bool):
+        self.aligned = aligned
+
+    def shape(self, n_users: int, n_news: int) -> tuple[int, ...]:
+        if self.aligned and n_users != n_news:
+            raise ValueError(f"aligned pairs need as many users as news, got {n_users} and {n_news}")
+        return (n_users,) if self.aligned else (n_users, n_news)
+
+    def join(self, user_terms: np.ndarray, news_terms: np.ndarray) -> np.ndarray:
+        """user_terms [B, ...] + news_terms [P, ...] for every pair."""
+        if self.aligned:
+            return user_terms + news_terms
+        return user_terms[:, None] + news_terms[None, :]
+
+    def dot(self, user_rows: np.ndarray, news_rows: np.ndarray) -> np.ndarray:
+        """The dot product of every pair's two rows."""
+        if self.aligned:
+            return np.einsum("ij,ij->i", user_rows, news_rows)
+        return user_rows @ news_rows.T
+
+
+ALL_PAIRS, ALIGNED = _Pairs(aligned=False), _Pairs(aligned=True)
+
+
 class _Sides:
     """Builds the user side and the news side of x0 from their columns, as build_dcn does:
     [user_vec, standardized user_dense] and [news_vec, standardized news_dense, category and
     subcategory embeddings], followed, with the `topic` feature, by the news' topic_vec (not
-    part of x0: the pair feature user_vec . topic_vec is made from it)."""
+    part of x0: the pair feature user_vec . topic_vec is made from it) when it is given;
+    rows that carry that pair feature already (pair_dense) pass it to `pair_logits`."""
 
     def _init_sides(self, spec: dict, embeddings: dict[str, np.ndarray]) -> None:
         self.side = _side_settings(spec)
@@ -75,7 +107,7 @@ class _Sides:
         if "category" in self.side["features"]:
             parts.append(self.embeddings["category"][np.asarray(category, np.int64)])
             parts.append(self.embeddings["subcategory"][np.asarray(subcategory, np.int64)])
-        if "topic" in self.side["features"]:
+        if "topic" in self.side["features"] and topic_vec is not None:
             parts.append(np.asarray(topic_vec, np.float32))
         return np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
 
@@ -164,39 +196,48 @@ class FactorizedScorer(_Sides):
         scorer.logit_bias = np.asarray(arrays["logit_bias"])
         return scorer
 
-    def _pair_scalars(self, users: np.ndarray, news: np.ndarray) -> list[np.ndarray]:
-        """The pair features s_k for every pair, each [B, P], in x0's order."""
+    def _pair_scalars(self, users: np.ndarray, news: np.ndarray, pairs: _Pairs,
+                      pair_dense=None) -> list[np.ndarray]:
+        """The pair features s_k for every pair, each [B, P] (aligned: [R]), in x0's order;
+        the topic affinity from the news side's topic_vec, or given (`pair_dense`, aligned)."""
         user_vec = users[:, :self.vec_dims[0]]
         scalars = []
         if "dot" in self.side["features"]:
-            scalars.append(user_vec @ news[:, :self.vec_dims[1]].T)
+            scalars.append(pairs.dot(user_vec, news[:, :self.vec_dims[1]]))
         if "topic" in self.side["features"]:
-            topic = user_vec @ news[:, self.dn:].T
+            if pair_dense is not None:
+                topic = np.asarray(pair_dense, np.float32)[:, 0]
+            elif news.shape[1] > self.dn:
+                topic = pairs.dot(user_vec, news[:, self.dn:])
+            else:
+                raise ValueError("the topic feature needs the news side's topic_vec or the "
+                                 "pairs' pair_dense")
             scalars.append((topic - self.side["pair_dense_mean"][0]) / self.side["pair_dense_std"][0])
         return scalars
 
-    def _cross_scalar(self, users: np.ndarray, news: np.ndarray, pairs) -> np.ndarray:
-        """a_L for every pair, [B, P]."""
+    def _cross_scalar(self, users: np.ndarray, news: np.ndarray, scalars,
+                      pairs: _Pairs) -> np.ndarray:
+        """a_L for every pair, [B, P] (aligned: [R])."""
         pu = users @ self.cross_w[:self.du]                                      # [B, L]
         qn = news[:, :self.dn] @ self.cross_w[self.du:self.du + self.dn]         # [P, L]
-        a = np.ones((len(users), len(news)), dtype=np.float32)
+        a = np.ones(pairs.shape(len(users), len(news)), dtype=np.float32)
         for layer, cw in enumerate(self.cross_cw):
-            scale = 1.0 + pu[:, layer, None] + qn[None, :, layer]
-            for k, s in enumerate(pairs):
+            scale = pairs.join(1.0 + pu[:, layer], qn[:, layer])
+            for k, s in enumerate(scalars):
                 scale += s * self.cross_w[self.du + self.dn + k, layer]
             a = a * scale + np.float32(cw)
         return a
 
-    def _split_dot(self, users, news, kernel, pairs, a=None, const=0.0):
-        """`x @ kernel` for every pair where x = x0 * a + c (a=None: x = x0): [B, P, out].
-        One [B, P, out] array, updated in place (it is the largest array of a batch)."""
-        ku = (users @ kernel[:self.du].astype(np.float32))[:, None, :]
-        kn = (news[:, :self.dn] @ kernel[self.du:self.du + self.dn].astype(np.float32))[None, :, :]
-        base = ku + kn
-        for k, s in enumerate(pairs):
-            base += s[:, :, None] * kernel[self.du + self.dn + k].astype(np.float32)
+    def _split_dot(self, users, news, kernel, scalars, pairs: _Pairs, a=None, const=0.0):
+        """`x @ kernel` for every pair where x = x0 * a + c (a=None: x = x0): [B, P, out]
+        (aligned: [R, out]). One such array, updated in place (the largest of a batch)."""
+        ku = users @ kernel[:self.du].astype(np.float32)
+        kn = news[:, :self.dn] @ kernel[self.du:self.du + self.dn].astype(np.float32)
+        base = pairs.join(ku, kn)
+        for k, s in enumerate(scalars):
+            base += s[..., None] * kernel[self.du + self.dn + k].astype(np.float32)
         if a is not None:
-            base *= a[:, :, None]
+            base *= a[..., None]
         base += np.asarray(const, dtype=np.float32)
         return base
 
@@ -215,24 +256,32 @@ class FactorizedScorer(_Sides):
     def logits(self, users: np.ndarray, news: np.ndarray) -> np.ndarray:
         """Logits [B, P] of every pair of `users` [B, du'] and `news` [P, dn'] (the sides
         `user_side` and `news_side` build; without side features, the two vectors)."""
+        return self._logits(users, news, ALL_PAIRS)
+
+    def pair_logits(self, users: np.ndarray, news: np.ndarray, pair_dense=None) -> np.ndarray:
+        """Logits [R] of the pairs (users[r], news[r]), sides as for `logits`; `pair_dense`
+        [R, kp]: the rows' own topic affinity, when the news side has no topic_vec."""
+        return self._logits(users, news, ALIGNED, pair_dense)
+
+    def _logits(self, users, news, pairs: _Pairs, pair_dense=None) -> np.ndarray:
         users = np.asarray(users, dtype=np.float32)
         news = np.asarray(news, dtype=np.float32)
-        s = self._pair_scalars(users, news)
+        s = self._pair_scalars(users, news, pairs, pair_dense)
         has_cross = self.cross_w.shape[1] > 0
-        a = self._cross_scalar(users, news, s) if has_cross else None
+        a = self._cross_scalar(users, news, s, pairs) if has_cross else None
         w, b = self.logit_kernel, float(self.logit_bias[0])
         d = self.du + self.dn + self.pair
         if self.structure == "parallel":
-            cross_part = self._split_dot(users, news, w[:d], s, a, self.cross_c @ w[:d])[..., 0]
+            cross_part = self._split_dot(users, news, w[:d], s, pairs, a, self.cross_c @ w[:d])[..., 0]
             kernel, bias = self.deep[0]
-            h = self._deep_rest(_relu(self._split_dot(users, news, kernel, s, None, bias)))
+            h = self._deep_rest(_relu(self._split_dot(users, news, kernel, s, pairs, None, bias)))
             return cross_part + (h @ w[d:].astype(np.float32))[..., 0] + b
         if not self.deep:                                  # pure cross (or logistic regression)
             const = self.cross_c @ w if has_cross else 0.0
-            return self._split_dot(users, news, w, s, a, const)[..., 0] + b
+            return self._split_dot(users, news, w, s, pairs, a, const)[..., 0] + b
         kernel, bias = self.deep[0]
         const = (self.cross_c @ kernel if has_cross else 0.0) + bias
-        h = self._deep_rest(_relu(self._split_dot(users, news, kernel, s, a, const)))
+        h = self._deep_rest(_relu(self._split_dot(users, news, kernel, s, pairs, a, const)))
         return (h @ w.astype(np.float32))[..., 0] + b
 
 
@@ -262,7 +311,7 @@ class PlainScorer:
                   topic_vec=None) -> dict:
         from common.columns import CATEGORY, NEWS_DENSE, NEWS_VEC, SUBCATEGORY, TOPIC_VEC
         side = {NEWS_VEC: np.asarray(news_vec, np.float32)}
-        if "topic" in self.features:
+        if "topic" in self.features and topic_vec is not None:
             side[TOPIC_VEC] = np.asarray(topic_vec, np.float32)
         if "news_stats" in self.features:
             side[NEWS_DENSE] = np.asarray(news_dense, np.float32)
@@ -271,12 +320,27 @@ class PlainScorer:
             side[SUBCATEGORY] = np.asarray(subcategory, np.int32)
         return side
 
-    def logits(self, users, news) -> np.ndarray:
-        from common.columns import NEWS_VEC, PAIR_DENSE, TOPIC_VEC, USER_VEC
+    @staticmethod
+    def _as_sides(users, news) -> tuple[dict, dict]:
+        from common.columns import NEWS_VEC, USER_VEC
         if not isinstance(users, dict):
             users = {USER_VEC: np.asarray(users, np.float32)}
         if not isinstance(news, dict):
             news = {NEWS_VEC: np.asarray(news, np.float32)}
+        return users, news
+
+    def _model_logits(self, inputs: dict) -> np.ndarray:
+        """The model's logits of a chunk of pairs' input columns."""
+        from common.columns import PAIR_DENSE, TOPIC_VEC, USER_VEC
+        if TOPIC_VEC in inputs:      # the pair feature, as build_features computes it
+            topic = inputs.pop(TOPIC_VEC)
+            inputs[PAIR_DENSE] = np.sum(inputs[USER_VEC].astype(np.float64) * topic, axis=1,
+                                        keepdims=True).astype(np.float32)
+        return np.asarray(self._call(inputs))[:, 0]
+
+    def logits(self, users, news) -> np.ndarray:
+        from common.columns import NEWS_VEC, USER_VEC
+        users, news = self._as_sides(users, news)
         n_users, n_news = len(users[USER_VEC]), len(news[NEWS_VEC])
         out = np.empty(n_users * n_news, dtype=np.float32)
         rows_per_chunk = max(1, self.max_pairs // max(n_news, 1))
@@ -285,67 +349,25 @@ class PlainScorer:
             inputs = {k: np.repeat(v[start:stop], n_news, axis=0) for k, v in users.items()}
             inputs.update({k: np.tile(v, (stop - start,) + (1,) * (v.ndim - 1))
                            for k, v in news.items()})
-            if TOPIC_VEC in inputs:      # the pair feature, as build_features computes it
-                topic = inputs.pop(TOPIC_VEC)
-                inputs[PAIR_DENSE] = np.sum(inputs[USER_VEC].astype(np.float64) * topic, axis=1,
-                                            keepdims=True).astype(np.float32)
-            out[start * n_news:stop * n_news] = np.asarray(self._call(inputs))[:, 0]
+            out[start * n_news:stop * n_news] = self._model_logits(inputs)
         return out.reshape(n_users, n_news)
+
+    def pair_logits(self, users, news, pair_dense=None) -> np.ndarray:
+        """Logits [R] of the pairs (users[r], news[r]); `pair_dense` as FactorizedScorer's."""
+        from common.columns import PAIR_DENSE, USER_VEC
+        users, news = self._as_sides(users, news)
+        rows = len(users[USER_VEC])
+        out = np.empty(rows, dtype=np.float32)
+        for start in range(0, rows, self.max_pairs):
+            chunk = slice(start, start + self.max_pairs)
+            inputs = {k: v[chunk] for side in (users, news) for k, v in side.items()}
+            if pair_dense is not None:
+                inputs[PAIR_DENSE] = np.asarray(pair_dense[chunk], np.float32)
+            out[chunk] = self._model_logits(inputs)
+        return out
 
     def memory(self, n_news: int) -> tuple[int, int]:
         return plain_memory(self._width, self.max_pairs)
-
-
-# Per-pair arrays of a scored batch besides the scorer's own: logits and the cross scalar
-# (float32), the click probabilities with two temporaries (float32), top_k's float64 copy
-# and the exclusion mask (bool).
-BATCH_BYTES_PER_PAIR = 4 * 2 + 4 * 3 + 8 + 1 + 4 * 2     # + the two pair features' s_k
-
-
-def factorized_memory(news_dim: int, deep_units: list[int], cross_layers: int,
-                      n_news: int) -> tuple[int, int]:
-    """Working memory of the factorized scorer: (bytes that do not depend on the batch: the
-    pool and its projections, bytes per (user, news) pair: the largest two live deep
-    activations, one [B, P, H_i] and the next layer's output, plus the batch's arrays)."""
-    widths = list(deep_units) or [1]
-    deep = max([widths[0]] + [a + b for a, b in zip(widths, widths[1:])])
-    return 4 * n_news * (news_dim + widths[0] + cross_layers), 4 * deep + BATCH_BYTES_PER_PAIR
-
-
-def plain_memory(width: int, max_pairs: int) -> tuple[int, int]:
-    """Working memory of the plain model call: one chunk of `max_pairs` pairs' inputs and
-    activations (`width` floats each), held twice by TensorFlow; the per-pair output."""
-    return 2 * 4 * max_pairs * width, 4 + BATCH_BYTES_PER_PAIR
-
-
-def spec_memory(spec: dict, n_news: int, mode: str = "auto",
-                max_pairs: int = 65536) -> tuple[int, int]:
-    """`memory` of the scorer `make_scorer` would build for a model of this spec, without
-    loading it (the driver checks the budget with this before any task runs)."""
-    from dcn.widths import spec_widths
-    factorizable = not spec["cross_layers"] or spec["cross_kind"] == "vector"
-    if mode == "plain" or not factorizable:
-        width = 2 * sum(spec_widths(spec)) + sum(spec["deep_units"])
-        return plain_memory(width, max_pairs)
-    return factorized_memory(spec_widths(spec)[1], spec["deep_units"], spec["cross_layers"], n_news)
-
-
-class MemoryBudgetTooSmall(ValueError):
-    """Not even one user fits the budget next to the candidate pool."""
-
-
-def users_per_batch(memory: tuple[int, int], n_news: int, budget_bytes: int, cap: int) -> int:
-    """The most users (at most `cap`) whose batch against `n_news` candidates fits in
-    `budget_bytes` of working memory; `memory` = a scorer's (fixed, per-pair) bytes."""
-    fixed, per_pair = memory
-    room = budget_bytes - fixed
-    users = room // max(1, per_pair * n_news)
-    if users < 1:
-        need = (fixed + per_pair * n_news) / 2 ** 20
-        raise MemoryBudgetTooSmall(
-            f"score.memory_budget_mb is {budget_bytes / 2 ** 20:.0f} MB but scoring one user "
-            f"against {n_news} candidates needs {need:.0f} MB")
-    return int(min(cap, users))
 
 
 def make_scorer(model, mode: str = "auto"):
@@ -360,30 +382,3 @@ def make_scorer(model, mode: str = "auto"):
         if mode == "factorized":
             raise
         return PlainScorer(model)
-
-
-def top_k(scores: np.ndarray, k: int, excluded: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top k of each row of `scores` [B, P], best first; ties go to the lower column
-    index. `excluded` [B, P] (bool) removes pairs. Returns (indices [B, k'], valid [B, k'])
-    where k' = min(k, P) and `valid` is false past a row's last eligible column.
-
-    Partial selection (argpartition) picks candidates in O(P); only the k chosen are sorted.
-    """
-    scores = np.asarray(scores, dtype=np.float64).copy()
-    n_rows, n_cols = scores.shape
-    k = min(k, n_cols)
-    if excluded is not None:
-        scores[excluded] = -np.inf
-    indices = np.empty((n_rows, k), dtype=np.int64)
-    valid = np.empty((n_rows, k), dtype=bool)
-    for row in range(n_rows):
-        s = scores[row]
-        chosen = np.argpartition(-s, k - 1)[:k] if k < n_cols else np.arange(n_cols)
-        kth = s[chosen].min()
-        above = np.flatnonzero(s > kth)
-        tied = np.flatnonzero(s == kth)[:k - len(above)]
-        picked = np.concatenate([above, tied])
-        order = np.lexsort((picked, -s[picked]))
-        indices[row] = picked[order]
-        valid[row] = np.isfinite(s[indices[row]])
-    return indices, valid

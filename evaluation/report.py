@@ -1,4 +1,4 @@
-"""The evaluation run's human-readable outputs from its metrics document (jobs/evaluate.py):
+"""The evaluation run's human-readable outputs from its metrics document (document.py):
 report.md (metrics table, gap to the oracle, calibration, segments, counts), metrics.png and
 reliability.png."""
 from __future__ import annotations

@@ -10,12 +10,11 @@ from common.cli import run_main
 from common.config import Config
 from common.spark import get_spark, metastore_errors
 from common.dates import day_or_today
-from common.names import validated_identifier
+from serving.table import quoted_table
 
 
 def show(cfg: Config, run_date: str | None, users: int) -> None:
-    table = (f"`{validated_identifier(cfg['score.database'], 'score.database')}`."
-             f"`{validated_identifier(cfg['score.table'], 'score.table')}`")
+    table = quoted_table(cfg)
     spark = get_spark(cfg, "show_recommendations", hive=True)
     date = day_or_today(run_date, "--run-date").isoformat()
     query = (f"SELECT user_id, rank, news_id, round(score, 4) AS score, model_version, scored_at "

@@ -237,8 +237,8 @@ def test_training_ran_as_two_ranks_on_the_executors(pipelines):
 
 
 def test_evaluation_and_recommendations_are_identical(pipelines):
-    ours, theirs = [storage.current_run(evaluate.output_root(pipelines[c]), "evaluate")["summary"]
-                     for c in ("cluster_cfg", "local_cfg")]
+    ours, theirs = [storage.current_run(outputs.evaluation_root(pipelines[c]),
+                                        "evaluate")["summary"] for c in ("cluster_cfg", "local_cfg")]
     assert ours["model_version"] == theirs["model_version"] == pipelines["train"]["version"]
     # every scored row is identical (above); the metrics are sums over impressions merged in
     # the order the tasks finish, so they agree to the last bits of a double, not the bits

@@ -1,4 +1,4 @@
-"""jobs.evaluate on a hand-made MIND sample (metrics checked against dcn.metrics on the driver,
+"""jobs.evaluate (evaluation/) on a hand-made MIND sample (metrics checked against dcn.metrics on the driver,
 prediction.txt checked by hand) and on the synthetic generator's planted sample; and the
 evaluator's pure helpers (the rank-average baseline, segments, the partial accumulator)
 without Spark."""
@@ -16,8 +16,9 @@ from common import storage
 from common.errors import UserInputError
 from common.config import load_config
 from jobs import evaluate as ev
+from evaluation import aggregate, document, report, scorers
 from dcn import metrics as M
-from dcn.export import export_model, load_model
+from dcn.export import export_model, load_model, model_folder
 from dcn.model import build_dcn, model_spec
 from dcn.spec import input_columns
 from jobs import build_features, embed_news
@@ -101,7 +102,7 @@ def side_feature_model(cfg):
 
 
 def run_files(output):
-    return {name: storage.read_text(f"{output}/{name}") for name in ev.OUTPUT_FILES
+    return {name: storage.read_text(f"{output}/{name}") for name in document.OUTPUT_FILES
             if not name.endswith(".png")}
 
 
@@ -163,7 +164,7 @@ def independent_rank_average(a, b):
 def expected_scores(spark, cfg, rows):
     """Every row scorer's score per dev row, computed here with numpy / the Keras model
     (ctr_cosine is per impression: see impression_scores)."""
-    model, _ = load_model(ev.model_folder(cfg))
+    model, _ = load_model(model_folder(cfg))
     feed = model_feed(model, rows)
     assert set(feed) == {"user_vec", "news_vec", "user_dense", "news_dense", "category",
                          "subcategory"}
@@ -256,7 +257,7 @@ def test_segments_match_dcn_metrics_on_the_driver(spark, evaluated):
     ages = listed_ages(rows)
     bucket = lambda n: "0" if n == 0 else "1-4" if n < 5 else "5-19" if n < 20 else "20+"  # noqa: E731
     expected = {(d, g): {s: M.MetricAccumulator() for s in doc["scorers"]}
-                for d, groups in ev.SEGMENTS.items() for g in groups}
+                for d, groups in aggregate.SEGMENTS.items() for g in groups}
     for imp, (y, values) in impressions.items():
         fresh = ages[imp] < 24
         for scorer, v in values.items():
@@ -278,7 +279,7 @@ def test_segments_match_dcn_metrics_on_the_driver(spark, evaluated):
     # the sample has cold and warm users, and fresh and older candidates counted
     assert counted[("user", "cold")] + counted[("user", "warm")] == 4
     assert counted[("user", "cold")] > 0 and counted[("news_age", "older")] > 0
-    assert sum(counted[("history_len", g)] for g in ev.SEGMENTS["history_len"]) == 4
+    assert sum(counted[("history_len", g)] for g in aggregate.SEGMENTS["history_len"]) == 4
 
 
 def test_calibration_of_dcn_matches_numpy(spark, evaluated):
@@ -377,13 +378,13 @@ def test_cli_oracle_prediction_file_hand_checked_and_published_complete(evaluate
 def test_report_table_and_gap_closed(evaluated):
     doc = evaluated[2]
     report = run_files(doc["output"])["report.md"]
-    for scorer in ("dcn", *ev.BASELINES, "oracle"):
+    for scorer in ("dcn", *scorers.BASELINES, "oracle"):
         line = next(l for l in report.splitlines() if l.startswith(f"| {scorer} |"))
         assert f"{doc['scorers'][scorer]['auc']:.4f}" in line
         assert f"{doc['scorers'][scorer]['ndcg@10']:.4f}" in line
     for metric in ("auc", "ndcg@10"):
         gap = doc["gap_closed"][metric]
-        best = max(ev.BASELINES, key=lambda b: doc["scorers"][b][metric])
+        best = max(scorers.BASELINES, key=lambda b: doc["scorers"][b][metric])
         assert gap["best_baseline"] == best
         b, o, d = (doc["scorers"][s][metric] for s in (best, "oracle", "dcn"))
         assert gap["gap_closed"] == pytest.approx((d - b) / (o - b), abs=1e-12)
@@ -402,7 +403,7 @@ def test_crash_before_the_last_file_publishes_nothing(spark, evaluated, monkeypa
     def crash(doc):
         raise RuntimeError("simulated crash while drawing the plot")
 
-    monkeypatch.setattr(ev.report, "metrics_plot_png", crash)
+    monkeypatch.setattr(report, "metrics_plot_png", crash)
     cfg = load_config(overrides=overrides(root, "paths.ground_truth="))
     with pytest.raises(RuntimeError, match="simulated crash"):
         ev.evaluate(cfg, spark)
@@ -411,7 +412,7 @@ def test_crash_before_the_last_file_publishes_nothing(spark, evaluated, monkeypa
     left = evaluation / "runs" / crashed
     assert (left / "prediction.txt").exists() and not (left / "metrics.png").exists()
     partial = json.loads((left / "metrics.json").read_text())
-    assert set(partial["scorers"]) == {"dcn", *ev.BASELINES}
+    assert set(partial["scorers"]) == {"dcn", *scorers.BASELINES}
     assert partial["gap_closed"] == {"auc": None, "ndcg@10": None}
 
 
@@ -434,8 +435,8 @@ def test_oracle_scorer_needs_a_ground_truth(spark, evaluated):
 
 
 def test_oracle_beats_random_on_the_planted_sample(spark, tmp_path):
-    from synthetic.generate import generate
-    generate("tiny", str(tmp_path / "sample"), seed=0)
+    generate_mind = pytest.importorskip("jobs.generate_mind")
+    generate_mind.generate("tiny", str(tmp_path / "sample"), seed=0)
     sample = tmp_path / "sample"
     cfg = load_config(overrides=[
         f"paths.train={sample / 'MINDsmall_train'}", f"paths.dev={sample / 'MINDsmall_dev'}",
@@ -462,29 +463,29 @@ def test_oracle_beats_random_on_the_planted_sample(spark, tmp_path):
 def test_rank_average_baseline_on_a_small_impression():
     ctr = [0.10, 0.30, 0.30, 0.05]      # ascending average ranks 2, 3.5, 3.5, 1
     cosine = [0.2, -0.1, 0.5, 0.9]      #                          2, 1,   3,   4
-    combined = ev.rank_average(ctr, cosine)
+    combined = scorers.rank_average(ctr, cosine)
     assert combined.tolist() == [2.0, 2.25, 3.25, 2.5]
     assert combined.tolist() == independent_rank_average(ctr, cosine).tolist()
     # the higher the better: candidate 3 first, then 4, 2, 1
     assert M.prediction_ranks(combined) == [4, 3, 1, 2]
-    scores = ev.with_derived_scores({"ctr": np.array(ctr), "cosine": np.array(cosine)},
+    scores = scorers.with_derived_scores({"ctr": np.array(ctr), "cosine": np.array(cosine)},
                                     ("ctr", "cosine", "ctr_cosine"))
     assert scores["ctr_cosine"].tolist() == [2.0, 2.25, 3.25, 2.5]
     # from a batch's columns, and None for an impression without rows
     columns = {"ctr": np.array([np.array(ctr), None], dtype=object),
                "cosine": np.array([np.array(cosine), None], dtype=object)}
-    assert ev.impression_scores(columns, 0, ("ctr_cosine",))["ctr_cosine"].tolist() == \
+    assert scorers.impression_scores(columns, 0, ("ctr_cosine",))["ctr_cosine"].tolist() == \
         [2.0, 2.25, 3.25, 2.5]
-    assert ev.impression_scores(columns, 1, ("ctr_cosine",)) == {"ctr_cosine": None}
+    assert scorers.impression_scores(columns, 1, ("ctr_cosine",)) == {"ctr_cosine": None}
 
 
 def test_segment_assignment():
-    assert [ev.user_segment(n) for n in (0, 1, 30)] == ["cold", "warm", "warm"]
-    assert [ev.history_bucket(n) for n in (0, 1, 4, 5, 19, 20, 500)] == \
+    assert [aggregate.user_segment(n) for n in (0, 1, 30)] == ["cold", "warm", "warm"]
+    assert [aggregate.history_bucket(n) for n in (0, 1, 4, 5, 19, 20, 500)] == \
         ["0", "1-4", "1-4", "5-19", "5-19", "20+", "20+"]
     with pytest.raises(ValueError):
-        ev.history_bucket(-1)
-    masks = ev.freshness_masks([0.0, 23.9, 24.0, 100.0])
+        aggregate.history_bucket(-1)
+    masks = aggregate.freshness_masks([0.0, 23.9, 24.0, 100.0])
     assert masks["fresh"].tolist() == [True, True, False, False]
     assert masks["older"].tolist() == [False, False, True, True]
 
@@ -497,7 +498,7 @@ def test_partial_fills_segments_and_calibration_by_hand():
     a = dict(labels=[1, 0, 0], ages=[1.0, 30.0, 2.0],
              scores={"dcn": [0.9, 0.2, 0.5], "cosine": [0.1, 0.3, 0.2]})
     b = dict(labels=[0, 1], ages=[48.0, 72.0], scores={"dcn": [0.4, 0.3], "cosine": [0.1, 0.7]})
-    first, second = ev.EvaluationPartial(scorers, 100), ev.EvaluationPartial(scorers, 100)
+    first, second = aggregate.EvaluationPartial(scorers, 100), aggregate.EvaluationPartial(scorers, 100)
     first.add(3, a["labels"], a["scores"], history_len=0, age_hours=a["ages"])
     second.add(2, b["labels"], b["scores"], history_len=7, age_hours=b["ages"])
     second.add(4, None, {"dcn": None, "cosine": None})          # no candidate with a vector
@@ -505,7 +506,7 @@ def test_partial_fills_segments_and_calibration_by_hand():
     columns = {"label": np.array([np.array(a["labels"]), None, np.array(b["labels"])], dtype=object),
                "dcn": np.array([np.array(a["scores"]["dcn"]), None, np.array(b["scores"]["dcn"])],
                                dtype=object)}
-    labels, rows = ev.batch_rows(columns, ["dcn"])
+    labels, rows = aggregate.batch_rows(columns, ["dcn"])
     assert labels.tolist() == [1, 0, 0, 0, 1] and rows["dcn"].tolist() == [0.9, 0.2, 0.5, 0.4, 0.3]
     first.add_rows(labels[:3], {"dcn": rows["dcn"][:3]})
     second.add_rows(labels[3:], {"dcn": rows["dcn"][3:]})

@@ -7,17 +7,24 @@ import signal
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 from urllib.parse import urlparse
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from common.errors import UserInputError
 from common.errors import ConfigError
+from dcn import export
 from dcn.export import export_model
 from dcn.model import build_dcn
+from evaluation.inputs import listed_candidates, resolve_inputs
+from evaluation.scorers import scored_rows
 from jobs import build_features, embed_news, score
+from serving import tasks
+from serving.table import TableWriter
 from tests.test_build_features import features, make_cfg, model_metadata, write_sample
 
 SCORE_DAY = dt.datetime(2019, 11, 16)
@@ -105,6 +112,60 @@ def test_top_k_equals_brute_force(spark, scored):
     assert all(r == list(range(1, len(r) + 1)) for r in ranks.values())
 
 
+def table_kernel_scores(cfg, version, mode, dev):
+    """{(impression, news): score} of the dev rows `dev` as the function that writes the
+    recommendations table scores them (serving.tasks.score_partitions): each impression's user
+    (its dev row's user_vec and user_dense) against a pool of its candidates (their dev rows'
+    side features as of the impression, their topic_vec from the candidate pool)."""
+    topics = features(cfg, "candidate_pool", SCORE_DAY).set_index("news_id")["topic_vec"]
+    settings = {"k": 100, "user_batch_size": 8, "mode": mode, "cold_users": "model",
+                "threads_per_task": 0, "memory_budget_mb": 512}
+    folder = export.model_folder(cfg, version)
+    scores = {}
+    for impression, rows in dev.groupby("impression_id"):
+        rows = rows.sort_values("news_id")
+        stack = lambda name: np.stack(rows[name].to_numpy()).astype(np.float32)  # noqa: E731
+        pool = {"ids": rows["news_id"].to_numpy(dtype=object), "vectors": stack("news_vec"),
+                "dense": stack("news_dense"), "category": rows["category"].to_numpy(np.int32),
+                "subcategory": rows["subcategory"].to_numpy(np.int32),
+                "topic": np.stack([topics[n] for n in rows["news_id"]]).astype(np.float32),
+                "ctr": np.zeros(len(rows))}
+        first = rows.iloc[0]
+        user = pd.DataFrame({"user_id": [str(impression)], "clicked_news": [[]],
+                             "history_len": [first["history_len"]], "user_vec": [first["user_vec"]],
+                             "user_dense": [first["user_dense"]]})
+        run = tasks.score_partitions(types.SimpleNamespace(value=pool), folder, version, settings,
+                                     SCORE_DAY)
+        for out in run(iter([user])):
+            scores.update({(int(impression), n): float(v)
+                           for n, v in zip(out["news_id"], out["score"])})
+    return scores
+
+
+@pytest.mark.parametrize("mode", ["auto", "plain"])
+def test_evaluation_scores_dev_rows_with_the_kernel_that_writes_the_table(spark, scored, mode):
+    """One scoring path: the evaluation's dcn score of every dev row (its Spark plan,
+    evaluation.scorers.scored_rows) equals, to float32 rounding, the score the table writer's
+    kernel gives the same (user, news) pair, in either scoring mode. The model reads every
+    side feature (the topic affinity too), with weights that keep the probabilities off 0
+    and 1, so any difference in a feature's path shows."""
+    _, cfg, _, version, _ = scored
+    cfg = cfg.with_overrides([f"score.mode={mode}", f"evaluate.model_version={version}",
+                              "evaluate.batch_size=3"])
+    inputs = resolve_inputs(spark, cfg, SCORE_DAY)
+    assert set(inputs.widths) >= {"user_dense", "news_dense", "category", "pair_dense"}
+    _, positions = listed_candidates(spark, inputs.features_path)
+    rows = scored_rows(spark, cfg, inputs, positions, None).join(
+        positions, ["impression_id", "position"]).select("impression_id", "news_id", "dcn")
+    evaluated = {(r["impression_id"], r["news_id"]): r["dcn"] for r in rows.collect()}
+    dev = features(cfg, "dev", SCORE_DAY)
+    table = table_kernel_scores(cfg, version, mode, dev)
+    assert len(evaluated) == len(dev) == 7 and set(table) == set(evaluated)
+    assert sum(0.01 < p < 0.99 for p in evaluated.values()) >= 4
+    for pair, probability in evaluated.items():
+        assert table[pair] == pytest.approx(probability, rel=1e-5, abs=1e-6), pair
+
+
 def test_rerun_replaces_only_its_date(spark, scored):
     _, cfg, _, _, first = scored
     build_features.run(cfg, spark, as_of=dt.datetime(2019, 11, 17))
@@ -147,7 +208,7 @@ def test_two_runs_of_one_date_at_once_leave_one_consistent_partition(spark, scor
     assert rows.count() == rows.distinct().count() == first["rows_written"]
     date_folder = Path(urlparse(results[0]["partition_location"]).path).parent
     folders = [p.name for p in date_folder.iterdir() if p.is_dir()]
-    current = score.TableWriter(spark, cfg).partition_location("2019-11-16")
+    current = TableWriter(spark, cfg).partition_location("2019-11-16")
     assert folders == [current.rstrip("/").rsplit("/", 1)[-1]]
     assert {r["run_id"] for r in results} >= set(folders)
 

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from dcn.model import build_dcn
-from dcn.scoring import FactorizedScorer, NotFactorizable, PlainScorer, make_scorer, top_k
+from dcn.batching import top_k
+from dcn.scoring import FactorizedScorer, NotFactorizable, PlainScorer, make_scorer
 
 
 def randomize(model, seed):
@@ -86,8 +87,8 @@ def test_a_budget_too_small_for_the_pool_is_refused_on_the_driver():
     from common.errors import UserInputError
     from common.config import load_config
     from dcn.spec import dcn_spec
-    from dcn.scoring import spec_memory, users_per_batch
-    from jobs import score
+    from dcn.batching import spec_memory, users_per_batch
+    from serving.tasks import check_memory_budget
 
     spec = dcn_spec(128, 128, cross_layers=3, deep_units=(256, 128))
     fixed, per_pair = spec_memory(spec, 10_000)
@@ -96,7 +97,7 @@ def test_a_budget_too_small_for_the_pool_is_refused_on_the_driver():
     cfg = load_config(overrides=["score.memory_budget_mb=8"])
     with pytest.raises(UserInputError, match="score.memory_budget_mb is 8 MB but scoring one "
                                              "user against 10000 candidates needs 30 MB"):
-        score.check_memory_budget(cfg, {"model_spec": spec}, 10_000)
+        check_memory_budget(cfg, {"model_spec": spec}, 10_000)
 
 
 def test_the_exported_factorized_scorer_needs_no_tensorflow(tmp_path):
@@ -138,7 +139,8 @@ def test_the_exported_factorized_scorer_needs_no_tensorflow(tmp_path):
 @pytest.mark.parametrize("structure", ["stacked", "parallel"])
 def test_factorized_scoring_with_side_features_equals_the_model(structure):
     """User-side and news-side features stay on their sides and u . v is the one pair term:
-    the factorized logits equal the model's on every pair."""
+    the factorized logits equal the model's on every pair, and so do both scorers' logits of
+    pairs given row by row (pair_logits)."""
     from dcn.model import build_dcn
     from dcn.scoring import FactorizedScorer, PlainScorer
     model = build_dcn(6, 6, deep_units=[8, 4], structure=structure, seed=2,
@@ -162,6 +164,19 @@ def test_factorized_scoring_with_side_features_equals_the_model(structure):
     np.testing.assert_array_equal(
         restored.logits(restored.user_side(uv, ud), restored.news_side(nv, nd, cat, sub, topic)),
         got)
+    # Pairs given row by row (the evaluation's dev rows): the same kernel, the topic affinity
+    # from the news' topic_vec or from the rows' own pair_dense (as build_features computes it).
+    u, n = np.repeat(np.arange(4), 5), np.tile(np.arange(5), 4)
+    pair_dense = np.sum(uv[u].astype(np.float32).astype(np.float64) * topic[n].astype(np.float32),
+                        axis=1, keepdims=True)
+    for scorer, full in ((fact, got), (plain, expected)):
+        users = scorer.user_side(uv[u], ud[u])
+        rows = scorer.pair_logits(users, scorer.news_side(nv[n], nd[n], cat[n], sub[n], topic[n]))
+        np.testing.assert_allclose(rows, full.reshape(-1), rtol=1e-5, atol=1e-5)
+        given = scorer.pair_logits(users, scorer.news_side(nv[n], nd[n], cat[n], sub[n]), pair_dense)
+        np.testing.assert_allclose(given, full.reshape(-1), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="topic feature needs"):
+        fact.pair_logits(fact.user_side(uv[u], ud[u]), fact.news_side(nv[n], nd[n], cat[n], sub[n]))
 
 
 def test_a_model_refuses_side_features_built_with_other_settings():
