@@ -36,11 +36,21 @@ def project_modules() -> dict[str, pathlib.Path]:
             for path in sorted((ROOT / package).rglob("*.py"))}
 
 
+def executed_nodes(tree: ast.AST):
+    """Every node of `tree` except what sits under `if TYPE_CHECKING:` (never run)."""
+    for node in ast.iter_child_nodes(tree):
+        if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING":
+            yield from (n for orelse in node.orelse for n in [orelse, *executed_nodes(orelse)])
+            continue
+        yield node
+        yield from executed_nodes(node)
+
+
 def imports_of(path: pathlib.Path, modules: dict[str, pathlib.Path]) -> set[str]:
     """The project modules `path` imports, anywhere in the file (function-local imports
-    count: they run too)."""
+    count: they run too; imports for type checkers only do not)."""
     found = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+    for node in executed_nodes(ast.parse(path.read_text(encoding="utf-8"), str(path))):
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
@@ -130,3 +140,12 @@ def test_no_module_is_over_the_size_limit():
     sizes = {module: len(path.read_text(encoding="utf-8").splitlines())
              for module, path in project_modules().items()}
     assert {module: n for module, n in sizes.items() if n > MAX_LINES} == {}
+
+
+def test_imports_for_type_checkers_only_are_not_edges(tmp_path):
+    module = tmp_path / "m.py"
+    module.write_text("from typing import TYPE_CHECKING\nimport common.config\n"
+                      "if TYPE_CHECKING:\n    import common.dates\n"
+                      "def f():\n    import common.names\n")
+    modules = {name: ROOT for name in ("common.config", "common.dates", "common.names")}
+    assert imports_of(module, modules) == {"common.config", "common.names"}
