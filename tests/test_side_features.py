@@ -173,14 +173,9 @@ def test_popularity_equals_brute_force_at_the_window_edges(spark):
 def test_the_benchmark_reference_hashes_categories_as_spark_does(spark):
     """bench/pandas_train_rows.py's xxHash64 gives side.bucket's buckets, for names of every
     length class of the algorithm (under 4, 4 to 7, 8 to 31 and 32 or more bytes) and non-ASCII."""
-    import importlib.util
-    from pathlib import Path
     from pyspark.sql import functions as F
+    from bench import pandas_train_rows as reference
     from features import side_features as side
-    path = Path(__file__).resolve().parent.parent / "bench" / "pandas_train_rows.py"
-    spec = importlib.util.spec_from_file_location("pandas_train_rows", path)
-    reference = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(reference)
     names = ["", " ", "a", "tv", "news", "sports", "lifestyle", "foodanddrink", "é", "médias",
              "x" * 31, "y" * 32, "autos and a very long subcategory name" * 3]
     got = {r["name"]: r["b"] for r in spark.createDataFrame([(n,) for n in names], "name string")

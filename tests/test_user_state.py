@@ -347,9 +347,9 @@ def test_the_benchmark_reference_builds_the_same_rows(spark, tiny, tmp_path):
     build_features.run(cfg, spark)
     vectors_uri = outputs.current_vectors(cfg)["path"].replace("file://", "") + "/vectors"
     out = tmp_path / "reference.parquet"
-    bench = Path(__file__).resolve().parent.parent / "bench" / "pandas_train_rows.py"
     mind = root / "mind"
-    subprocess.run([sys.executable, str(bench), str(mind / "MINDsmall_train" / "behaviors.tsv"),
+    subprocess.run([sys.executable, "-m", "bench.pandas_train_rows",
+                    str(mind / "MINDsmall_train" / "behaviors.tsv"),
                     vectors_uri, str(out), "0", "--news", str(mind / "MINDsmall_train" / "news.tsv"),
                     str(mind / "MINDsmall_dev" / "news.tsv"),
                     "--dev", str(mind / "MINDsmall_dev" / "behaviors.tsv"),
@@ -358,7 +358,8 @@ def test_the_benchmark_reference_builds_the_same_rows(spark, tiny, tmp_path):
                     "--ctr-prior", str(cfg["features.ctr_prior"]),
                     "--prior-impressions", str(cfg["features.ctr_prior_impressions"]),
                     "--buckets", str(cfg["features.category_buckets"])],
-                   check=True, capture_output=True, timeout=300)
+                   cwd=Path(__file__).resolve().parent.parent, check=True, capture_output=True,
+                   timeout=300)
     for split, path in (("train", out), ("dev", tmp_path / "reference_dev.parquet")):
         assert_same_rows(read_table(str(path)), features(cfg, split))
 
