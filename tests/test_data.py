@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from dcn import data
-from tests.test_train import publish_features, train_uri_of
+from tests.builders import publish_features, train_uri_of
 
 
 def numbered_groups(sizes):

@@ -21,8 +21,7 @@ from dcn.export import export_model, load_model
 from dcn.model import build_dcn, input_columns, model_spec
 from jobs import build_features, embed_news
 from features.side_features import NEWS_DENSE_NAMES, USER_DENSE_NAMES
-from tests.conftest import write_tsv
-from tests.test_build_features import TRAIN, features, model_metadata, write_sample
+from tests.builders import TRAIN, features, model_metadata, write_sample, write_tsv
 
 pytestmark = pytest.mark.spark
 

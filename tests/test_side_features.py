@@ -7,7 +7,7 @@ import pytest
 
 from jobs import build_features, embed_news
 from features import side_features as side
-from tests.test_build_features import DEV, TRAIN, features, make_cfg, write_sample
+from tests.builders import DEV, TRAIN, features, make_cfg, write_sample
 
 pytestmark = pytest.mark.spark
 
@@ -130,7 +130,7 @@ def test_time_split_one_folder(spark, tmp_path):
 
 def test_topic_dot_is_the_user_vector_against_the_category_mean(built):
     cfg, _, rows = built
-    from tests.test_build_features import vectors_by_id, NEWS
+    from tests.builders import NEWS, vectors_by_id
     vectors = vectors_by_id(cfg)
     finance = np.mean([vectors[n] for n, (category, _) in NEWS.items()
                        if category == "finance" and n in vectors], axis=0)

@@ -15,8 +15,8 @@ from common.errors import UserInputError
 from common.config import load_config
 from jobs import build_features, daily, embed_news, score
 from jobs.generate_mind import generate, write_daily_log
-from tests.test_build_features import (features, make_cfg, model_metadata,
-                                       read_table, vectors_by_id, write_sample)
+from tests.builders import (features, make_cfg, model_metadata, read_table, vectors_by_id,
+                            write_sample)
 
 pytestmark = pytest.mark.spark
 TIME_FORMAT = "%m/%d/%Y %I:%M:%S %p"
@@ -194,7 +194,7 @@ def test_served_profile_equals_the_trained_vector(spark, timeline):
 
 def test_a_stale_run_date_fails_and_writes_nothing(spark, timeline):
     from dcn.export import export_model
-    from tests.test_score import random_model
+    from tests.builders import random_model
 
     root, base = timeline
     cfg = base.with_overrides(["score.table=recs_stale", f"score.table_location={root / 't'}"])
@@ -209,7 +209,7 @@ def test_a_stale_run_date_fails_and_writes_nothing(spark, timeline):
 
 def test_a_model_trained_on_other_vectors_is_refused(spark, timeline):
     from dcn.export import export_model
-    from tests.test_score import random_model
+    from tests.builders import random_model
 
     root, base = timeline
     cfg = base.with_overrides(["score.table=recs_lineage", f"score.table_location={root / 'l'}",
@@ -307,7 +307,7 @@ def test_daily_scoring_by_date(spark, daily_log, tmp_path):
     written. Two dates inside the data: different lists, none holding a news the user had
     clicked before that date."""
     from dcn.export import export_model
-    from tests.test_score import random_model
+    from tests.builders import random_model
 
     root, cfg = daily_log
     work = fresh(cfg, tmp_path / "work", root / "work")
