@@ -48,7 +48,7 @@ run_date="2019-11-16"   # the day after the sample's last impressions
 run_job embed_news
 run_job build_features --as-of "$run_date"
 step "train (horovodrun -np 2, log: $logs/train.log)"
-PYTHONPATH="$here" "$venv/bin/horovodrun" -np 2 -H localhost:2 --gloo \
+"$venv/bin/horovodrun" -np 2 -H localhost:2 --gloo \
   "$venv/bin/python" -m dcn.train "${settings[@]}" > "$logs/train.log" 2>&1 \
   || { tail -30 "$logs/train.log"; echo "run-demo.sh: train failed" >&2; exit 1; }
 grep -E "epoch .*(loss|auc)|early stop" "$logs/train.log" | sed 's/^\[[0-9]*\]<stdout>://' | tail -8 || true

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Create (or refresh) the project's Python environment from nothing.
 #
-#   ./setup.sh          runtime dependencies + Horovod
-#   ./setup.sh --dev    the same plus what the tests need
+#   ./setup.sh          the project (pyproject.toml, editable), its dependencies, Horovod
+#   ./setup.sh --dev    the same plus what the tests need (the project's `dev` extra)
 #
-# Safe to run twice: a stamp records the hash of the requirement files and the
-# Horovod build; when nothing changed the script only verifies and exits.
-# The environment lives in $NEWSREC_VENV (default: .venv next to this script).
+# Safe to run twice: a stamp records the hash of pyproject.toml, the requirement files, the
+# project's top-level packages and the Horovod build; when nothing changed the script only
+# verifies and exits. The environment lives in $NEWSREC_VENV (default: .venv next to this script).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -22,13 +22,18 @@ for arg in "$@"; do
   esac
 done
 
-req_files=("$here/requirements.txt" "$here/constraints.txt")
-[[ $dev == 1 ]] && req_files+=("$here/requirements-dev.txt")
-stamp_value="$(cat "${req_files[@]}" | sha256sum | cut -c1-16)-hvd${horovod_version}-dev${dev}"
+# The editable install maps each top-level package to its folder: a new package needs a new
+# install, so the packages' names are part of the stamp.
+stamp_value="$(cd "$here" && { cat pyproject.toml requirements.txt constraints.txt
+                               ls -d */__init__.py; } | sha256sum | cut -c1-16)"
+stamp_value="$stamp_value-hvd${horovod_version}-dev${dev}"
 stamp_file="$venv/.newsrec-setup-stamp"
+# Run from / (so the checkout is not on sys.path): the project is installed from this checkout.
+installed_here="import sys, common.config
+assert common.config.__file__.startswith(sys.argv[1] + '/')"
 
-if [[ -f "$stamp_file" && "$(cat "$stamp_file")" == "$stamp_value" ]] \
-   && "$venv/bin/python" -c "import horovod.tensorflow, petastorm, pyspark" 2>/dev/null; then
+if [[ -f "$stamp_file" && "$(cat "$stamp_file")" == "$stamp_value" ]] && (cd / && "$venv/bin/python" \
+     -c "import horovod.tensorflow, petastorm, pyspark; $installed_here" "$here") 2>/dev/null; then
   echo "setup.sh: environment $venv is up to date"
   exit 0
 fi
@@ -43,10 +48,10 @@ fi
 pip=("$venv/bin/python" -m pip --disable-pip-version-check)
 "${pip[@]}" install --quiet --upgrade "pip==24.3.1" "setuptools==75.6.0" "wheel==0.45.1"
 
-req_file="$here/requirements.txt"
-[[ $dev == 1 ]] && req_file="$here/requirements-dev.txt"
-echo "setup.sh: installing $(basename "$req_file") (constrained by constraints.txt)"
-"${pip[@]}" install --quiet -r "$req_file" -c "$here/constraints.txt"
+project="$here"
+[[ $dev == 1 ]] && project="$here[dev]"
+echo "setup.sh: installing the project (editable) and its dependencies (under constraints.txt)"
+"${pip[@]}" install --quiet --no-build-isolation -c "$here/constraints.txt" -e "$project"
 
 # Horovod: built from source against the TensorFlow just installed, CPU collectives
 # through Gloo, no extras (horovod[tensorflow] would pull the full tensorflow wheel,
@@ -65,4 +70,6 @@ import horovod.tensorflow as hvd, petastorm, pyspark, pyarrow, numpy, tensorflow
 print(f"setup.sh: ok: tensorflow {tf.__version__}, pyspark {pyspark.__version__}, "
       f"pyarrow {pyarrow.__version__}, numpy {numpy.__version__}, petastorm {petastorm.__version__}")
 PY
+(cd / && "$venv/bin/python" -c "$installed_here" "$here") \
+  || { echo "setup.sh: the project installed in $venv is not this checkout's" >&2; exit 1; }
 echo "$stamp_value" > "$stamp_file"

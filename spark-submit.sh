@@ -4,7 +4,7 @@
 #   ./spark-submit.sh JOB [--config FILE] [--set key=value ...] [job options] [-- spark-submit options]
 #
 # JOB is a file jobs/JOB.py (embed_news, build_features, score, train, ...). The project's
-# packages (common, jobs, dcn, conf) are shipped to the executors with --py-files, so the same
+# wheel (pyproject.toml's packages) is shipped to the executors with --py-files, so the same
 # command runs against a cluster: pass `-- --master spark://host:7077` (or yarn, k8s://...)
 # or set spark.master in the config. Default master: local[*] (all cores of this machine).
 # Options after `--` go to spark-submit unchanged and win over the config.
@@ -36,18 +36,11 @@ done
 mapfile -t config_args < <(cd "$here" && "$python" -m common.launch ${job_args[@]+"${job_args[@]}"})
 [[ ${#config_args[@]} -gt 0 ]] || exit 2
 
-# Ship the project's packages to the executors.
-bundle="$(mktemp -d)/newsrec.zip"
-trap 'rm -rf "$(dirname "$bundle")"' EXIT
-(cd "$here" && "$python" - "$bundle" <<'PY'
-import sys, zipfile, pathlib
-with zipfile.ZipFile(sys.argv[1], "w", zipfile.ZIP_DEFLATED) as bundle:
-    for package in ("common", "features", "evaluation", "serving", "jobs", "dcn", "conf"):
-        for path in sorted(pathlib.Path(package).rglob("*")):
-            if path.suffix in (".py", ".yaml"):
-                bundle.write(path)
-PY
-)
+# Ship the project to the executors: the wheel pip builds from this checkout, what
+# `pip install .` installs (common/bundle.py). spark-submit puts it on the driver's path too.
+bundle="$(cd "$here" && "$python" -m common.bundle "$here")" || exit 2
+scratch="$(mktemp -d)"
+trap 'rm -rf "$scratch"' EXIT
 
 export PYSPARK_PYTHON="${PYSPARK_PYTHON:-$python}"
 export PYSPARK_DRIVER_PYTHON="${PYSPARK_DRIVER_PYTHON:-$python}"
@@ -60,7 +53,6 @@ done
 # would make the driver advertise localhost to the executors.
 if [[ "$master" == local* ]]; then export SPARK_LOCAL_IP="${SPARK_LOCAL_IP:-127.0.0.1}"; fi
 export TF_ENABLE_ONEDNN_OPTS="${TF_ENABLE_ONEDNN_OPTS:-0}" TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
-export PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}"
 
 cd "$here"
 # Later options win: the defaults (this venv's Python for the driver and, unless the config
@@ -69,7 +61,7 @@ cd "$here"
 # PYSPARK_DRIVER_PYTHON for the driver, and a shipped ./environment exists only on executors.
 # spark-submit merges the Python driver's stderr into its stdout: the job writes its `error:`
 # line into this file instead (common/cli.py), and it is shown on stderr when the job ends.
-export NEWSREC_ERROR_FILE="$(dirname "$bundle")/errors"
+export NEWSREC_ERROR_FILE="$scratch/errors"
 status=0
 "$venv/bin/spark-submit" --conf spark.pyspark.python="$PYSPARK_PYTHON" \
   --conf spark.pyspark.driver.python="$PYSPARK_DRIVER_PYTHON" \

@@ -1,7 +1,7 @@
 """Benchmark: build_features (Spark, local[2], through ./spark-submit.sh) against a
 single-process pandas implementation of the same rows, side by side in one run.
 
-    .venv/bin/python bench/build_features_bench.py [--scale mind-small] [--repeats 1]
+    .venv/bin/python -m bench.build_features_bench [--scale mind-small] [--repeats 1]
 
 Generates the synthetic sample (once, under bench/data/) and its news vectors with the
 hashing encoder, then times each side (alternating, `--repeats` times) and prints rows/s, their
@@ -32,10 +32,11 @@ from pathlib import Path
 
 import psutil
 
+from bench.record import record
+from common import storage
+from common.config import load_config
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from common import storage  # noqa: E402
-from common.config import load_config  # noqa: E402
 PYTHON = sys.executable
 
 
@@ -109,7 +110,7 @@ def main() -> None:
                                  "train_rows_stage_seconds": summary["seconds"]["train_rows"],
                                  "all_outputs": True})
         out_file = work / "pandas_train.parquet"
-        seconds, peak, out = timed([PYTHON, str(ROOT / "bench" / "pandas_train_rows.py"),
+        seconds, peak, out = timed([PYTHON, "-m", "bench.pandas_train_rows",
                                     f"{data}/MINDsmall_train/behaviors.tsv", vectors_path,
                                     str(out_file), str(cfg["features.npratio"]),
                                     *reference_settings(cfg, data),
@@ -118,7 +119,7 @@ def main() -> None:
         results["pandas"].append({**json.loads(out), "seconds": seconds, "peak_rss_mb": peak})
         copy_dir = work / "spark_copy_floor"
         subprocess.run(["rm", "-rf", str(copy_dir)], check=True)
-        seconds, peak, out = timed([PYTHON, str(ROOT / "bench" / "spark_copy_floor.py"),
+        seconds, peak, out = timed([PYTHON, "-m", "bench.spark_copy_floor",
                                     str(copy_dir), str(out_file), str(work / "pandas_dev.parquet"),
                                     *settings])
         results["spark_copy_floor"].append({**json.loads(out.strip().splitlines()[-1]),
@@ -155,6 +156,15 @@ def main() -> None:
     out_dir = ROOT / "bench" / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "build_features.json").write_text(json.dumps(report, indent=2))
+    record("build_features_bench", {
+        "spark / pandas, rows/s": report["ratio_spark_over_pandas"],
+        "spark copy floor / pandas, rows/s": report["ratio_spark_copy_floor_over_pandas"],
+        "spark rows/s (whole build_features)": spark_rate, "pandas rows/s": pandas_rate,
+        "spark copy floor rows/s": floor_rate, "spark seconds": spark["seconds"],
+        "pandas seconds": pandas["seconds"], "spark copy floor seconds": floor["seconds"],
+        "spark rows (train and dev)": spark["rows"], "pandas rows (train and dev)": pandas["rows"],
+        "spark peak MB (JVM and Python workers)": spark["peak_rss_mb"],
+        "pandas peak MB": pandas["peak_rss_mb"]})
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """The same job on local[2] and on a 2-worker standalone cluster (1 core each), side by side.
 
-    .venv/bin/python bench/cluster_bench.py [--scale small] [--job build_features]
+    .venv/bin/python -m bench.cluster_bench [--scale small] [--job build_features]
 
 Starts a real standalone cluster on 127.0.0.1 (deploy/local_cluster.py), then runs the job
 through ./spark-submit.sh on `local[2]` and on the cluster (client mode, the packed
@@ -21,12 +21,12 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from common import storage  # noqa: E402
-from common.cli import printed_summary  # noqa: E402
-from deploy import local_cluster  # noqa: E402
+from bench.record import record
+from common import storage
+from common.cli import printed_summary
+from deploy import local_cluster
 
+ROOT = Path(__file__).resolve().parent.parent
 ENV = dict(os.environ, TF_ENABLE_ONEDNN_OPTS="0", TF_CPP_MIN_LOG_LEVEL="2")
 JOB_ARGS = {"build_features": ["--as-of", "2019-11-16"], "embed_news": []}
 
@@ -91,6 +91,11 @@ def main() -> int:
     out = ROOT / "bench" / "results" / "cluster.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
+    record("cluster_bench", {
+        "cluster / local, whole spark-submit": report["ratio_wall_cluster_over_local"],
+        "cluster / local, job stages": report["ratio_job_cluster_over_local"],
+        **{f"{name}, {what} seconds": r[key] for name, r in results.items() for what, key in
+           (("whole spark-submit", "wall_seconds"), ("job stages", "job_seconds"))}})
     return 0
 
 

@@ -1,7 +1,7 @@
 """Does the DCN win? Its dev metrics against the baselines and the reference ranker, over
 generator seeds, and an ablation of its side features.
 
-    .venv/bin/python bench/dcn_quality.py [--scale small] [--seeds 0,1,2] [--encoder use]
+    .venv/bin/python -m bench.dcn_quality [--scale small] [--seeds 0,1,2] [--encoder use]
                                           [--ablation-seed 0] [--work work/quality]
                                           [--set KEY=VALUE ...]
 
@@ -27,11 +27,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bench.quality_bounds import reference_metrics
+from bench.record import record
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from bench.quality_bounds import reference_metrics  # noqa: E402
-
 RUN_DATE = "2019-11-16"
 REFERENCE = "history_topic_counts_plus_popularity"
 # name -> (model.features, other settings). The low-rank matrix cross (DCN-V2) is the other
@@ -161,6 +160,14 @@ def main() -> None:
                                "settings": args.set,
                                "per_seed": results, "ablation": ablation}, indent=2, default=str))
     print(f"saved {out.relative_to(ROOT)}")
+    measures = (("auc", "AUC"), ("ndcg@10", "nDCG@10"))
+    figures = [(f"{name}, {label} (mean ± std over the seeds)",
+                mean_std([v[metric] for v in values]))
+               for name, values in rows.items() for metric, label in measures]
+    figures += [(f"dcn matches the reference ranker, {metric}", wins[metric]) for metric in wins]
+    figures += [(f"ablation: {name}, {label}", result[metric]) for name, result in ablation.items()
+                for metric, label in (*measures, ("log_loss", "log loss"))]
+    record("dcn_quality", figures)
 
 
 if __name__ == "__main__":

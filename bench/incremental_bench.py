@@ -1,6 +1,6 @@
 """Benchmark: one day's incremental run against a full rebuild of the same data, side by side.
 
-    .venv/bin/python bench/incremental_bench.py [--scale mind-small] [--repeats 1]
+    .venv/bin/python -m bench.incremental_bench [--scale mind-small] [--repeats 1]
 
 On the synthetic sample written as a log partitioned by day (python -m synthetic
 --daily-log; hashing vectors), for the day D after the last day of the log:
@@ -27,8 +27,9 @@ import sys
 import time
 from pathlib import Path
 
+from bench.record import record
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 
 def run(cmd: list[str]) -> tuple[float, dict]:
@@ -115,6 +116,11 @@ def main() -> None:
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
     (out / "incremental.json").write_text(json.dumps(report, indent=2))
+    record("incremental_bench", {
+        "incremental / full rebuild, seconds (target <= 0.25)":
+            report["ratio_incremental_over_full"],
+        "full rebuild seconds": best["full"], "incremental seconds": best["incremental"],
+        "states identical": identical, "users": report["users"], "log days": len(days)})
 
 
 if __name__ == "__main__":

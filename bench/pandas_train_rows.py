@@ -1,7 +1,7 @@
 """A straightforward single-process pandas/numpy implementation of build_features' train rows,
 the baseline of bench/build_features_bench.py.
 
-    python bench/pandas_train_rows.py BEHAVIORS_TSV VECTORS_PARQUET OUT_PARQUET NPRATIO \
+    python -m bench.pandas_train_rows BEHAVIORS_TSV VECTORS_PARQUET OUT_PARQUET NPRATIO \
         --news NEWS_TSV [NEWS_TSV ...] [--dev DEV_BEHAVIORS_TSV --dev-out DEV_OUT_PARQUET]
         [--window-hours 24] [--ctr-prior 0.04] [--prior-impressions 20] [--buckets 1024]
 

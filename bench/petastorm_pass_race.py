@@ -1,6 +1,6 @@
 """How often a one-pass Petastorm read ends early, with and without dcn.data's guard.
 
-    .venv/bin/python bench/petastorm_pass_race.py [--passes 300] [--switch-interval 1e-6]
+    .venv/bin/python -m bench.petastorm_pass_race [--passes 300] [--switch-interval 1e-6]
 
 petastorm 0.13.1's ThreadPool ends a pass when `all_workers_done()` and then
 `ventilator.completed()` hold; if the ventilator thread ventilates the rest of the row
@@ -22,9 +22,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from dcn import data  # noqa: E402
+from bench.record import record
+from dcn import data
 from dcn import shards
 
 GROUPS = [1500, 40] * 4
@@ -93,10 +92,14 @@ def main() -> None:
             sys.setswitchinterval(default_interval)
     print(f"one-pass reads of a {expected}-row shard, {args.passes} per rule, "
           f"switch interval {args.switch_interval:g} s")
+    figures = {"rows of the shard": expected, "passes per rule": args.passes}
     for rule, seen in counts.items():
         short = sum(n for rows, n in seen.items() if rows != expected)
         print(f"  {rule:<18} short passes {short:>4} of {args.passes}   rows seen: "
               + ", ".join(f"{rows} x{n}" for rows, n in sorted(seen.items())))
+        figures.update({f"{rule}: share of passes ending short": short / args.passes,
+                        f"{rule}: passes ending short": short})
+    record("petastorm_pass_race", figures)
 
 
 if __name__ == "__main__":

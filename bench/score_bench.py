@@ -1,6 +1,6 @@
 """Benchmark of the scoring kernel, side by side in one run (pairs/s = user x news pairs scored).
 
-    .venv/bin/python bench/score_bench.py [--users 2000] [--news 2000] [--threads 1]
+    .venv/bin/python -m bench.score_bench [--users 2000] [--news 2000] [--threads 1]
 
 Compares, for the default model (conf/default.yaml `model:`, 128-d user and news vectors):
   (a) a naive Spark pandas UDF that calls the model once per row (pair) (on a small sample),
@@ -17,11 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
 import pandas as pd  # module level: the pandas UDF's type hints are resolved here
+
+from bench.record import record
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -93,7 +94,6 @@ def main() -> None:
         os.environ[var] = str(args.threads)
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    sys.path.insert(0, str(ROOT))
     import numpy as np
     import tensorflow as tf
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
@@ -151,6 +151,15 @@ def main() -> None:
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
     (out / "score.json").write_text(json.dumps(report, indent=2))
+    record("score_bench", {
+        "factorized / naive per-row UDF, pairs/s": report["factorized_over_naive"],
+        "factorized / plain batched, pairs/s": report["factorized_over_plain"],
+        "plain batched, share of the roofline": report["plain_share_of_roofline"],
+        "factorized, share of the roofline": report["factorized_share_of_roofline"],
+        "naive per-row UDF, pairs/s": naive_rate, "plain batched, pairs/s": plain_rate,
+        "factorized, pairs/s": fact_rate, "roofline, pairs/s": roofline,
+        "float32 matmul, GFLOP/s": matmul / 1e9, "model FLOPs per pair": flops,
+        "max abs logit difference, plain vs factorized": float(check)})
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Peak memory of the scoring task against its budget (score.memory_budget_mb), side by side.
 
-    .venv/bin/python bench/score_memory_bench.py [--news 10000] [--users 2000] [--budgets 128,256,512]
+    .venv/bin/python -m bench.score_memory_bench [--news 10000] [--users 2000]
+                                                 [--budgets 128,256,512]
 
 Each measurement runs in a fresh Python process: the job's own mapInPandas function
 (jobs/score.py `score_partitions`) scores `--users` users against a pool of `--news` news
@@ -20,8 +21,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bench.record import record
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 
 def child(budget_mb: int, n_news: int, n_users: int, cap: int) -> dict:
@@ -76,8 +78,8 @@ def child(budget_mb: int, n_news: int, n_users: int, cap: int) -> dict:
 
 def measure(budget_mb: int, n_news: int, n_users: int, cap: int = 64) -> dict:
     """One measurement in a fresh process."""
-    command = [sys.executable, __file__, "--child", str(budget_mb), str(n_news), str(n_users),
-               str(cap)]
+    command = [sys.executable, "-m", "bench.score_memory_bench", "--child", str(budget_mb),
+               str(n_news), str(n_users), str(cap)]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True,
                           env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2",
                                    TF_ENABLE_ONEDNN_OPTS="0", OMP_NUM_THREADS="1"))
@@ -109,6 +111,14 @@ def main() -> int:
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps({"news": args.news, "users": args.users, "results": results},
                               indent=2))
+    figures = []
+    for r in results:
+        budget = f"budget {r['budget_mb']} MB" if r["budget_mb"] else "fixed batch of 64 users"
+        if r["budget_mb"]:
+            figures.append((f"{budget}: peak / budget", r["peak_extra_mb"] / r["budget_mb"]))
+        figures += [(f"{budget}: peak MB", r["peak_extra_mb"]),
+                    (f"{budget}: users per batch", r["users_per_batch"])]
+    record("score_memory_bench", figures)
     return 0
 
 

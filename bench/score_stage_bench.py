@@ -1,6 +1,6 @@
 """The scoring job's stage against the scoring kernel alone, side by side in one run.
 
-    .venv/bin/python bench/score_stage_bench.py [--scale small]
+    .venv/bin/python -m bench.score_stage_bench [--scale small]
 
 Builds (once, under bench/data/) the sample, its news vectors (hashing encoder projected to
 128, as the default) and its features as of 2019-11-16, and exports an untrained model of the
@@ -24,8 +24,9 @@ import sys
 import time
 from pathlib import Path
 
+from bench.record import record
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 RUN_DATE = "2019-11-16"
 ENV = dict(os.environ, TF_ENABLE_ONEDNN_OPTS="0", TF_CPP_MIN_LOG_LEVEL="2", OMP_NUM_THREADS="1",
            OPENBLAS_NUM_THREADS="1")
@@ -143,7 +144,8 @@ def main() -> int:
                               text=True)
         summary = printed_summary(done.stdout)
         stage_rate = summary["pairs_scored"] / summary["seconds"]["score_and_write"]
-        children = [subprocess.Popen([sys.executable, __file__, "--kernel", str(work), str(i), "2"],
+        children = [subprocess.Popen([sys.executable, "-m", "bench.score_stage_bench", "--kernel",
+                                      str(work), str(i), "2"],
                                      cwd=ROOT, env=ENV, stdout=subprocess.PIPE, text=True)
                     for i in range(2)]
         parts = [json.loads(child.communicate()[0].strip().splitlines()[-1]) for child in children]
@@ -165,6 +167,13 @@ def main() -> int:
     out = ROOT / "bench" / "results" / "score_stage.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
+    record("score_stage_bench", {
+        "score stage / kernel alone, pairs/s (median round)": median["ratio_stage_over_kernel"],
+        "every round's ratio": ", ".join(f"{r:.2f}" for r in report["ratios"]),
+        "score stage (score_and_write, local[2]), pairs/s": median["stage_pairs_per_s"],
+        "kernel alone, 2 processes, pairs/s": median["kernel_2_processes_pairs_per_s"],
+        "pairs scored": report["pairs"], "users": report["users"],
+        "candidates": report["candidates"]})
     return 0
 
 

@@ -1,6 +1,6 @@
 """The cost floor of build_features' train rows in Spark: read finished rows, write them again.
 
-    python bench/spark_copy_floor.py OUT_DIR IN_PARQUET [IN_PARQUET ...] [--set key=value ...]
+    python -m bench.spark_copy_floor OUT_DIR IN_PARQUET [IN_PARQUET ...] [--set key=value ...]
                                      [--dictionary on|off] [--compression snappy|none|zstd]
 
 Starts Spark the way every job does (common.spark.get_spark, master from the config),
@@ -14,16 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from common import packed_vectors, storage  # noqa: E402
-from common.config import load_config  # noqa: E402
-from common.spark import get_spark  # noqa: E402
-from features.tables import row_group_bytes, write_parquet  # noqa: E402
+from bench.record import record
+from common import packed_vectors, storage
+from common.config import load_config
+from common.spark import get_spark
+from features.tables import row_group_bytes, write_parquet
 
 
 def main() -> None:
@@ -50,6 +47,8 @@ def main() -> None:
         total += count
     print(json.dumps({"rows": total, "write_seconds": seconds,
                       "dictionary": args.dictionary, "compression": args.compression}))
+    record("spark_copy_floor", {"rows written per second (the write alone)": total / seconds,
+                                "rows": total, "write seconds": seconds})
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Benchmark: the Horovod training loop (dcn/trainer.py, dcn/epochs.py), three ratios measured
 side by side.
 
-    .venv/bin/python bench/train_bench.py [--scale mind-small|small|tiny] [--features WORK]
+    .venv/bin/python -m bench.train_bench [--scale mind-small|small|tiny] [--features WORK]
                                           [--steps N] [--repeats R] [--epochs E]
 
 1. Input pipeline: training examples/s when the loop is fed by Petastorm (dcn.data.
@@ -24,12 +24,13 @@ side by side.
    1024 x 1024 matrices) measured in the same run with the same thread count.
 
 Every measurement runs the real training step (dcn.trainer.Trainer: DistributedGradientTape,
-Adam, the model of conf/default.yaml) in a fresh process, for `--steps` timed steps after
-warm-up steps (tracing, reader start); the two sides of each ratio alternate `--repeats`
-times and the medians are compared. Data: the synthetic sample of `--scale` through
-embed_news (hashing encoder, 128-d) and build_features, generated once under
-bench/data/train-<scale>/, or an existing work folder (`--features`, holding
-features/as_of=*/rows/runs/*/_COMMITTED). Results: a table on stdout, JSON in bench/results/train.json.
+Adam, the model of conf/default.yaml) in a fresh process (bench/train_worker.py), for
+`--steps` timed steps after warm-up steps (tracing, reader start); the two sides of each
+ratio alternate `--repeats` times and the medians are compared. Data: the synthetic sample
+of `--scale` through embed_news (hashing encoder, 128-d) and build_features, generated once
+under bench/data/train-<scale>/, or an existing work folder (`--features`, holding
+features/as_of=*/rows/runs/*/_COMMITTED). Results: a table on stdout, JSON in
+bench/results/train.json.
 """
 from __future__ import annotations
 
@@ -43,11 +44,10 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
+from bench.record import record
+from common import storage
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from common import storage  # noqa: E402
 PYTHON = sys.executable
 HOROVODRUN = str(Path(PYTHON).parent / "horovodrun")
 ENV = dict(os.environ, TF_ENABLE_ONEDNN_OPTS="0", TF_CPP_MIN_LOG_LEVEL="2",
@@ -80,178 +80,12 @@ def prepare_data(scale: str) -> Path:
     return work
 
 
-# --------------------------------------------------------------------------- workers
-
-def worker(spec: dict) -> None:
-    """One measurement in this process (under horovodrun for several ranks); rank 0 prints
-    a JSON line `RESULT {...}`."""
-    if spec.get("pin"):
-        pin_to_one_core()
-    from common.config import load_config
-    from dcn import shards
-    from dcn.horovod_setup import configure_threads, init_horovod
-    from dcn.trainer import Trainer
-
-    cfg = load_config(overrides=[f"paths.work={spec['work']}",
-                                 f"train.threads_per_rank={spec['threads']}",
-                                 f"train.reader_threads={spec['reader_threads']}",
-                                 f"train.batch_size={spec['batch_size']}",
-                                 f"model.features={json.dumps(spec.get('features', []))}"])
-    configure_threads(spec["threads"])
-    if spec["kind"] == "matmul":
-        return _emit(matmul_rate(spec["threads"], spec["seconds"]))
-    hvd = init_horovod()
-    features = shards.current_features(cfg)
-    table = features.train
-    batch = cfg["train.batch_size"]
-    if spec["kind"] == "allreduce":
-        return _emit(allreduce_latency(hvd, Trainer(cfg, features, hvd), spec["steps"]))
-    if spec.get("passes"):  # time whole passes over the shard, as training epochs are
-        spec = dict(spec, steps=spec["passes"] * shards.steps_per_epoch(table.rows, batch, hvd.size())
-                    - spec["warmup"])
-    if spec["kind"] == "read":
-        with _batches(spec["source"], table, cfg, hvd, spec.get("cache", False), {}) as batches:
-            rate = _timed(lambda: next(batches), spec["warmup"], spec["steps"]) * batch
-        return _emit({"rows_per_second": rate, "cores_busy": CPU_USED[0]})
-    trainer = Trainer(cfg, features, hvd)
-    trainer.broadcast_from_root()
-    step = _local_step(trainer) if spec["kind"] == "train_local" else trainer.train_step
-    with _batches(spec["source"], table, cfg, hvd, spec.get("cache", False),
-                  trainer.extra_inputs) as batches:
-        steps_per_second = _timed(lambda: step(*next(batches)), spec["warmup"], spec["steps"])
-    if hvd.rank() == 0:
-        from dcn.model import model_spec
-        from dcn.spec import count_flops_per_example
-
-        _emit({"examples_per_second": steps_per_second * batch * hvd.size(),
-               "steps_per_second": steps_per_second, "ranks": hvd.size(),
-               "rank0_cores_busy": CPU_USED[0],
-               "flops_per_example_forward": count_flops_per_example(model_spec(trainer.model))})
-
-
-def pin_to_one_core() -> None:
-    """Keep this process (every thread it starts from now on: TensorFlow's, the reader's,
-    Horovod's) on one core, rank r on the r-th allowed core: each rank then has exactly one
-    core whatever the others do, so N ranks against one rank compares equal resources per
-    rank, as one slot per rank on a cluster does. Called before TensorFlow starts threads."""
-    cores = sorted(os.sched_getaffinity(0))
-    index = int(os.environ.get("BENCH_CORE_INDEX", os.environ.get("HOROVOD_LOCAL_RANK", "0")))
-    os.sched_setaffinity(0, {cores[index % len(cores)]})
-
-
-def _local_step(trainer):
-    """The training step without Horovod (plain GradientTape): for the hardware ceiling."""
-    import tensorflow as tf
-
-    model, optimizer = trainer.model, trainer.optimizer
-
-    @tf.function
-    def step(features, labels):
-        with tf.GradientTape() as tape:
-            logits = tf.squeeze(model(features, training=True), -1)
-            loss = tf.reduce_mean(
-                tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits))
-        gradients = tape.gradient(loss, model.trainable_variables)
-        optimizer.apply_gradients(zip(gradients, model.trainable_variables))
-        return loss
-
-    return step
-
-
-class _batches:
-    """Petastorm or in-memory batches of this rank's shard, as a context manager."""
-
-    def __init__(self, source, table, cfg, hvd, cache=False, extra_inputs=None):
-        from dcn import data as D
-
-        self.args = (source, table, cfg, hvd)
-        self.extra = extra_inputs or {}
-        self.cache = cache
-        self.D = D
-        self.context = None
-
-    def __enter__(self):
-        source, table, cfg, hvd = self.args
-        if source == "petastorm":
-            self.context = self.D.petastorm_batches(
-                table.uri, table.user_dim, table.news_dim, rank=hvd.rank(), size=hvd.size(),
-                batch_size=cfg["train.batch_size"], reader_threads=cfg["train.reader_threads"],
-                shuffle_buffer=cfg["train.shuffle_buffer"], cache=self.cache,
-                extra_inputs=self.extra)
-            return self.context.__enter__()
-        arrays = self.D.load_rows(table.uri, hvd.rank(), hvd.size(), extra_inputs=self.extra)
-        names = self.shards.input_widths(table.user_dim, table.news_dim, self.extra)
-        return iter(self.D.memory_batches(dict(zip(names, arrays[:-1])), arrays[-1],
-                                          cfg["train.batch_size"]))
-
-    def __exit__(self, *exc):
-        if self.context is not None:
-            return self.context.__exit__(*exc)
-        return False
-
-
-CPU_USED: list = []  # cores this process kept busy during the last timed loop
-
-
-def _timed(step, warmup: int, steps: int) -> float:
-    """Steps per second of `step` over `steps` calls after `warmup` untimed ones; also records
-    the cores this process used meanwhile (CPU seconds / wall seconds) in CPU_USED."""
-    import psutil
-
-    for _ in range(warmup):
-        step()
-    process = psutil.Process()
-    cpu = sum(process.cpu_times()[:2])
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    seconds = time.perf_counter() - start
-    CPU_USED[:] = [(sum(process.cpu_times()[:2]) - cpu) / seconds]
-    return steps / seconds
-
-
-def allreduce_latency(hvd, trainer, calls: int) -> dict:
-    """Seconds per Horovod allreduce of a buffer the size of the model's gradients (one
-    grouped allreduce, as the training step does), with nothing else running."""
-    import tensorflow as tf
-
-    size = sum(int(np.prod(v.shape)) for v in trainer.model.trainable_variables)
-    buffer = [tf.ones([size], tf.float32)]
-    reduce = tf.function(lambda x: hvd.grouped_allreduce(x, op=hvd.Average))
-    for _ in range(20):
-        reduce(buffer)
-    start = time.perf_counter()
-    for _ in range(calls):
-        reduce(buffer)[0].numpy()
-    return {"seconds_per_allreduce": (time.perf_counter() - start) / calls, "floats": size}
-
-
-def matmul_rate(threads: int, seconds: float, n: int = 1024) -> dict:
-    """float32 FLOP/s of tf.matmul on n x n matrices (2 n^3 per product)."""
-    import tensorflow as tf
-
-    a = tf.random.normal([n, n], seed=1)
-    b = tf.random.normal([n, n], seed=2)
-    product = tf.function(lambda x, y: tf.reduce_sum(tf.matmul(x, y)))
-    product(a, b).numpy()
-    count, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        product(a, b).numpy()
-        count += 1
-    return {"flops_per_second": 2 * n ** 3 * count / (time.perf_counter() - start),
-            "threads": threads, "n": n}
-
-
-def _emit(result: dict) -> None:
-    print("RESULT " + json.dumps(result), flush=True)
-
-
 # --------------------------------------------------------------------------- driver
 
 def measure(spec: dict, ranks: int = 1) -> dict:
     """One measurement: `ranks` > 1 under horovodrun; `ranks` < 0: that many independent
     single-rank processes at once (no Horovod between them), their rates summed."""
-    command = [PYTHON, str(Path(__file__).resolve()), "--worker", json.dumps(spec)]
+    command = [PYTHON, "-m", "bench.train_worker", json.dumps(spec)]
     if ranks > 1:
         command = [HOROVODRUN, "-np", str(ranks), "-H", f"localhost:{ranks}", "--gloo", *command]
     procs = [subprocess.Popen(command, cwd=ROOT, env=dict(ENV, BENCH_CORE_INDEX=str(index))
@@ -305,10 +139,7 @@ def main() -> None:
                         help="passes over the shard in the whole-run comparison")
     parser.add_argument("--side-features", action="store_true",
                         help="only compare the side-feature model with the vectors-only one")
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.worker:
-        return worker(json.loads(args.worker))
 
     work = Path(args.features).resolve() if args.features else prepare_data(args.scale)
     load_before = os.getloadavg()
@@ -401,6 +232,10 @@ def side_feature_cost(args, spec) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"ratio_streamed": streamed, "ratio_cached_run": cached,
                                "examples_per_second": rate, "runs": results}, indent=2))
+    record("train_bench --side-features", {
+        "side features / vectors only, streamed": streamed,
+        "side features / vectors only, cached whole passes": cached,
+        **{f"{name}, examples/s": value for name, value in rate.items()}})
 
 
 def report(args, features, feed, scaling, scaling_pinned, matmul, load) -> None:
@@ -514,6 +349,7 @@ def report(args, features, feed, scaling, scaling_pinned, matmul, load) -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2))
     print(f"\nsaved {RESULTS.relative_to(ROOT)}")
+    record("train_bench", rows)
 
 
 if __name__ == "__main__":

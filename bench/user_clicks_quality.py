@@ -1,7 +1,7 @@
 """Benchmark: model quality with the point-in-time user state against MIND's history-only
 convention, on the same synthetic sample, side by side in one run.
 
-    .venv/bin/python bench/user_clicks_quality.py [--scale small] [--encoder use] [--ranks 2]
+    .venv/bin/python -m bench.user_clicks_quality [--scale small] [--encoder use] [--ranks 2]
 
 For each `features.user_clicks` mode (`history_and_clicks`, the default, and `history`):
 build_features as of the day after the sample, train the DCN (horovodrun, `--ranks` ranks,
@@ -18,9 +18,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bench.record import record
+from common import storage
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from common import storage  # noqa: E402
 MODES = ("history_and_clicks", "history")
 
 
@@ -59,7 +60,6 @@ def main() -> None:
         call([str(venv / "horovodrun"), "-np", str(args.ranks), "-H", f"localhost:{args.ranks}",
               "--gloo", sys.executable, "-m", "dcn.train", *settings])
         call([submit, "evaluate", *settings])
-        sys.path.insert(0, str(ROOT))
         from common.config import load_config
         from evaluation.document import current_evaluation
         pointer = current_evaluation(load_config(overrides=[f"paths.work={work}"]))
@@ -78,6 +78,12 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "user_clicks_quality.json").write_text(json.dumps({"args": vars(args), "results": results,
                                                               "dcn_difference": gain}, indent=2))
+    measures = (("auc", "AUC"), ("ndcg@10", "nDCG@10"))
+    figures = [(f"dcn difference (default - history), {label}", gain[metric])
+               for metric, label in measures]
+    figures += [(f"{mode}: {scorer} {label}", results[mode][scorer][metric]) for mode in MODES
+                for scorer in ("dcn", "cosine") for metric, label in measures]
+    record("user_clicks_quality", figures)
 
 
 if __name__ == "__main__":

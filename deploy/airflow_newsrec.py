@@ -59,7 +59,7 @@ with DAG(
     )
     train = BashOperator(
         task_id="train",
-        bash_command=(f"cd {HOME} && PYTHONPATH={HOME} .venv/bin/horovodrun -np 4 "
+        bash_command=(f"cd {HOME} && .venv/bin/horovodrun -np 4 "
                       f"-H {{{{ var.value.get('newsrec_hosts', 'localhost:4') }}}} --gloo "
                       f".venv/bin/python -m dcn.train --config {CONFIG}"),
     )

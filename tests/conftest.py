@@ -25,12 +25,3 @@ def spark(tmp_path_factory):
     session = get_spark(cfg, "newsrec-tests", hive=True)
     yield session
     session.stop()
-
-
-def write_tsv(path, rows) -> str:
-    """Write rows (lists of fields or raw lines) as a MIND-style TSV file; returns the path."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8", newline="") as handle:
-        for row in rows:
-            handle.write((row if isinstance(row, str) else "\t".join(row)) + "\n")
-    return str(path)

@@ -4,82 +4,18 @@ from __future__ import annotations
 import shutil
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from common import outputs, packed_vectors, storage
+from common import outputs, storage
 from common.config import load_config
-from common.dates import parse_moment
 from common.errors import ConfigError
-from features.news_vectors import current_vectors_uri
-from features.pool import side_summary
 from jobs import build_features, embed_news
 from features.mind import RejectedShareExceeded
-from tests.conftest import write_tsv
+from tests.builders import (DEV, NEWS, TRAIN, features, make_cfg, read_table, vectors_by_id,
+                            write_sample)
 
 pytestmark = pytest.mark.spark
-
-NEWS = {f"N{i}": (cat, title) for i, (cat, title) in enumerate([
-    ("sports", "Coach wins the final game of the season"),
-    ("sports", 'Striker "scores" twice | late goal & caf\u00e9 celebration'),
-    ("finance", "Stocks fall as rates climb \u2014 markets react"),
-    ("finance", "Bank earnings beat forecasts this quarter"),
-    ("travel", "Ten beaches to visit in \u00e9t\u00e9"),
-    ("travel", "Airport delays ahead of the holiday weekend"),
-    ("health", "Doctors say sleep matters more than diet"),
-    ("health", "New study on walking and heart health"),
-    ("food", "The best pumpkin pie recipe"),
-    ("food", "Chefs share their favourite soup"),
-], start=1)}
-
-TRAIN = [  # impression id, user, time, history, impressions
-    ["1", "U1", "11/9/2019 8:00:00 AM", "N1 N2", "N3-1 N4-0 N5-0 N6-0 N7-0 N8-0"],
-    ["2", "U2", "11/9/2019 9:30:00 AM", "", "N1-0 N2-1 N9-0"],
-    ["3", "U1", "11/10/2019 1:15:00 PM", "N1 N2", "N5-0 N6-1 N7-0 N8-1 N9-0 N10-0 N4-0"],
-    ["4", "U3", "11/11/2019 10:00:00 PM", "N7 N8 N99", "N1-0 N3-0 N9-1 N77-1"],
-    ["5", "U2", "11/12/2019 6:45:10 AM", "N2", "N4-0 N5-1 N6-0"],
-]
-DEV = [
-    ["10", "U1", "11/15/2019 8:00:00 AM", "N1 N2", "N3-0 N9-1 N10-0"],
-    ["11", "U4", "11/15/2019 11:00:00 PM", "N5", "N6-1 N7-0 N8-0 N1-0"],
-]
-
-
-def news_rows(ids):
-    return [[nid, NEWS[nid][0], "sub", NEWS[nid][1], "", f"https://example.org/{nid}", "[]", "[]"]
-            for nid in ids]
-
-
-def write_sample(root, train=TRAIN, dev=DEV):
-    write_tsv(root / "train" / "behaviors.tsv", train)
-    write_tsv(root / "train" / "news.tsv", news_rows(list(NEWS)[:9]))       # N10 only in dev
-    write_tsv(root / "dev" / "behaviors.tsv", dev)
-    write_tsv(root / "dev" / "news.tsv", news_rows(list(NEWS)))
-
-
-def make_cfg(root, *extra):
-    return load_config(overrides=[
-        f"paths.train={root / 'train'}", f"paths.dev={root / 'dev'}", f"paths.work={root / 'work'}",
-        "embed.encoder=hashing", "embed.hashing_dim=16", "embed.projection_dim=0",
-        "features.min_row_groups=4", "features.npratio=2", "features.candidate_window_hours=24",
-        "features.validation_hours=0", *extra])
-
-
-def read_table(uri):
-    """A table as pandas, packed vectors (common/packed_vectors.py) decoded to arrays."""
-    table = pq.read_table(uri.replace("file://", ""))
-    frame = table.to_pandas()
-    for name in ("user_vec", "news_vec"):
-        if name in table.column_names and pa.types.is_binary(table.schema.field(name).type):
-            frame[name] = list(packed_vectors.decode(table.column(name), name))
-    return frame
-
-
-def vectors_by_id(cfg):
-    uri, _ = current_vectors_uri(cfg)
-    table = read_table(uri)
-    return {n: np.asarray(v, dtype=np.float64) for n, v in zip(table["news_id"], table["vector"])}
 
 
 @pytest.fixture(scope="module")
@@ -90,32 +26,6 @@ def built(spark, tmp_path_factory):
     embed_summary = embed_news.run(cfg, spark)
     summary = build_features.run(cfg, spark)
     return root, cfg, embed_summary, summary
-
-
-def features(cfg, table, as_of=None):
-    """A table of the newest build (or the one as of `as_of`): train, dev, news_popularity,
-    dev_impressions, rejected, or the state and candidate pool of the same as-of."""
-    rows = outputs.current_rows(cfg, as_of)
-    moment = parse_moment(rows["summary"]["as_of"], "as_of")
-    if table in ("state", "user_profiles"):
-        return read_table(f"{outputs.current_as_of(cfg, moment, outputs.STATE, '')['path']}/state")
-    if table == "candidate_pool":
-        pool = outputs.current_as_of(cfg, moment, outputs.POOL, "")
-        return read_table(f"{pool['path']}/candidate_pool")
-    return read_table(f"{rows['path']}/{table}")
-
-
-def model_metadata(cfg, user_dim, news_dim=None, model=None):
-    """Export metadata for a test model trained on the current news vectors (and, for a model
-    with side features, on side features built with the config's settings)."""
-    _, summary = current_vectors_uri(cfg)
-    metadata = {"user_dim": user_dim, "news_dim": news_dim or user_dim,
-                "news_vectors": summary["identity"],
-                "features": {"side_features": side_summary(cfg)}}
-    if model is not None:
-        from dcn.model import model_spec
-        metadata["model_spec"] = model_spec(model)
-    return metadata
 
 
 def test_embed_news_covers_both_splits(built):

@@ -8,7 +8,7 @@ import pytest
 
 from dcn import data
 from dcn import shards
-from tests.test_train import publish_features, train_uri_of
+from tests.builders import publish_features, train_uri_of
 
 
 def numbered_groups(sizes):

@@ -16,6 +16,7 @@ from common import storage
 from common.errors import UserInputError
 from common.config import load_config
 from jobs import evaluate as ev
+from synthetic.generate import generate
 from evaluation import aggregate, document, report, scorers
 from dcn import metrics as M
 from dcn.export import export_model, load_model, model_folder
@@ -23,8 +24,7 @@ from dcn.model import build_dcn, model_spec
 from dcn.spec import input_columns
 from jobs import build_features, embed_news
 from features.side_features import NEWS_DENSE_NAMES, USER_DENSE_NAMES
-from tests.conftest import write_tsv
-from tests.test_build_features import TRAIN, features, model_metadata, write_sample
+from tests.builders import TRAIN, features, model_metadata, write_sample, write_tsv
 
 pytestmark = pytest.mark.spark
 
@@ -435,8 +435,7 @@ def test_oracle_scorer_needs_a_ground_truth(spark, evaluated):
 
 
 def test_oracle_beats_random_on_the_planted_sample(spark, tmp_path):
-    generate_mind = pytest.importorskip("jobs.generate_mind")
-    generate_mind.generate("tiny", str(tmp_path / "sample"), seed=0)
+    generate("tiny", str(tmp_path / "sample"), seed=0)
     sample = tmp_path / "sample"
     cfg = load_config(overrides=[
         f"paths.train={sample / 'MINDsmall_train'}", f"paths.dev={sample / 'MINDsmall_dev'}",

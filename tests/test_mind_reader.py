@@ -6,7 +6,7 @@ import datetime as dt
 import pytest
 
 from features.mind import RejectedShareExceeded, check_rejected_share, parse_behaviors, parse_news
-from tests.conftest import write_tsv
+from tests.builders import write_tsv
 
 pytestmark = pytest.mark.spark
 

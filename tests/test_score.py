@@ -19,25 +19,17 @@ from common.errors import UserInputError
 from common.errors import ConfigError
 from dcn import export
 from dcn.export import export_model
-from dcn.model import build_dcn
 from evaluation.inputs import listed_candidates, resolve_inputs
 from evaluation.scorers import scored_rows
 from jobs import build_features, embed_news, score
 from serving import tasks
 from serving.table import TableWriter
-from tests.test_build_features import features, make_cfg, model_metadata, write_sample
+from tests.builders import features, make_cfg, model_metadata, random_model, write_sample
 
 SCORE_DAY = dt.datetime(2019, 11, 16)
 
 pytestmark = pytest.mark.spark
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def random_model(dim, seed=0, **kwargs):
-    model = build_dcn(dim, dim, deep_units=(16,), seed=seed, **kwargs)
-    rng = np.random.default_rng(seed)
-    model.set_weights([rng.normal(0, 0.5, w.shape).astype(np.float32) for w in model.get_weights()])
-    return model
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import pytest
 
 from jobs import build_features, embed_news
 from features import side_features as side
-from tests.test_build_features import DEV, TRAIN, features, make_cfg, write_sample
+from tests.builders import DEV, TRAIN, features, make_cfg, write_sample
 
 pytestmark = pytest.mark.spark
 
@@ -130,7 +130,7 @@ def test_time_split_one_folder(spark, tmp_path):
 
 def test_topic_dot_is_the_user_vector_against_the_category_mean(built):
     cfg, _, rows = built
-    from tests.test_build_features import vectors_by_id, NEWS
+    from tests.builders import NEWS, vectors_by_id
     vectors = vectors_by_id(cfg)
     finance = np.mean([vectors[n] for n, (category, _) in NEWS.items()
                        if category == "finance" and n in vectors], axis=0)
@@ -173,14 +173,9 @@ def test_popularity_equals_brute_force_at_the_window_edges(spark):
 def test_the_benchmark_reference_hashes_categories_as_spark_does(spark):
     """bench/pandas_train_rows.py's xxHash64 gives side.bucket's buckets, for names of every
     length class of the algorithm (under 4, 4 to 7, 8 to 31 and 32 or more bytes) and non-ASCII."""
-    import importlib.util
-    from pathlib import Path
     from pyspark.sql import functions as F
+    from bench import pandas_train_rows as reference
     from features import side_features as side
-    path = Path(__file__).resolve().parent.parent / "bench" / "pandas_train_rows.py"
-    spec = importlib.util.spec_from_file_location("pandas_train_rows", path)
-    reference = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(reference)
     names = ["", " ", "a", "tv", "news", "sports", "lifestyle", "foodanddrink", "é", "médias",
              "x" * 31, "y" * 32, "autos and a very long subcategory name" * 3]
     got = {r["name"]: r["b"] for r in spark.createDataFrame([(n,) for n in names], "name string")

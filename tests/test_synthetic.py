@@ -525,24 +525,13 @@ def test_tiny_scale_is_fast(tmp_path):
     assert time.perf_counter() - start < 2.0
 
 
-def _quality_bounds_module():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parent.parent / "bench" / "quality_bounds.py"
-    spec = importlib.util.spec_from_file_location("quality_bounds", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_quality_bounds_rebuild_the_planted_state(tmp_path):
     """bench/quality_bounds.py rebuilds topics, interests and popularity from the seed: within
     an impression the planted logits differ by exactly the rebuilt affinity and popularity
     terms (the user and impression noise cancel); another seed is refused."""
     root = tmp_path / "sample"
     generate("tiny", str(root), seed=3)
-    qb = _quality_bounds_module()
+    from bench import quality_bounds as qb
     categories = qb.read_news_topics(root)
     by_news, theta = qb.latent_state("tiny", 3, categories)
     truth = qb.read_truth(root / "ground_truth" / "dev.tsv")

@@ -21,13 +21,12 @@ from pathlib import Path
 
 import numpy as np
 import psutil
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from common import storage
 from common.errors import UserInputError
 from common.config import load_config
+from tests.builders import publish_features, rows_root, train_uri_of
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -88,67 +87,10 @@ def features_cfg(work):
     return load_config(overrides=[f"paths.work={work}"])
 
 
-def write_feature_rows(path: Path, group_sizes, dim: int, seed: int) -> int:
-    """One Parquet file of FEATURE_ROWS-shaped rows, one row group per entry of group_sizes.
-
-    Vectors are Gaussian; clicks follow a planted rule with a user-news interaction:
-    P(click) = sigmoid(3 a.u b.n + a.u - 1), a and b fixed unit directions.
-    """
-    rng = np.random.default_rng(seed)
-    directions = np.random.default_rng(1234).normal(size=(2, dim))
-    a, b = directions / np.linalg.norm(directions, axis=1, keepdims=True)
-    path.mkdir(parents=True, exist_ok=True)
-    schema = pa.schema([("impression_id", pa.int64()), ("user_id", pa.string()),
-                        ("news_id", pa.string()), ("label", pa.int32()),
-                        ("user_vec", pa.list_(pa.float32())), ("news_vec", pa.list_(pa.float32())),
-                        ("history_len", pa.int32())])
-    start = 0
-    with pq.ParquetWriter(str(path / "part-00000.parquet"), schema) as writer:
-        for size in group_sizes:
-            user = rng.normal(size=(size, dim)).astype(np.float32)
-            news = rng.normal(size=(size, dim)).astype(np.float32)
-            logit = 3 * (user @ a) * (news @ b) + user @ a - 1
-            label = (rng.random(size) < 1 / (1 + np.exp(-logit))).astype(np.int32)
-            ids = np.arange(start, start + size)
-            table = pa.table({
-                "impression_id": ids, "user_id": [f"U{i % 97}" for i in ids],
-                "news_id": [f"N{i}" for i in ids], "label": label,
-                "user_vec": list(user), "news_vec": list(news),
-                "history_len": np.full(size, 5, dtype=np.int32)}, schema=schema)
-            writer.write_table(table, row_group_size=size)
-            start += size
-    return start
-
-
-TEST_AS_OF = "2019-11-16T00:00:00"
-
-
-def rows_root(work) -> str:
-    return storage.join(str(work), "features", f"as_of={TEST_AS_OF}", "rows")
-
-
 def rows_marker_file(work) -> Path:
     """The commit marker of the newest rows run (what publish_features writes)."""
     run_id = storage.current_run(rows_root(work), "build_features")["run_id"]
     return Path(storage.committed_marker_uri(rows_root(work), run_id).replace("file://", ""))
-
-
-def train_uri_of(work) -> str:
-    return storage.current_run(rows_root(work), "build_features")["path"] + "/train"
-
-
-def publish_features(work: Path, train_groups, dev_groups, dim: int, seed: int = 0) -> str:
-    """Write train/, valid/ and dev/ (valid and dev of `dev_groups`) and make them the newest
-    build_features rows; returns its id."""
-    root = rows_root(work)
-    run_id = storage.new_run_id()
-    folder = Path(storage.run_dir(root, run_id).replace("file://", ""))
-    tables = (("train", train_groups), ("valid", dev_groups), ("dev", dev_groups))
-    rows = {name: {"rows": write_feature_rows(folder / name, groups, dim, seed + i)}
-            for i, (name, groups) in enumerate(tables)}
-    storage.publish_run(root, run_id, {"run_id": run_id, "dim": dim, "rows": rows,
-                                       "as_of": TEST_AS_OF}, keep_runs=3)
-    return run_id
 
 
 def rank_process(horovodrun: subprocess.Popen, rank: int) -> psutil.Process:

@@ -16,8 +16,8 @@ from common.config import load_config
 from jobs import build_features, daily, embed_news, score
 from synthetic.generate import generate
 from synthetic.writer import write_daily_log
-from tests.test_build_features import (features, make_cfg, model_metadata,
-                                       read_table, vectors_by_id, write_sample)
+from tests.builders import (features, make_cfg, model_metadata, read_table, vectors_by_id,
+                            write_sample)
 
 pytestmark = pytest.mark.spark
 TIME_FORMAT = "%m/%d/%Y %I:%M:%S %p"
@@ -195,7 +195,7 @@ def test_served_profile_equals_the_trained_vector(spark, timeline):
 
 def test_a_stale_run_date_fails_and_writes_nothing(spark, timeline):
     from dcn.export import export_model
-    from tests.test_score import random_model
+    from tests.builders import random_model
 
     root, base = timeline
     cfg = base.with_overrides(["score.table=recs_stale", f"score.table_location={root / 't'}"])
@@ -210,7 +210,7 @@ def test_a_stale_run_date_fails_and_writes_nothing(spark, timeline):
 
 def test_a_model_trained_on_other_vectors_is_refused(spark, timeline):
     from dcn.export import export_model
-    from tests.test_score import random_model
+    from tests.builders import random_model
 
     root, base = timeline
     cfg = base.with_overrides(["score.table=recs_lineage", f"score.table_location={root / 'l'}",
@@ -308,7 +308,7 @@ def test_daily_scoring_by_date(spark, daily_log, tmp_path):
     written. Two dates inside the data: different lists, none holding a news the user had
     clicked before that date."""
     from dcn.export import export_model
-    from tests.test_score import random_model
+    from tests.builders import random_model
 
     root, cfg = daily_log
     work = fresh(cfg, tmp_path / "work", root / "work")
@@ -348,9 +348,9 @@ def test_the_benchmark_reference_builds_the_same_rows(spark, tiny, tmp_path):
     build_features.run(cfg, spark)
     vectors_uri = outputs.current_vectors(cfg)["path"].replace("file://", "") + "/vectors"
     out = tmp_path / "reference.parquet"
-    bench = Path(__file__).resolve().parent.parent / "bench" / "pandas_train_rows.py"
     mind = root / "mind"
-    subprocess.run([sys.executable, str(bench), str(mind / "MINDsmall_train" / "behaviors.tsv"),
+    subprocess.run([sys.executable, "-m", "bench.pandas_train_rows",
+                    str(mind / "MINDsmall_train" / "behaviors.tsv"),
                     vectors_uri, str(out), "0", "--news", str(mind / "MINDsmall_train" / "news.tsv"),
                     str(mind / "MINDsmall_dev" / "news.tsv"),
                     "--dev", str(mind / "MINDsmall_dev" / "behaviors.tsv"),
@@ -359,7 +359,8 @@ def test_the_benchmark_reference_builds_the_same_rows(spark, tiny, tmp_path):
                     "--ctr-prior", str(cfg["features.ctr_prior"]),
                     "--prior-impressions", str(cfg["features.ctr_prior_impressions"]),
                     "--buckets", str(cfg["features.category_buckets"])],
-                   check=True, capture_output=True, timeout=300)
+                   cwd=Path(__file__).resolve().parent.parent, check=True, capture_output=True,
+                   timeout=300)
     for split, path in (("train", out), ("dev", tmp_path / "reference_dev.parquet")):
         assert_same_rows(read_table(str(path)), features(cfg, split))
 
