@@ -65,7 +65,7 @@ if ! "$venv/bin/python" -c "import horovod, horovod.tensorflow; assert horovod._
   "${pip[@]}" install --quiet -c "$here/constraints.txt" cloudpickle psutil pyyaml packaging cffi
 fi
 
-"$venv/bin/python" - <<'PY'
+TF_CPP_MIN_LOG_LEVEL=2 TF_ENABLE_ONEDNN_OPTS=0 "$venv/bin/python" - <<'PY'
 import horovod.tensorflow as hvd, petastorm, pyspark, pyarrow, numpy, tensorflow as tf
 print(f"setup.sh: ok: tensorflow {tf.__version__}, pyspark {pyspark.__version__}, "
       f"pyarrow {pyarrow.__version__}, numpy {numpy.__version__}, petastorm {petastorm.__version__}")
