@@ -178,3 +178,18 @@ def publish_features(work: Path, train_groups, dev_groups, dim: int, seed: int =
     storage.publish_run(root, run_id, {"run_id": run_id, "dim": dim, "rows": rows,
                                        "as_of": TEST_AS_OF}, keep_runs=3)
     return run_id
+
+
+def np_cross(form, weights, x0, x):
+    """The cross layer by the papers' column-vector formulas, row by row, in float64: the
+    reference the Keras layer and the whole model are checked against."""
+    out = np.empty_like(x0, dtype=np.float64)
+    for n in range(x0.shape[0]):
+        a0, a = x0[n].astype(np.float64), x[n].astype(np.float64)
+        if form == "vector":
+            out[n] = a0 * np.dot(a, weights["w"]) + weights["b"] + a
+        elif form == "full":
+            out[n] = a0 * (weights["W"] @ a + weights["b"]) + a
+        else:
+            out[n] = a0 * (weights["U"] @ (weights["V"] @ a) + weights["b"]) + a
+    return out
