@@ -37,6 +37,8 @@ Spark writers leave once a partition is completely written. A log on HDFS or S3 
 or the matching provider's sensor in place of `log_day_ready`.
 
 A task that fails after its retries calls `alert`: edit it to page someone.
+`python deploy/check_dag.py --airflow VERSION` imports this file and renders every task in a
+throwaway Airflow of that version.
 """
 from __future__ import annotations
 
