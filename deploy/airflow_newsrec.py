@@ -94,6 +94,7 @@ def alert(context) -> None:
 
 
 def spark_job(job: str, date_option: str) -> str:
+    """The command of a stage run through spark-submit.sh for the run's day D."""
     return f"cd {HOME} && ./spark-submit.sh {job} {date_option} {D} --config {CONFIG}"
 
 
@@ -115,8 +116,7 @@ with DAG(
         task_id="wait_for_log",
         python_callable=log_day_ready,
         op_kwargs={"log_root": "{{ var.value.get('newsrec_log_root', '') }}", "day": D},
-        mode="reschedule", poke_interval=timedelta(minutes=10).total_seconds(),
-        timeout=timedelta(hours=12).total_seconds(),
+        mode="reschedule", poke_interval=timedelta(minutes=10), timeout=timedelta(hours=12),
     )
     score = BashOperator(task_id="daily", bash_command=spark_job("daily", "--date"),
                          execution_timeout=timedelta(hours=3))

@@ -15,7 +15,8 @@ this file again inside it, which:
   versions' backfill computes them), and compares the commands with the expected ones:
   `--date D` / `--as-of D` with D the end of the run's data interval, `-np 8 -H host1:4,host2:4`
   for the hosts variable `host1:4,host2:4`, the sensor's day;
-- pokes the sensor's check on a log day without, then with, its _SUCCESS marker.
+- pokes the sensor's check on a log day without, then with, its _SUCCESS marker;
+- finds an execution timeout, two retries and the `alert` failure hook on every task.
 
 Prints PASS or FAIL per check and a summary; exits 1 on any failure. It needs PyPI and a few
 minutes per version, so it is not part of the test suite (tests/test_deploy.py checks the same
@@ -134,6 +135,16 @@ def check_sensor(dags: dict) -> None:
     assert poke(log_root=str(day.parent), day="2019-11-16"), "not ready with _SUCCESS"
 
 
+def check_failure_handling(dags: dict) -> None:
+    for dag in dags.values():
+        for task in dag.tasks:
+            callbacks = task.on_failure_callback
+            callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
+            assert [c.__name__ for c in callbacks] == ["alert"], (task.task_id, callbacks)
+            assert task.retries == 2 and task.execution_timeout, task.task_id
+    assert dags["newsrec_daily"].get_task("wait_for_log").mode == "reschedule"
+
+
 def inside(dag_file: Path) -> int:
     import importlib.util
     import traceback
@@ -181,6 +192,7 @@ def inside(dag_file: Path) -> int:
             check(f"{dag_id}: backfill {first}..{last} renders days {days[0]}..{days[-1]}",
                   check_runs, dags, dag_id, first, last, days)
         check("wait_for_log: ready only with the day's _SUCCESS", check_sensor, dags)
+        check("every task: timeout, 2 retries, the alert hook", check_failure_handling, dags)
     for name, error in results:
         print(f"{'PASS' if error is None else 'FAIL'}  {name}" + (f"\n      {error}" if error else ""))
     failed = sum(error is not None for _, error in results)

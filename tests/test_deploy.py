@@ -79,7 +79,8 @@ def test_the_daily_dag_waits_for_the_log_then_scores_the_end_of_its_data_interva
     assert set(daily.tasks) == {"wait_for_log", "daily"}
     assert daily.tasks["wait_for_log"].downstream == ["daily"]
     sensor = daily.tasks["wait_for_log"].kwargs
-    assert sensor["mode"] == "reschedule" and 0 < sensor["timeout"] <= 24 * 3600
+    assert sensor["mode"] == "reschedule"
+    assert sensor["poke_interval"] < sensor["timeout"] <= timedelta(hours=24)
     assert sensor["op_kwargs"]["day"] == D
     assert "newsrec_log_root" in sensor["op_kwargs"]["log_root"]
     command = daily.tasks["daily"].kwargs["bash_command"]
@@ -113,6 +114,16 @@ def test_every_task_has_a_timeout_retries_and_the_failure_hook(dag_module):
         # promote, the promotion gate, is a stage of its own branch of issue #22.
         missing = {job for job in jobs if not (ROOT / "jobs" / f"{job}.py").exists()}
         assert missing <= {"promote"}, missing
+
+
+def test_the_failure_hook_names_the_task_and_its_day(dag_module, caplog):
+    ti = types.SimpleNamespace(dag_id="newsrec_daily", task_id="daily")
+    dag_module.alert({"ti": ti, "data_interval_end": "2019-11-16T01:00:00+00:00",
+                      "exception": RuntimeError("spark-submit exited with 1")})
+    [record] = caplog.records
+    assert record.levelname == "ERROR"
+    assert "newsrec_daily.daily" in record.message and "2019-11-16" in record.message
+    assert "spark-submit exited with 1" in record.message
 
 
 def test_horovod_runs_a_rank_per_slot_of_the_hosts(dag_module):
