@@ -347,6 +347,16 @@ def current_run(root: str, what: str) -> dict:
     raise RunNotFound(f"no finished {what} run under {to_uri(root)}: run the {what} step first")
 
 
+def committed_run(root: str, run_id: str, what: str) -> dict:
+    """The commit marker of the run `run_id` of `root`; a clear error naming `what` if that
+    run is not there (never committed, or deleted since: paths.keep_runs)."""
+    marker = _committed(root, run_id)
+    if marker is None:
+        raise RunNotFound(f"no finished {what} run {run_id} under {to_uri(root)} (deleted, "
+                          "or never finished)")
+    return marker
+
+
 def has_committed_run(root: str) -> bool:
     return any(_committed(root, name) is not None
                for name, is_dir in list_dir(runs_dir(root)) if is_dir)

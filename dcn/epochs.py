@@ -227,7 +227,7 @@ def export(cfg: Config, plan: Plan, trainer: Trainer, metrics: dict, size: int,
                      "dev_uri": features.dev.uri, "dev_rows": features.dev.rows,
                      "valid_rows": features.valid.rows if features.valid else 0,
                      **features.lineage},
-        "news_vectors": features.lineage.get("news_vectors"),
+        "news_vectors": features.lineage.get("news_vectors"), "as_of": features.lineage.get("as_of"),
         "metrics": metrics, "horovod_size": size, "seconds": round(seconds, 3),
         "run_key": plan.run_key, "global_step": global_step, "epochs": cfg["train.epochs"],
     }
