@@ -147,6 +147,12 @@ class Registry:
             return None
         return _version(self.client.get_model_version(self.name, str(aliases[SERVED])))
 
+    def protected_versions(self) -> set[str]:
+        """The exports that training must not delete: every version served so far (the
+        served one, and those a rollback may return to)."""
+        numbers = set(self._history_ending_with_served())
+        return {v.version for v in self.versions() if v.number in numbers}
+
     def history(self) -> list[int]:
         tags = self.client.get_registered_model(self.name).tags
         return [int(n) for n in json.loads(tags.get(HISTORY_TAG, "[]"))]

@@ -5,7 +5,8 @@ score and daily use) to a candidate that passes the gate, or back to the previou
     ./spark-submit.sh promote --version V --force      serve V without the gate
     ./spark-submit.sh promote --rollback               serve the previously served version
 
-The candidate is `--version V` (an export's version, as in the table's model_version), else
+The candidate is `--version V` (an export's version, as in the table's model_version;
+registered first if it was exported before the registry existed), else
 the newest registered version (trained on the rows as of T with `--as-of T`). The gate
 (evaluation/promotion.py) scores it, the served model and the baselines on the candidate's
 held-out dev rows. Every decision, with its figures, is a tag of the candidate's registered
@@ -25,6 +26,7 @@ from common.config import Config
 from common.dates import optional_moment
 from common.errors import UserInputError
 from common.spark import get_spark
+from dcn.export import load_metadata, model_folder
 from dcn.registry import Registry
 from evaluation import promotion
 
@@ -42,6 +44,8 @@ def run(cfg: Config, version: str | None = None, as_of: dt.datetime | None = Non
         return _publish(cfg, registry, after, before, decision)
     if force and not version:
         raise UserInputError("--force serves the version it names: give --version V")
+    if version and registry.find(version) is None:
+        _register_export(cfg, registry, version)
     candidate = registry.candidate(version, outputs.as_of_key(as_of) if as_of else None)
     decision = {"action": "force" if force else "gate", "version": candidate.version}
     if before is not None and before.number == candidate.number:
@@ -58,6 +62,15 @@ def run(cfg: Config, version: str | None = None, as_of: dt.datetime | None = Non
     if decision["promoted"]:
         registry.serve(candidate)
     return _publish(cfg, registry, candidate, before, decision)
+
+
+def _register_export(cfg: Config, registry: Registry, version: str) -> None:
+    """An export the registry does not know (made before it existed) becomes a version."""
+    try:
+        folder = model_folder(cfg, version)
+    except storage.RunNotFound as err:
+        raise UserInputError(str(err)) from None
+    registry.record_training(version, folder, load_metadata(folder), None)
 
 
 def _publish(cfg: Config, registry: Registry, subject, before, decision: dict) -> dict:

@@ -183,5 +183,43 @@ def test_rollback_without_history_and_force_without_version(tmp_path):
         promote.run(cfg, rollback=True)
     with pytest.raises(UserInputError, match="--force serves the version it names"):
         promote.run(cfg, force=True)
-    with pytest.raises(UserInputError, match=r"no registered model version 'v9'"):
+    with pytest.raises(UserInputError, match=r"no exported model version 'v9'"):
         promote.run(cfg, version="v9")
+    with pytest.raises(UserInputError, match=r"no registered model version in newsrec-dcn"):
+        promote.run(cfg)
+
+
+@pytest.mark.slow
+@pytest.mark.spark
+def test_pruning_old_exports_spares_every_version_served(story):
+    """A training keeps train.keep_versions exports but never deletes one the registry has
+    served: the served model and the versions a rollback returns to stay scorable."""
+    from dcn.export import export_model, model_folder
+    from dcn.registry import Registry
+    from tests.builders import model_metadata, random_model
+
+    cfg, steps = story
+    protected = Registry(cfg).protected_versions()
+    assert protected == {s["version"] for s in steps["good"]}
+    newest = export_model(cfg.with_overrides(["train.keep_versions=1"]), random_model(32),
+                          model_metadata(cfg, 32), protected=protected)
+    kept = set(storage.committed_runs(outputs.models_root(cfg)))
+    assert kept == protected | {newest}
+    with pytest.raises(storage.RunNotFound):
+        model_folder(cfg, steps["broken"]["version"])
+
+
+def test_force_serves_an_export_made_before_the_registry(tmp_path, capsys):
+    from common.config import load_config
+    from dcn.export import export_model
+    from dcn.registry import served_version
+    from jobs import promote
+    from tests.builders import random_model
+
+    work = tmp_path / "work"
+    cfg = load_config(overrides=[f"paths.work={work}"])
+    version = export_model(cfg, random_model(8), {"user_dim": 8, "news_dim": 8})
+    assert promote.main(["--set", f"paths.work={work}", "--version", version, "--force"]) == 0
+    assert f"promote (force): {version} promoted; served: {version}; forced" in capsys.readouterr().out
+    assert served_version(cfg).version == version
+    assert storage.current_run(outputs.promotions_root(cfg), "promote")["summary"]["served"] == version
