@@ -56,7 +56,7 @@ run_job evaluate
 run_job promote   # the gate: the registry serves the model only if it beats the baselines
 grep -m1 "^promote" "$logs/promote.out" || true
 if grep -q '"promoted": false' "$logs/promote.out"; then
-  version="$(sed -n 's/^  "version": "\(.*\)",$/\1/p' "$logs/promote.out" | head -1)"
+  version="$(sed -n 's/^  "version": "\([^"]*\)",\{0,1\}$/\1/p' "$logs/promote.out" | head -1)"
   echo "run-demo.sh: the gate refused $version; the demo serves it anyway (promote --force)"
   run_job promote --version "$version" --force
 fi

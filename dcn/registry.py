@@ -148,8 +148,8 @@ class Registry:
         return _version(self.client.get_model_version(self.name, str(aliases[SERVED])))
 
     def protected_versions(self) -> set[str]:
-        """The exports that training must not delete: every version served so far (the
-        served one, and those a rollback may return to)."""
+        """The exports that training must not delete: the served history (the served
+        version and those a rollback may return to)."""
         numbers = set(self._history_ending_with_served())
         return {v.version for v in self.versions() if v.number in numbers}
 
