@@ -6,7 +6,7 @@
 # sets up the environment (./setup.sh), generates the sample into data/sample-SCALE, then runs
 # embed_news and build_features (as of 2019-11-16, the day after the sample) through
 # ./spark-submit.sh, trains the DCN with a 2-rank horovodrun, evaluates it against the
-# baselines, runs the daily job for 2019-11-16 (user state, candidate pool, every user's top k
+# baselines, serves it through the promotion gate (promote), runs the daily job for 2019-11-16 (user state, candidate pool, every user's top k
 # into the recommendations table), and prints the run summary, the metrics table and a few
 # users' top k from the table.
 # Outputs go under work/ (README.md, "Where outputs go").
@@ -53,6 +53,13 @@ step "train (horovodrun -np 2, log: $logs/train.log)"
   || { tail -30 "$logs/train.log"; echo "run-demo.sh: train failed" >&2; exit 1; }
 grep -E "epoch .*(loss|auc)|early stop" "$logs/train.log" | sed 's/^\[[0-9]*\]<stdout>://' | tail -8 || true
 run_job evaluate
+run_job promote   # the gate: the registry serves the model only if it beats the baselines
+grep -m1 "^promote" "$logs/promote.out" || true
+if grep -q '"promoted": false' "$logs/promote.out"; then
+  version="$(sed -n 's/^  "version": "\([^"]*\)",\{0,1\}$/\1/p' "$logs/promote.out" | head -1)"
+  echo "run-demo.sh: the gate refused $version; the demo serves it anyway (promote --force)"
+  run_job promote --version "$version" --force
+fi
 run_job daily --date "$run_date"
 step "run summary"
 "$venv/bin/python" -m jobs.show_runs "${settings[@]}"

@@ -47,6 +47,10 @@ def subset_of(*choices) -> Rule:
     return rule
 
 
+def non_empty(value) -> str | None:
+    return None if str(value).strip() else "must not be empty"
+
+
 def positive_integers(value) -> str | None:
     ok = all(isinstance(u, int) and not isinstance(u, bool) and u > 0 for u in value)
     return None if ok else "must be positive integers"
@@ -103,6 +107,9 @@ RULES: dict[str, Rule] = {
     "score.partitions": positive,
     "score.max_staleness_hours": positive,
     "score.threads_per_task": at_least(0),
+    "registry.model_name": non_empty,
+    "registry.experiment": non_empty,
+    "promote.max_auc_drop": within(0, 1),
 }
 
 # Relations between keys: (keys involved, what is wrong when the check fails, check).

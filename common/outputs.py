@@ -14,6 +14,9 @@ Every job and the model code resolve their inputs and outputs here, and nowhere 
       evaluation/                        evaluation runs
       checkpoints/<run key>/             training checkpoints
       score_runs/run_date=<D>/           one summary per scoring run
+      promotions/                        one run per promotion decision (promote)
+      mlflow/                            the model registry's SQLite store and artifacts,
+                                         unless registry.tracking_uri names a server
 
 Each leaf is a run root (common/storage.py): `runs/<run_id>/` folders, the current one being
 the newest with a commit marker. `<T>` is an as-of moment in UTC, `YYYY-MM-DDTHH:MM:SS`: an output
@@ -37,6 +40,8 @@ EVALUATION = "evaluation"
 CHECKPOINTS = "checkpoints"
 TENSORBOARD = "tensorboard"
 SCORE_RUNS = "score_runs"
+PROMOTIONS = "promotions"
+REGISTRY = "mlflow"
 
 STATE, POOL, ROWS = "state", "pool", "rows"
 # Beside the user state in a state run folder: when each news was first seen (schemas.NEWS_FIRST_SEEN).
@@ -67,6 +72,14 @@ def models_root(cfg: Config) -> str:
 
 def evaluation_root(cfg: Config) -> str:
     return work(cfg, EVALUATION)
+
+
+def promotions_root(cfg: Config) -> str:
+    return work(cfg, PROMOTIONS)
+
+
+def registry_dir(cfg: Config) -> str:
+    return work(cfg, REGISTRY)
 
 
 def checkpoints_dir(cfg: Config, run_key: str) -> str:

@@ -32,7 +32,7 @@ import posixpath
 import socket
 import threading
 import uuid
-from typing import Callable
+from typing import Callable, Iterable
 from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
@@ -307,10 +307,12 @@ def _committed(root: str, run_id: str) -> dict | None:
     return dict(marker, path=run_dir(root, run_id))
 
 
-def publish_run(root: str, run_id: str, summary: dict, keep_runs: int) -> None:
+def publish_run(root: str, run_id: str, summary: dict, keep_runs: int,
+                keep: Iterable[str] = ()) -> None:
     """Commit `run_id` (it becomes the current run of `root`), then delete all but the newest
-    `keep_runs` committed runs, and the unfinished runs whose owner has died. Only committed
-    runs count toward keep_runs, and a run that is still being written is never deleted."""
+    `keep_runs` committed runs (never those in `keep`), and the unfinished runs whose owner has
+    died. Only committed runs count toward keep_runs, and a run that is still being written is
+    never deleted."""
     marker = {"run_id": run_id, "path": run_dir(root, run_id),
               "published_at": _now().isoformat(), "summary": summary}
     write_text(committed_marker_uri(root, run_id), json.dumps(marker, indent=2, sort_keys=True))
@@ -322,6 +324,8 @@ def publish_run(root: str, run_id: str, summary: dict, keep_runs: int) -> None:
         (committed if _committed(root, name) is not None else unfinished).append(name)
     committed.sort()
     for stale in committed[:max(0, len(committed) - (keep_runs - 1))]:
+        if stale in keep:
+            continue
         delete_dir(run_dir(root, stale))
         delete_file(lease_uri(runs_dir(root), stale))
     for name in unfinished:
@@ -345,6 +349,16 @@ def current_run(root: str, what: str) -> dict:
         if marker is not None:
             return marker
     raise RunNotFound(f"no finished {what} run under {to_uri(root)}: run the {what} step first")
+
+
+def committed_run(root: str, run_id: str, what: str) -> dict:
+    """The commit marker of the run `run_id` of `root`; a clear error naming `what` if that
+    run is not there (never committed, or deleted since: paths.keep_runs)."""
+    marker = _committed(root, run_id)
+    if marker is None:
+        raise RunNotFound(f"no finished {what} run {run_id} under {to_uri(root)} (deleted, "
+                          "or never finished)")
+    return marker
 
 
 def has_committed_run(root: str) -> bool:

@@ -14,7 +14,7 @@ import numpy as np
 from common import outputs
 from common.config import Config
 from dcn import data as D
-from dcn import shards
+from dcn import registry, shards
 from dcn.checkpoints import FINISHED_NAME, CheckpointStore
 from dcn.export import export_model
 from dcn.horovod_setup import RootDecision, allreduce_sum
@@ -227,11 +227,12 @@ def export(cfg: Config, plan: Plan, trainer: Trainer, metrics: dict, size: int,
                      "dev_uri": features.dev.uri, "dev_rows": features.dev.rows,
                      "valid_rows": features.valid.rows if features.valid else 0,
                      **features.lineage},
-        "news_vectors": features.lineage.get("news_vectors"),
+        "news_vectors": features.lineage.get("news_vectors"), "as_of": features.lineage.get("as_of"),
         "metrics": metrics, "horovod_size": size, "seconds": round(seconds, 3),
         "run_key": plan.run_key, "global_step": global_step, "epochs": cfg["train.epochs"],
     }
-    version = export_model(cfg, trainer.model, metadata)
+    version = export_model(cfg, trainer.model, metadata,
+                           protected=registry.Registry(cfg).protected_versions())
     CheckpointStore(plan.checkpoints, cfg["train.keep_checkpoints"]).write_marker(
         FINISHED_NAME, {"version": version, "run_key": plan.run_key, "metrics": metrics,
                         "global_step": global_step, "seconds": round(seconds, 3),

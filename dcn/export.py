@@ -16,6 +16,7 @@ import io
 import json
 import os
 import tempfile
+from typing import Iterable
 
 import numpy as np
 
@@ -64,8 +65,11 @@ def check_side_features(metadata: dict, side_features: dict | None, where: str) 
                          "model's features.* settings, or retrain")
 
 
-def export_model(cfg: Config, model, metadata: dict, version: str | None = None) -> str:
-    """Save `model` and `metadata` as a new version, then commit it (it becomes current)."""
+def export_model(cfg: Config, model, metadata: dict, version: str | None = None,
+                 protected: Iterable[str] = ()) -> str:
+    """Save `model` and `metadata` as a new version, then commit it (it becomes current).
+    Versions beyond train.keep_versions are deleted, except the `protected` ones (the
+    versions the registry serves or may roll back to)."""
     version = storage.begin_run(storage.runs_dir(models_root(cfg)), version)
     folder = storage.run_dir(models_root(cfg), version)
     fs, path = storage.filesystem(folder)
@@ -87,7 +91,7 @@ def export_model(cfg: Config, model, metadata: dict, version: str | None = None)
     with fs.open_output_stream(f"{path}/{METADATA_FILE}") as dst:
         dst.write(json.dumps(metadata, indent=2, sort_keys=True, default=str).encode("utf-8"))
     storage.publish_run(models_root(cfg), version, {"metrics": metadata.get("metrics", {})},
-                        keep_runs=cfg["train.keep_versions"])
+                        keep_runs=cfg["train.keep_versions"], keep=set(protected))
     return version
 
 

@@ -6,6 +6,7 @@ README.md, "Training", is the specification.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import logging
 import math
 
@@ -84,13 +85,16 @@ def check_checkpoint_width(header: dict, features: shards.Features, where: str) 
         raise UserInputError(f"checkpoint {where}: {err}") from None
 
 
-def make_plan(cfg: Config, size: int, force: bool) -> tuple[Plan, Checkpoint | None]:
+def make_plan(cfg: Config, size: int, force: bool,
+              as_of: dt.datetime | None = None) -> tuple[Plan, Checkpoint | None]:
     """Rank 0: resolve the data, the run key, and whether to resume or stop.
 
+    `as_of`: train on the rows built as of that moment (None: the newest); the run key hashes
+    the features run, so another moment is another run.
     Builds no Keras object: one built on rank 0 only would shift Keras' automatic variable
     names there, and Horovod's broadcast, which matches tensors by those names, would hang.
     """
-    features = shards.current_features(cfg)
+    features = shards.current_features(cfg, as_of)
     shards.check_shardable(features.train, size)
     if features.valid is not None:
         shards.check_shardable(features.valid, size)

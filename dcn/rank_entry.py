@@ -12,7 +12,8 @@ the training code. README.md, "Running on a cluster", is the specification.
 from __future__ import annotations
 
 
-def train_in_rank(bundle_names: list[str], cfg_dict: dict, force: bool) -> dict:
+def train_in_rank(bundle_names: list[str], cfg_dict: dict, force: bool,
+                  as_of: str | None = None) -> dict:
     import os
     import sys
 
@@ -23,4 +24,4 @@ def train_in_rank(bundle_names: list[str], cfg_dict: dict, force: bool) -> dict:
             sys.path.insert(0, path)
     from dcn.train import train_from_dict
 
-    return train_from_dict(cfg_dict, force)
+    return train_from_dict(cfg_dict, force, as_of)

@@ -4,6 +4,7 @@ shard per rank (Petastorm gives row group i to shard i % ranks)."""
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import math
 
 import pyarrow.fs as pafs
@@ -137,12 +138,13 @@ def describe_table(uri: str, rows: int | None = None) -> Table:
 
 
 
-def current_features(cfg: Config) -> Features:
-    """The current build_features run (through its pointer), with row counts and widths.
+def current_features(cfg: Config, as_of: dt.datetime | None = None) -> Features:
+    """The current build_features run as of `as_of` (None: the newest as-of), with row counts
+    and widths.
 
     The widths come from the Parquet itself; the summary's `dim` must agree with them.
     """
-    pointer = outputs.latest_rows(cfg)
+    pointer = outputs.current_rows(cfg, as_of)
     summary = pointer.get("summary", {})
     counts = summary.get("rows", {})
     tables = {}

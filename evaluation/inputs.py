@@ -51,15 +51,21 @@ class Inputs:
 def resolve_inputs(spark: SparkSession, cfg: Config, as_of=None) -> Inputs:
     """Find the model (`evaluate.model_version`, empty: the latest) and the dev rows built as
     of `as_of` (default: the newest), and check that they fit, before any real work."""
-    # imports Keras: keep it out of module import
-    from dcn.model import check_input_width, model_spec
-    from dcn.spec import input_columns
-
     try:
         folder = model_folder(cfg, cfg["evaluate.model_version"])
         features = outputs.current_rows(cfg, as_of)
     except storage.RunNotFound as err:
         raise UserInputError(str(err)) from None
+    return inputs_for(spark, cfg, folder, features)
+
+
+def inputs_for(spark: SparkSession, cfg: Config, folder: str, features: dict) -> Inputs:
+    """The inputs of evaluating the model at `folder` on the dev rows of the build_features
+    run `features` (its commit marker), checked to fit."""
+    # imports Keras: keep it out of module import
+    from dcn.model import check_input_width, model_spec
+    from dcn.spec import input_columns
+
     model, metadata = load_model(folder)
     dev = spark.read.parquet(f"{features['path']}/dev")
     extra = input_columns(model_spec(model))

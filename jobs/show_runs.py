@@ -76,7 +76,20 @@ def evaluation_lines(cfg: Config) -> list[str]:
             + evaluation_report.calibration_lines(doc)[:2])
 
 
-SECTIONS = [news_vectors_lines, features_lines, model_lines, evaluation_lines]
+def registry_lines(cfg: Config) -> list[str]:
+    from dcn import registry
+    served = registry.served_version(cfg) if registry.has_store(cfg) else None
+    lines = [f"served model   {served.version} (registered version {served.number}, rows as of "
+             f"{served.as_of})" if served else "served model: none yet (./spark-submit.sh promote)"]
+    pointer = _pointer(outputs.promotions_root(cfg), "promote")
+    if pointer:
+        d = pointer["summary"]
+        lines.append(f"  last decision {d['decided_at']}: {d['action']} {d['version']} "
+                     f"{'promoted' if d['promoted'] else 'refused'}: " + "; ".join(d["reasons"]))
+    return lines
+
+
+SECTIONS = [news_vectors_lines, features_lines, model_lines, evaluation_lines, registry_lines]
 
 
 def show(cfg: Config) -> None:

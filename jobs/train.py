@@ -1,6 +1,6 @@
 """train: the DCN trained by Horovod processes running as Spark tasks.
 
-    ./spark-submit.sh train [--config FILE] [--set key=value ...] [--force]
+    ./spark-submit.sh train [--config FILE] [--set key=value ...] [--force] [--as-of T]
 
 Runs `dcn.train.train` in `train.spark_num_proc` Horovod processes with `horovod.spark.run`
 (Gloo), one per Spark task, and prints rank 0's summary: the same training, checkpoints,
@@ -25,6 +25,7 @@ import sys
 from common.cli import run_main
 from common.errors import UserInputError
 from common.config import Config
+from common.dates import optional_moment
 from common.spark import get_spark
 from dcn import rank_entry
 from dcn.train import WEIGHTS_DUMP_ENV, add_train_arguments
@@ -45,7 +46,9 @@ def bundle_names(spark) -> list[str]:
     return [os.path.basename(path) for path in shipped.split(",") if path]
 
 
-def run(cfg: Config, spark=None, force: bool = False) -> dict:
+def run(cfg: Config, spark=None, force: bool = False, as_of: str | None = None) -> dict:
+    """`as_of`: the moment whose rows to train on, as the command line gives it (each rank
+    parses it; None: the newest rows)."""
     import cloudpickle
     import horovod.spark
     from horovod.runner.common.util.timeout import TimeoutException
@@ -56,7 +59,7 @@ def run(cfg: Config, spark=None, force: bool = False) -> dict:
     cloudpickle.register_pickle_by_value(rank_entry)
     try:
         results = horovod.spark.run(rank_entry.train_in_rank,
-                                    args=(bundle_names(spark), cfg.to_dict(), force),
+                                    args=(bundle_names(spark), cfg.to_dict(), force, as_of),
                                     num_proc=num_proc, env=env, verbose=1,
                                     start_timeout=timeout, executable=rank_python(spark))
     except TimeoutException as err:
@@ -72,9 +75,16 @@ def run(cfg: Config, spark=None, force: bool = False) -> dict:
     return summary
 
 
+def _checked(as_of: str | None) -> str | None:
+    """The --as-of text, checked here so that a typo fails before Spark starts."""
+    optional_moment(as_of, "--as-of")
+    return as_of
+
+
 def main(argv: list[str] | None = None) -> int:
     return run_main("Train the DCN with Horovod processes running as Spark tasks.",
-                    lambda cfg, args: run(cfg, force=args.force), argv,
+                    lambda cfg, args: run(cfg, force=args.force,
+                                          as_of=_checked(args.as_of)), argv,
                     extra_arguments=add_train_arguments)
 
 

@@ -10,7 +10,7 @@ from common import columns as C
 from common import outputs, storage
 from common.config import Config
 from common.errors import UserInputError
-from dcn import export
+from dcn import export, registry
 from features import side_features as side
 
 
@@ -37,10 +37,11 @@ def serving_inputs(cfg: Config, run_date: str) -> tuple[dict, dict]:
 
 
 def serving_model(cfg: Config, state: dict, pool_pointer: dict) -> tuple[str, dict]:
-    """(folder, metadata) of the model `score.model_version`, checked against the state's
-    vector width and news vectors and the pool's side-feature settings."""
+    """(folder, metadata) of the model `score.model_version` (empty: the served one),
+    checked against the state's vector width and news vectors and the pool's side-feature
+    settings."""
     try:
-        model_dir = export.model_folder(cfg, cfg["score.model_version"])
+        model_dir = export.model_folder(cfg, cfg["score.model_version"] or _served(cfg))
     except storage.RunNotFound as err:
         raise UserInputError(str(err)) from None
     metadata = export.load_metadata(model_dir)
@@ -57,6 +58,16 @@ def serving_model(cfg: Config, state: dict, pool_pointer: dict) -> tuple[str, di
     except ValueError as err:
         raise UserInputError(str(err)) from None
     return model_dir, metadata
+
+
+def _served(cfg: Config) -> str:
+    """The version the registry's alias `served` points at; never simply the newest export."""
+    served = registry.served_version(cfg)
+    if served is None:
+        raise UserInputError(f"no model is served yet in the registry {registry.tracking_uri(cfg)}: "
+                             "promote one with ./spark-submit.sh promote (or set "
+                             "score.model_version)")
+    return served.version
 
 
 def load_pool(uri: str) -> dict:

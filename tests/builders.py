@@ -1,8 +1,11 @@
-"""Builders the test modules share: the hand-made MIND sample and its config, readers of the
-tables a build wrote, export metadata, a random model, and feature rows published as a
-build_features run."""
+"""Builders the test modules share: the hand-made MIND sample and its config, the tiny
+synthetic sample through embed_news and build_features, readers of the tables a build wrote,
+export metadata, a random model, and feature rows published as a build_features run."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -193,3 +196,27 @@ def np_cross(form, weights, x0, x):
         else:
             out[n] = a0 * (weights["U"] @ (weights["V"] @ a) + weights["b"]) + a
     return out
+
+
+PROJECT = Path(__file__).resolve().parent.parent
+PROCESS_ENV = dict(os.environ, TF_ENABLE_ONEDNN_OPTS="0", TF_CPP_MIN_LOG_LEVEL="2",
+                   PYTHONPATH=str(PROJECT))
+
+
+def tiny_work(spark, root: Path, as_of=None):
+    """The tiny synthetic MIND sample (seed 3) through embed_news and build_features (as of
+    `as_of`, default the end of the data; 32-d hashed vectors, 8 row groups per table): returns
+    (config, the work folder)."""
+    from jobs import build_features, embed_news
+
+    subprocess.run([sys.executable, "-m", "synthetic", "--scale", "tiny", "--out",
+                    str(root / "mind"), "--seed", "3"], cwd=PROJECT, env=PROCESS_ENV, check=True,
+                   stdout=subprocess.DEVNULL)
+    cfg = load_config(overrides=[
+        f"paths.train={root / 'mind' / 'MINDsmall_train'}",
+        f"paths.dev={root / 'mind' / 'MINDsmall_dev'}", f"paths.work={root / 'work'}",
+        "embed.encoder=hashing", "embed.hashing_dim=512", "embed.projection_dim=32",
+        "features.min_row_groups=8"])
+    embed_news.run(cfg, spark)
+    build_features.run(cfg, spark, as_of=as_of)
+    return cfg, root / "work"

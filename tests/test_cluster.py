@@ -167,7 +167,8 @@ def pipelines(spark, cluster, tmp_path_factory):
 
     def local_outputs():
         results["local_evaluate"] = evaluate.evaluate(local, spark)
-        results["local_daily"] = daily.run(local, dt.date.fromisoformat(RUN_DATE), spark=spark)
+        served = local.with_overrides([f"score.model_version={results['train']['version']}"])
+        results["local_daily"] = daily.run(served, dt.date.fromisoformat(RUN_DATE), spark=spark)
 
     with beside(local_inputs):
         submit(cluster, "embed_news", *as_settings(on_cluster))
@@ -177,8 +178,9 @@ def pipelines(spark, cluster, tmp_path_factory):
     shutil.copytree(root / "cluster" / "models", root / "local" / "models")
     with beside(local_outputs):
         results["evaluate"] = summary_of(submit(cluster, "evaluate", *as_settings(on_cluster)))
-        results["daily"] = summary_of(submit(cluster, "daily", *as_settings(on_cluster),
-                                             "--date", RUN_DATE))
+        results["daily"] = summary_of(submit(
+            cluster, "daily", *as_settings(on_cluster), "--date", RUN_DATE,
+            "--set", f"score.model_version={results['train']['version']}"))
     return results
 
 

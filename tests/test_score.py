@@ -49,6 +49,7 @@ def scored(spark, tmp_path_factory):
                          news_dense_mean=stats["news_dense"]["mean"],
                          news_dense_std=stats["news_dense"]["std"], category_buckets=1024)
     version = export_model(cfg, model, model_metadata(cfg, 16, model=model))
+    cfg = cfg.with_overrides([f"score.model_version={version}"])   # no registry: named
     summary = score.run(cfg, "2019-11-16", spark)
     return root, cfg, model, version, summary
 
@@ -228,7 +229,8 @@ def test_empty_pool_and_bad_identifiers(spark, scored):
     empty = make_cfg(root / "empty", "features.candidate_window_hours=0")
     embed_news.run(empty, spark)
     build_features.run(empty, spark, as_of=SCORE_DAY)
-    export_model(empty, random_model(16), model_metadata(empty, 16))
+    version = export_model(empty, random_model(16), model_metadata(empty, 16))
+    empty = empty.with_overrides([f"score.model_version={version}"])
     with pytest.raises(UserInputError, match="candidate pool .* is empty"):
         score.run(empty, "2019-11-16", spark)
 
@@ -260,12 +262,12 @@ def test_kill_mid_run_leaves_partition_as_it_was(spark, tmp_path):
                 f"paths.work={tmp_path / 'work'}", "embed.encoder=hashing", "embed.hashing_dim=16",
                 "embed.projection_dim=0", "features.min_row_groups=2",
                 "features.candidate_window_hours=200", "spark.master=local[2]",
-                "spark.driver_memory=1g"]
+                "spark.driver_memory=1g", "score.model_version=v-kill"]
     cfg = load_config(overrides=settings)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     embed_news.run(cfg, spark)        # the inputs in this process; the scoring runs are real
     build_features.run(cfg, spark, as_of=SCORE_DAY)    # spark-submit processes below
-    export_model(cfg, random_model(16), model_metadata(cfg, 16))
+    export_model(cfg, random_model(16), model_metadata(cfg, 16), version="v-kill")
     args = ["--run-date", "2019-11-16", *sum([["--set", s] for s in settings], [])]
     first = _launch(args, ROOT, env)
     assert first.wait(timeout=300) == 0, first.stdout.read()[-2000:]

@@ -26,7 +26,7 @@ import pytest
 from common import storage
 from common.errors import UserInputError
 from common.config import load_config
-from tests.builders import publish_features, rows_root, train_uri_of
+from tests.builders import publish_features, rows_root, tiny_work, train_uri_of
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -123,20 +123,7 @@ def step_of(path: str) -> int:
 def tiny_features(spark, tmp_path_factory):
     """The tiny synthetic MIND sample through embed_news and build_features (32-d vectors,
     8 row groups per table): a work folder whose current features run the tests train on."""
-    from jobs import build_features, embed_news
-
-    root = tmp_path_factory.mktemp("train_tiny")
-    subprocess.run([sys.executable, "-m", "synthetic", "--scale", "tiny", "--out",
-                    str(root / "mind"), "--seed", "3"], cwd=ROOT, env=ENV, check=True,
-                   stdout=subprocess.DEVNULL)
-    cfg = load_config(overrides=[
-        f"paths.train={root / 'mind' / 'MINDsmall_train'}",
-        f"paths.dev={root / 'mind' / 'MINDsmall_dev'}", f"paths.work={root / 'work'}",
-        "embed.encoder=hashing", "embed.hashing_dim=512", "embed.projection_dim=32",
-        "features.min_row_groups=8"])
-    embed_news.run(cfg, spark)
-    build_features.run(cfg, spark)
-    return root / "work"
+    return tiny_work(spark, tmp_path_factory.mktemp("train_tiny"))[1]
 
 
 def fresh_work(tiny_features, tmp_path) -> Path:

@@ -312,7 +312,8 @@ def test_daily_scoring_by_date(spark, daily_log, tmp_path):
 
     root, cfg = daily_log
     work = fresh(cfg, tmp_path / "work", root / "work")
-    export_model(work, random_model(16), model_metadata(work, 16))
+    version = export_model(work, random_model(16), model_metadata(work, 16))
+    work = work.with_overrides([f"score.model_version={version}"])
     table = "SELECT count(*) FROM newsrec.recs_daily"
     with pytest.raises(UserInputError, match=r"no state as of 2019-11-12T00:00:00 .* "
                                              r"daily --date 2019-11-12"):
