@@ -111,9 +111,8 @@ def test_every_task_has_a_timeout_retries_and_the_failure_hook(dag_module):
         commands = " ".join(t.kwargs.get("bash_command", "") for t in dag.tasks.values())
         assert "{{ ds }}" not in commands
         jobs = set(re.findall(r"spark-submit\.sh (\w+)", commands))
-        # promote, the promotion gate, is a stage of its own branch of issue #22.
         missing = {job for job in jobs if not (ROOT / "jobs" / f"{job}.py").exists()}
-        assert missing <= {"promote"}, missing
+        assert missing == set(), missing
 
 
 def test_the_failure_hook_names_the_task_and_its_day(dag_module, caplog):
