@@ -20,7 +20,7 @@ if [[ $# -lt 1 || "$1" == "-h" || "$1" == "--help" ]]; then
 fi
 job="$1"; shift
 if [[ ! -f "$here/jobs/$job.py" ]]; then
-  echo "spark-submit.sh: no job '$job' (expected $here/jobs/$job.py); jobs:" \
+  echo "error: no job '$job' (no $here/jobs/$job.py); the jobs are:" \
     $(cd "$here/jobs" && grep -l "^def main" *.py | sed 's/\.py$//') >&2
   exit 2
 fi

@@ -9,6 +9,7 @@ import time
 from contextlib import contextmanager
 from typing import Callable
 
+from common import storage
 from common.config import Config, add_config_arguments, config_from_args
 from common.errors import ConfigError, RunNotFound, UserInputError
 
@@ -45,6 +46,17 @@ class StageTimer:
             self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - start, 3)
 
 
+@contextmanager
+def abandoned_on_failure():
+    """However a job fails, delete the runs it had begun and not published, and their
+    leases: a later run neither waits for them nor finds their half-written files."""
+    try:
+        yield
+    except BaseException:
+        storage.abandon_unfinished_runs()
+        raise
+
+
 def run_main(description: str, job: Callable[[Config, argparse.Namespace], dict | None],
              argv: list[str] | None = None,
              extra_arguments: Callable[[argparse.ArgumentParser], None] | None = None) -> int:
@@ -63,7 +75,9 @@ def run_main(description: str, job: Callable[[Config, argparse.Namespace], dict 
         report_error(f"configuration: {err}")
         return 2
     try:
-        summary = job(cfg, args)
+        storage.check_writable_folder(cfg["paths.work"], "paths.work")
+        with abandoned_on_failure():
+            summary = job(cfg, args)
     except (UserInputError, ConfigError, RunNotFound) as err:
         report_error(str(err))
         return 1

@@ -79,6 +79,8 @@ def _file_identity(uri: str) -> dict:
     info = fs.get_file_info(path)
     if info.type == pafs.FileType.NotFound:
         raise UserInputError(f"{uri} does not exist")
+    if info.type == pafs.FileType.Directory:
+        raise UserInputError(f"{uri} is a directory: expected the file itself there")
     return {"file": uri, "size": info.size,
             "mtime_ns": info.mtime_ns if info.mtime_ns is not None else None}
 
