@@ -62,9 +62,14 @@ cd "$here"
 # spark-submit merges the Python driver's stderr into its stdout: the job writes its `error:`
 # line into this file instead (common/cli.py), and it is shown on stderr when the job ends.
 export NEWSREC_ERROR_FILE="$scratch/errors"
+# The driver's JVM logs warnings and errors only (conf/log4j2.properties); Spark's progress bar
+# is drawn only for a person watching a terminal, never into a scheduler's log.
+progress=false; [[ -t 2 ]] && progress=true
 status=0
 "$venv/bin/spark-submit" --conf spark.pyspark.python="$PYSPARK_PYTHON" \
   --conf spark.pyspark.driver.python="$PYSPARK_DRIVER_PYTHON" \
+  --driver-java-options "-Dlog4j.configurationFile=$here/conf/log4j2.properties" \
+  --conf spark.ui.showConsoleProgress="$progress" \
   "${config_args[@]}" --py-files "$bundle" \
   ${submit_args[@]+"${submit_args[@]}"} "jobs/$job.py" ${job_args[@]+"${job_args[@]}"} || status=$?
 if [[ -s "$NEWSREC_ERROR_FILE" ]]; then cat "$NEWSREC_ERROR_FILE" >&2; fi

@@ -75,3 +75,37 @@ def test_a_directory_where_behaviors_tsv_belongs_is_named_as_one(spark, tmp_path
     behaviors.mkdir()
     with pytest.raises(UserInputError, match="behaviors.tsv is a directory"):
         behavior_log.read_impressions(spark, make_cfg(tmp_path))
+
+
+HOLD_METASTORE = """
+import sys, time
+from common.config import load_config
+from common.spark import get_spark
+cfg = load_config(overrides=["spark.master=local[1]", "spark.driver_memory=1g",
+                             "paths.work=" + sys.argv[1]])
+get_spark(cfg, "holder", hive=True).sql("SHOW DATABASES").collect()
+print("holding", flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.spark
+@pytest.mark.slow
+def test_a_second_job_on_the_embedded_metastore_is_one_line_without_spark_chatter(tmp_path):
+    work = tmp_path / "work"
+    holder = subprocess.Popen([os.sys.executable, "-c", HOLD_METASTORE, str(work)], cwd=ROOT,
+                              env=dict(ENV, SPARK_LOCAL_IP="127.0.0.1"), text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        result = submit("show_recommendations", "--set", f"paths.work={work}",
+                        "--set", "spark.master=local[1]", "--run-date", "2019-11-16")
+    finally:
+        holder.kill()
+        holder.wait()
+    line = one_error_line(result)
+    assert f"another process holds the embedded metastore at file://{work}/metastore_db" in line
+    # the JVM says warnings and errors only: no start-up INFO, no Derby or Hive stack traces
+    assert not [text for text in result.stderr.splitlines() if " INFO " in text]
+    assert "\tat org." not in result.stderr and "XSDB6" not in result.stderr
+    assert len(result.stderr.splitlines()) < 20, result.stderr
