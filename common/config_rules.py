@@ -103,6 +103,9 @@ RULES: dict[str, Rule] = {
     "score.partitions": positive,
     "score.max_staleness_hours": positive,
     "score.threads_per_task": at_least(0),
+    "train.log_every_steps": at_least(0),
+    "daily.volume_days": positive,
+    "daily.min_volume_ratio": within(0, 1),
 }
 
 # Relations between keys: (keys involved, what is wrong when the check fails, check).

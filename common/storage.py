@@ -59,6 +59,16 @@ def to_uri(path: str) -> str:
     return "file://" + os.path.abspath(path)
 
 
+def lies_under(uri: str, root: str) -> bool:
+    """Whether `uri` is `root` or inside it (`file:/x`, as Hadoop writes local paths, and
+    `file:///x` are the same place)."""
+    def norm(text: str) -> str:
+        text = to_uri(text).rstrip("/")
+        return "file:///" + text[len("file:"):].lstrip("/") if text.startswith("file:") else text
+    child, parent = norm(uri), norm(root)
+    return child == parent or child.startswith(parent + "/")
+
+
 def join(base: str, *parts: str) -> str:
     return posixpath.join(to_uri(base), *parts)
 

@@ -186,6 +186,31 @@ def first_day(cfg: Config, spark: SparkSession) -> dt.date:
     return from_epoch(first).date()
 
 
+def last_day(cfg: Config, spark: SparkSession) -> dt.date:
+    """The log's last day: its last partition, or the day of the folders' last impression."""
+    if is_daily(cfg):
+        return log_days(cfg)[-1]
+    last = read_impressions(spark, cfg).behaviors.agg(F.max("t")).first()[0]
+    if last is None:
+        raise UserInputError("the behaviors files hold no impressions")
+    return from_epoch(last).date()
+
+
+def too_far_past(cfg: Config, day: dt.date, last: dt.date) -> str | None:
+    """Why `day` cannot be scored from a log whose last day is `last`, by score's rule
+    (score.max_staleness_hours), known before any day is read: the log's data before `day`
+    ends by the end of `last` at the latest. None when `day` may be within the rule."""
+    one = dt.timedelta(days=1)
+    limit = cfg["score.max_staleness_hours"]
+    hours = (outputs.day_start(day) - outputs.day_start(min(last, day - one) + one)).total_seconds() / 3600
+    if hours <= limit:
+        return None
+    latest = last + one + dt.timedelta(hours=limit) // one * one
+    return (f"the log's last day is {last}, at least {hours:.0f} hours before {day} 00:00 "
+            f"(score.max_staleness_hours is {limit}): load the days from {last + one} into the "
+            f"log, or pick a date up to {latest}")
+
+
 def chain_fingerprint(cfg: Config, first_day: dt.date, day: dt.date, salt: str) -> str:
     """Identity of the state as of `day` 00:00: a hash over `salt` (what else shapes the state:
     the user_clicks mode, the news vectors) and the fingerprint of every day before `day`. A

@@ -109,3 +109,23 @@ def test_a_second_job_on_the_embedded_metastore_is_one_line_without_spark_chatte
     assert not [text for text in result.stderr.splitlines() if " INFO " in text]
     assert "\tat org." not in result.stderr and "XSDB6" not in result.stderr
     assert len(result.stderr.splitlines()) < 20, result.stderr
+
+
+@pytest.mark.spark
+@pytest.mark.slow
+def test_a_job_says_each_stage_on_stderr_and_no_spark_info(tmp_path):
+    from tests.builders import write_sample
+
+    write_sample(tmp_path)
+    result = submit("embed_news", "--set", f"paths.train={tmp_path / 'train'}",
+                    "--set", f"paths.dev={tmp_path / 'dev'}", "--set", f"paths.work={tmp_path / 'work'}",
+                    "--set", "embed.encoder=hashing", "--set", "embed.hashing_dim=16",
+                    "--set", "embed.projection_dim=0", "--set", "spark.master=local[1]")
+    assert result.returncode == 0, result.stderr[-3000:]
+    stages = [line for line in result.stderr.splitlines() if line.startswith("[embed_news] ")]
+    assert [line.split(":")[0] for line in stages] == [
+        "[embed_news] read_news", "[embed_news] encode", "[embed_news] categories",
+        "[embed_news] rejected"]
+    assert stages[1].endswith(" s, 10 rows")
+    assert "[embed_news]" not in result.stdout
+    assert not [line for line in result.stderr.splitlines() if " INFO " in line], result.stderr
