@@ -20,7 +20,7 @@ if [[ $# -lt 1 || "$1" == "-h" || "$1" == "--help" ]]; then
 fi
 job="$1"; shift
 if [[ ! -f "$here/jobs/$job.py" ]]; then
-  echo "spark-submit.sh: no job '$job' (expected $here/jobs/$job.py); jobs:" \
+  echo "error: no job '$job' (no $here/jobs/$job.py); the jobs are:" \
     $(cd "$here/jobs" && grep -l "^def main" *.py | sed 's/\.py$//') >&2
   exit 2
 fi
@@ -62,10 +62,24 @@ cd "$here"
 # spark-submit merges the Python driver's stderr into its stdout: the job writes its `error:`
 # line into this file instead (common/cli.py), and it is shown on stderr when the job ends.
 export NEWSREC_ERROR_FILE="$scratch/errors"
+# The driver's JVM logs warnings and errors only (conf/log4j2.properties); Spark's progress bar
+# is drawn only for a person watching a terminal, never into a scheduler's log.
+progress=false; [[ -t 2 ]] && progress=true
+# The job's progress lines (one per stage, common/cli.py) go into a file that is followed onto
+# stderr while the job runs; the follower stops, after a last read, when `sentinel` ends.
+export NEWSREC_LOG_FILE="$scratch/progress"
+: > "$NEWSREC_LOG_FILE"
+sleep 2147483647 & sentinel=$!
+trap 'kill "$sentinel" 2>/dev/null || true; rm -rf "$scratch"' EXIT
+tail -n +1 -s 0.5 -f --pid="$sentinel" "$NEWSREC_LOG_FILE" >&2 & follower=$!
 status=0
 "$venv/bin/spark-submit" --conf spark.pyspark.python="$PYSPARK_PYTHON" \
   --conf spark.pyspark.driver.python="$PYSPARK_DRIVER_PYTHON" \
+  --driver-java-options "-Dlog4j.configurationFile=$here/conf/log4j2.properties" \
+  --conf spark.ui.showConsoleProgress="$progress" \
   "${config_args[@]}" --py-files "$bundle" \
   ${submit_args[@]+"${submit_args[@]}"} "jobs/$job.py" ${job_args[@]+"${job_args[@]}"} || status=$?
+kill "$sentinel" 2>/dev/null || true
+wait "$follower" 2>/dev/null || true
 if [[ -s "$NEWSREC_ERROR_FILE" ]]; then cat "$NEWSREC_ERROR_FILE" >&2; fi
 exit "$status"

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import time
 from contextlib import contextmanager
 from typing import Callable
 
+from common import storage
 from common.config import Config, add_config_arguments, config_from_args
 from common.errors import ConfigError, RunNotFound, UserInputError
 
@@ -30,19 +32,60 @@ def report_error(message: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
 
-class StageTimer:
-    """Wall-clock seconds per named stage, in the order the stages ran."""
+# Where the jobs' progress lines go under spark-submit.sh, which shows the file on its stderr
+# as it grows (the driver's own stderr would land in spark-submit's stdout).
+LOG_FILE_ENV = "NEWSREC_LOG_FILE"
 
-    def __init__(self):
+
+def progress_log() -> logging.Logger:
+    """The `newsrec` logger: one short line per finished stage, at INFO, on stderr (or the
+    launcher's file), never through Spark's logging."""
+    logger = logging.getLogger("newsrec")
+    if not logger.handlers:
+        path = os.environ.get(LOG_FILE_ENV)
+        handler = logging.FileHandler(path) if path else logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+    return logger
+
+
+class Stage:
+    """A running stage; the code inside sets `rows` when it knows how many it made."""
+    rows: int | None = None
+
+
+class StageTimer:
+    """Wall-clock seconds per named stage, in the order the stages ran; each finished stage
+    logs `[job] stage: 12.3 s, 51,282 rows` (progress_log)."""
+
+    def __init__(self, job: str = "newsrec"):
+        self.job = job
         self.seconds: dict[str, float] = {}
 
     @contextmanager
     def stage(self, name: str):
         start = time.perf_counter()
+        stage = Stage()
         try:
-            yield
+            yield stage
         finally:
-            self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - start, 3)
+            took = time.perf_counter() - start
+            self.seconds[name] = round(self.seconds.get(name, 0.0) + took, 3)
+            rows = f", {stage.rows:,} rows" if stage.rows is not None else ""
+            progress_log().info("[%s] %s: %.1f s%s", self.job, name, took, rows)
+
+
+@contextmanager
+def abandoned_on_failure():
+    """However a job fails, delete the runs it had begun and not published, and their
+    leases: a later run neither waits for them nor finds their half-written files."""
+    try:
+        yield
+    except BaseException:
+        storage.abandon_unfinished_runs()
+        raise
 
 
 def run_main(description: str, job: Callable[[Config, argparse.Namespace], dict | None],
@@ -63,7 +106,9 @@ def run_main(description: str, job: Callable[[Config, argparse.Namespace], dict 
         report_error(f"configuration: {err}")
         return 2
     try:
-        summary = job(cfg, args)
+        storage.check_writable_folder(cfg["paths.work"], "paths.work")
+        with abandoned_on_failure():
+            summary = job(cfg, args)
     except (UserInputError, ConfigError, RunNotFound) as err:
         report_error(str(err))
         return 1

@@ -39,7 +39,6 @@ def session_settings(cfg: Config, local: bool = True) -> dict[str, str]:
         "spark.sql.ansi.enabled": "false",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.sql.sources.partitionOverwriteMode": "dynamic",
-        "spark.ui.showConsoleProgress": "false",
         # Grouped vector means (Summarizer, collect_list) are object aggregates; Spark's default
         # falls back to sorting every row after 128 keys per task, which dominates their cost.
         "spark.sql.objectHashAggregate.sortBased.fallbackThreshold": "65536",
@@ -81,8 +80,9 @@ def get_spark(cfg: Config, app_name: str, hive: bool = False, check_paths: bool 
     from pyspark.sql import SparkSession
 
     builder = SparkSession.builder.appName(app_name)
-    if not submitted:
-        builder = builder.master(cfg["spark.master"])
+    if not submitted:   # (spark-submit.sh decides this from its own stderr)
+        builder = builder.master(cfg["spark.master"]).config(
+            "spark.ui.showConsoleProgress", str(sys.stderr.isatty()).lower())
     for key, value in session_settings(cfg).items():
         if key != "spark.sql.shuffle.partitions":   # set below, once the master is known
             builder = builder.config(key, value)

@@ -30,6 +30,7 @@ import json
 import os
 import posixpath
 import socket
+import tempfile
 import threading
 import uuid
 from typing import Callable, Iterable
@@ -56,6 +57,16 @@ def to_uri(path: str) -> str:
     if scheme and len(scheme) > 1:
         return path.rstrip("/")
     return "file://" + os.path.abspath(path)
+
+
+def lies_under(uri: str, root: str) -> bool:
+    """Whether `uri` is `root` or inside it (`file:/x`, as Hadoop writes local paths, and
+    `file:///x` are the same place)."""
+    def norm(text: str) -> str:
+        text = to_uri(text).rstrip("/")
+        return "file:///" + text[len("file:"):].lstrip("/") if text.startswith("file:") else text
+    child, parent = norm(uri), norm(root)
+    return child == parent or child.startswith(parent + "/")
 
 
 def join(base: str, *parts: str) -> str:
@@ -113,6 +124,34 @@ def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
 def exists(uri: str) -> bool:
     fs, path = filesystem(uri)
     return fs.get_file_info(path).type != pafs.FileType.NotFound
+
+
+def is_dir(uri: str) -> bool:
+    fs, path = filesystem(uri)
+    return fs.get_file_info(path).type == pafs.FileType.Directory
+
+
+def check_writable_folder(uri: str, key: str) -> None:
+    """Fail with one line naming `key` when `uri` cannot be a folder this process writes
+    into: it (or the nearest part of it that exists) is a file, or, on a local disk, the
+    process cannot write there. Nothing is left behind."""
+    fs, path = filesystem(uri)
+    probe = path
+    while True:
+        kind = fs.get_file_info(probe).type
+        if kind != pafs.FileType.NotFound or posixpath.dirname(probe) in (probe, ""):
+            break
+        probe = posixpath.dirname(probe)
+    if kind == pafs.FileType.File:
+        raise UserInputError(f"{key} = {uri}: {probe} is a file, not a folder: point {key} "
+                             "at a folder")
+    if isinstance(fs, pafs.LocalFileSystem):
+        try:   # a file made and removed at once: permissions, read-only mounts, /proc alike
+            with tempfile.NamedTemporaryFile(dir=probe, prefix=".newsrec-probe-"):
+                pass
+        except OSError as err:
+            raise UserInputError(f"{key} = {uri}: cannot write into {probe} ({err.strerror}): "
+                                 f"point {key} at a writable folder") from None
 
 
 def read_text(uri: str) -> str:
@@ -236,6 +275,21 @@ def begin_run(parent: str, run_id: str | None = None) -> str:
 def end_run(parent: str, run_id: str) -> None:
     """The run has been published (or abandoned): stop renewing its lease."""
     _RENEWER.finish(lease_uri(parent, run_id))
+
+
+def abandon_unfinished_runs() -> list[str]:
+    """Delete the runs this process has begun and not published (its job failed), with their
+    leases, so that nothing waits for a lease no one renews. Returns their folders."""
+    with _RENEWER.lock:
+        leases = dict(_RENEWER.leases)
+        _RENEWER.leases.clear()
+    folders = []
+    for uri, run_id in leases.items():
+        folder = join(posixpath.dirname(uri.rstrip("/")), run_id)
+        delete_dir(folder)
+        delete_file(uri)
+        folders.append(folder)
+    return folders
 
 
 def lease_state(parent: str, run_id: str) -> str:

@@ -90,6 +90,19 @@ class Progress:
             "speed/examples_per_second": record["examples_per_second"],
             "speed/steps_per_second": record["steps_per_second"]})
 
+    def steps(self, global_step: int, trainer: Trainer, examples_per_step: int,
+              mark: tuple[float, int]) -> tuple[float, int]:
+        """Log examples/s since `mark` (time, step) and the epoch's running loss so far on
+        this rank; returns the new mark."""
+        now = time.perf_counter()
+        if self.active:
+            since, step_then = mark
+            loss_sum, seen = float(trainer.loss_sum.numpy()), float(trainer.examples.numpy())
+            log.info("step %d: %.0f examples/s, running loss %.4f", global_step,
+                     (global_step - step_then) * examples_per_step / max(now - since, 1e-9),
+                     loss_sum / seen if seen else math.nan)
+        return now, global_step
+
     def scalars(self, step: int, values: dict) -> None:
         if self.writer is None:
             return
@@ -169,6 +182,7 @@ def run_epochs(cfg: Config, plan: Plan, trainer: Trainer, hvd, decide: RootDecis
                  "train.cache_in_memory_mb %d)", "kept in memory" if cache else "streamed",
                  shard_bytes / 2**20, cfg["train.cache_in_memory_mb"])
     patience = cfg["train.patience"]
+    log_every, mark = cfg["train.log_every_steps"], (time.perf_counter(), global_step)
     with D.petastorm_batches(table.uri, table.user_dim, table.news_dim, rank=hvd.rank(),
                              size=size, batch_size=batch,
                              reader_threads=cfg["train.reader_threads"],
@@ -182,6 +196,8 @@ def run_epochs(cfg: Config, plan: Plan, trainer: Trainer, hvd, decide: RootDecis
                 features, labels = next(batches)
                 trainer.train_step(features, labels)
                 global_step += 1
+                if log_every and global_step % log_every == 0:
+                    mark = progress.steps(global_step, trainer, batch * size, mark)
                 if every > 0 and global_step % every == 0 and global_step % spe != 0:
                     save(epoch)
             record = epoch_record(hvd, trainer, epoch + 1, global_step, spe - first, batch,

@@ -79,6 +79,8 @@ def _file_identity(uri: str) -> dict:
     info = fs.get_file_info(path)
     if info.type == pafs.FileType.NotFound:
         raise UserInputError(f"{uri} does not exist")
+    if info.type == pafs.FileType.Directory:
+        raise UserInputError(f"{uri} is a directory: expected the file itself there")
     return {"file": uri, "size": info.size,
             "mtime_ns": info.mtime_ns if info.mtime_ns is not None else None}
 
@@ -182,6 +184,31 @@ def first_day(cfg: Config, spark: SparkSession) -> dt.date:
     if first is None:
         raise UserInputError("the behaviors files hold no impressions")
     return from_epoch(first).date()
+
+
+def last_day(cfg: Config, spark: SparkSession) -> dt.date:
+    """The log's last day: its last partition, or the day of the folders' last impression."""
+    if is_daily(cfg):
+        return log_days(cfg)[-1]
+    last = read_impressions(spark, cfg).behaviors.agg(F.max("t")).first()[0]
+    if last is None:
+        raise UserInputError("the behaviors files hold no impressions")
+    return from_epoch(last).date()
+
+
+def too_far_past(cfg: Config, day: dt.date, last: dt.date) -> str | None:
+    """Why `day` cannot be scored from a log whose last day is `last`, by score's rule
+    (score.max_staleness_hours), known before any day is read: the log's data before `day`
+    ends by the end of `last` at the latest. None when `day` may be within the rule."""
+    one = dt.timedelta(days=1)
+    limit = cfg["score.max_staleness_hours"]
+    hours = (outputs.day_start(day) - outputs.day_start(min(last, day - one) + one)).total_seconds() / 3600
+    if hours <= limit:
+        return None
+    latest = last + one + dt.timedelta(hours=limit) // one * one
+    return (f"the log's last day is {last}, at least {hours:.0f} hours before {day} 00:00 "
+            f"(score.max_staleness_hours is {limit}): load the days from {last + one} into the "
+            f"log, or pick a date up to {latest}")
 
 
 def chain_fingerprint(cfg: Config, first_day: dt.date, day: dt.date, salt: str) -> str:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pyspark.sql import DataFrame, SparkSession, Window, functions as F
 
 from common import columns as C
-from common import schemas
+from common import schemas, storage
 from common.errors import UserInputError
 
 BEHAVIORS_FILE = "behaviors.tsv"
@@ -248,6 +248,8 @@ def check_rejected_share(parsed: ParsedFile, uri: str, max_share: float) -> File
     """Count a file's rows and fail with examples when its rejected share passes `max_share`."""
     n_good, n_rejected, duplicates = parsed.counts()
     check = FileCheck(uri, n_good + n_rejected, n_rejected, duplicates)
+    if check.lines == 0 and storage.is_dir(uri):
+        raise RejectedShareExceeded(f"{uri} is a directory: expected the file itself there")
     if check.lines == 0:
         raise RejectedShareExceeded(f"{uri}: the file is empty")
     if check.rejected_share > max_share:

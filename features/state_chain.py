@@ -9,9 +9,11 @@ import math
 
 from pyspark.sql import SparkSession, functions as F
 
+from common import columns as C
 from common import outputs, schemas, storage
 from common.cli import StageTimer
 from common.config import Config
+from common.errors import UserInputError
 from features import behavior_log as log
 from features import side_features as side
 from features import user_state
@@ -46,6 +48,13 @@ class StateChain:
         self._chains: dict[dt.date, str] = {}
         self._last_day = None   # (start, end, impressions) of the day advanced last
         self.computed: list[str] = []
+
+    def check_reaches(self, day: dt.date) -> None:
+        """Before any state is computed: refuse a day past the log's end by more than score
+        allows (every missing day up to it would be computed first, for nothing)."""
+        problem = log.too_far_past(self.cfg, day, log.last_day(self.cfg, self.spark))
+        if problem:
+            raise UserInputError(f"cannot run the day {day}: {problem}")
 
     def release(self) -> None:
         if self._news is not None:
@@ -131,18 +140,21 @@ class StateChain:
         root = outputs.as_of_root(self.cfg, as_of, outputs.STATE)
         run_id = storage.start_run(root)
         out = storage.run_dir(root, run_id)
-        users = write_state(state, f"{out}/{outputs.STATE}", self.cfg, by_user)
+        users_written = write_state(state, f"{out}/{outputs.STATE}", self.cfg, by_user)
         write_first_seen(seen, f"{out}/{outputs.FIRST_SEEN}")
-        impressions, data_end = 0, previous_end
+        impressions, users, shown, data_end = 0, 0, 0, previous_end
         if read is not None:
             # after the state: the day's impressions are cached by then
-            stats = read.behaviors.agg(F.count("*").alias("n"), F.max("t").alias("last")).first()
-            impressions = stats["n"]
+            stats = read.behaviors.agg(F.count("*").alias("n"), F.max("t").alias("last"),
+                                       F.countDistinct(C.USER_ID).alias("users")).first()
+            impressions, users = stats["n"], stats["users"]
+            shown = read.behaviors.select(F.explode(F.col(C.CANDIDATES)[C.NEWS_ID])).distinct().count()
             if stats["last"] is not None:
                 data_end = max(filter(None, [previous_end, log.from_epoch(stats["last"]).isoformat()]))
             read.write_rejected(f"{out}/rejected")
         summary = {"as_of": outputs.as_of_key(as_of), "chain": self.chain(day), "kind": kind,
-                   "data_end": data_end, "users": users, "day_impressions": impressions,
+                   "data_end": data_end, "users": users_written, "day_impressions": impressions,
+                   "day_users": users, "day_news_shown": shown,
                    "user_clicks": self.mode, "news_vectors": self.vectors_summary["identity"],
                    "news_vectors_run": self.vectors_summary["run_id"], "dim": self.dim}
         storage.publish_run(root, run_id, summary, self.cfg["paths.keep_runs"])
@@ -152,7 +164,7 @@ class StateChain:
     def pool(self, day: dt.date, state_pointer: dict) -> dict:
         """Publish the candidate pool as of `day` 00:00 (`state_pointer`: the state as of then,
         whose first-seen table gives the news' ages)."""
-        with self.timer.stage("pool"):
+        with self.timer.stage("pool") as stage:
             as_of = outputs.day_start(day)
             start = pool_window_start(as_of, self.cfg)
             if self._last_day and self._last_day[0] <= start and self._last_day[1] == as_of:
@@ -167,6 +179,7 @@ class StateChain:
             size = write_pool(
                 candidate_pool(recent, news, as_of, self.cfg),
                 storage.run_dir(root, run_id))
+            stage.rows = size
             storage.publish_run(root, run_id, {
                 "as_of": outputs.as_of_key(as_of), "candidates": size,
                 "news_vectors": self.vectors_summary["identity"], "dim": self.dim,

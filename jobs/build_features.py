@@ -50,7 +50,7 @@ def run(cfg: Config, spark: SparkSession | None = None, as_of: dt.datetime | Non
 def _run(cfg: Config, spark: SparkSession, as_of: dt.datetime | None,
          time_split: bool = False) -> dict:
     mode = user_state.check_mode(cfg["features.user_clicks"])
-    timer = StageTimer()
+    timer = StageTimer("build_features")
     seed, npratio = cfg["features.seed"], cfg["features.npratio"]
     run_id = storage.new_run_id()
 

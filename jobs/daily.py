@@ -18,15 +18,17 @@ from common.cli import StageTimer, run_main
 from common.config import Config
 from common.dates import parse_day
 from common.spark import cached_for_job, get_spark
+from features.day_volume import check_day_volume
 from features.state_chain import StateChain
 from jobs import score as score_job
 
 
 def run(cfg: Config, date: dt.date, score: bool = True, spark: SparkSession | None = None) -> dict:
     spark = spark or get_spark(cfg, "daily", hive=score)
-    timer = StageTimer()
+    timer = StageTimer("daily")
     with cached_for_job(spark):
         chain = StateChain(spark, cfg, timer)
+        chain.check_reaches(date)
         state = chain.ensure(date)
         pool = chain.pool(date, state)
         chain.release()
@@ -34,6 +36,7 @@ def run(cfg: Config, date: dt.date, score: bool = True, spark: SparkSession | No
                "users": state["summary"]["users"], "data_end": state["summary"]["data_end"],
                "pool": pool["path"], "candidates": pool["summary"]["candidates"]}
     if score:
+        summary["volume"] = check_day_volume(cfg, date)
         with timer.stage("score"):
             summary["score"] = score_job.run(cfg, date.isoformat(), spark)
     summary["seconds"] = timer.seconds

@@ -31,7 +31,7 @@ def run(cfg: Config, spark: SparkSession | None = None) -> dict:
 
 
 def _run(cfg: Config, spark: SparkSession) -> dict:
-    timer = StageTimer()
+    timer = StageTimer("embed_news")
     root = outputs.vectors_root(cfg)
     run_id = storage.start_run(root)
     out = storage.run_dir(root, run_id)
@@ -41,7 +41,7 @@ def _run(cfg: Config, spark: SparkSession) -> dict:
         n_news = news.count()
         # The same id with another title in a later folder (the first folder's row is used).
         conflicting = news.where(F.col("titles") > 1).count()
-    with timer.stage("encode"):
+    with timer.stage("encode") as stage:
         if cfg["embed.encoder"] == "precomputed":
             given = read_precomputed(spark, cfg)
             vectors = project_vectors(given.join(news.select(C.NEWS_ID), C.NEWS_ID), cfg)
@@ -49,7 +49,7 @@ def _run(cfg: Config, spark: SparkSession) -> dict:
             vectors = encode_titles(news, cfg)
         schemas.conform(vectors, schemas.NEWS_VECTORS).write.parquet(f"{out}/vectors")
         written = spark.read.parquet(f"{out}/vectors")
-        n_vectors = written.count()
+        n_vectors = stage.rows = written.count()
         dim = written.select(F.max(F.size(C.VECTOR))).first()[0]
     with timer.stage("categories"):
         # beside the vectors, from the same rows: the side features read them here, so no

@@ -34,7 +34,7 @@ def evaluate(cfg: Config, spark: SparkSession | None = None, as_of=None) -> dict
     Returns the metrics document (also metrics.json) with `output`, the run folder.
     """
     spark = spark or get_spark(cfg, "evaluate")
-    timer = StageTimer()
+    timer = StageTimer("evaluate")
     with timer.stage("check_inputs"):
         inputs = resolve_inputs(spark, cfg, as_of)
         truth = read_truth(spark, inputs.truth_uri) if inputs.truth_uri else None

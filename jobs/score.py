@@ -40,7 +40,7 @@ def run(cfg: Config, run_date: str | None = None, spark: SparkSession | None = N
     run_date = day_or_today(run_date, "--run-date").isoformat()
     state, pool_pointer = serving_inputs(cfg, run_date)
     spark = spark or get_spark(cfg, "score", hive=True)
-    timer = StageTimer()
+    timer = StageTimer("score")
     with timer.stage("load_inputs"):
         model_dir, metadata = serving_model(cfg, state, pool_pointer)
         pool = load_pool(f"{pool_pointer['path']}/candidate_pool")
@@ -48,6 +48,7 @@ def run(cfg: Config, run_date: str | None = None, spark: SparkSession | None = N
         writer = table.TableWriter(spark, cfg)
         with metastore_errors(cfg):
             table_location = writer.ensure_table()
+            writer.owned_partition_location(run_date)
     date_folder = f"{table_location.rstrip('/')}/{C.RUN_DATE}={run_date}"
     run_id = storage.begin_run(date_folder)     # leased: a concurrent run leaves it alone
     folder = f"{date_folder}/{run_id}"
@@ -68,11 +69,12 @@ def run(cfg: Config, run_date: str | None = None, spark: SparkSession | None = N
                                    metadata["version"], settings, scored_at),
             schema=table.RECOMMENDATIONS)
         recs.write.parquet(folder)
-    with timer.stage("count"):
+    with timer.stage("count") as stage:
         written = spark.read.parquet(folder)
         stats = written.agg(F.count("*").alias("rows"), F.countDistinct(C.USER_ID).alias("users"),
                             F.sum((F.col(C.MODEL_VERSION) == tasks.POPULARITY_VERSION).cast("int"))
                             .alias("popularity_rows")).first()
+        stage.rows = int(stats["rows"])
         profile_stats = profiles.agg(F.count("*").alias("users"),
                                      F.sum((F.col(C.HISTORY_LEN) == 0).cast("int")).alias("cold")).first()
     _pause_for_tests()

@@ -11,6 +11,7 @@ from common import outputs, storage
 from common.config import Config
 from common.errors import UserInputError
 from dcn import export, registry
+from features import behavior_log as log
 from features import side_features as side
 
 
@@ -23,7 +24,9 @@ def serving_inputs(cfg: Config, run_date: str) -> tuple[dict, dict]:
         state = outputs.current_as_of(cfg, as_of, outputs.STATE, how)
         pool = outputs.current_as_of(cfg, as_of, outputs.POOL, how)
     except storage.RunNotFound as err:
-        raise UserInputError(f"cannot score {run_date}: {err}") from None
+        day = dt.date.fromisoformat(run_date)
+        problem = log.is_daily(cfg) and log.too_far_past(cfg, day, log.log_days(cfg)[-1])
+        raise UserInputError(f"cannot score {run_date}: {problem or err}") from None
     data_end = state["summary"].get("data_end")
     if not data_end:
         raise UserInputError(f"cannot score {run_date}: the log holds no impression before it")

@@ -8,6 +8,7 @@ from pyspark.sql import SparkSession
 from common import columns as C
 from common import schemas, storage
 from common.config import Config
+from common.errors import UserInputError
 from common.names import validated_identifier
 
 RECOMMENDATIONS = schemas.RECOMMENDATIONS
@@ -35,14 +36,38 @@ class TableWriter:
         self.name = quoted_table(cfg)
         self.location = cfg["score.table_location"]
 
+    def expected_root(self) -> tuple[str, str]:
+        """(where this configuration's table must lie, the setting that says so)."""
+        if self.location:
+            return storage.to_uri(self.location), "score.table_location"
+        return self.spark.conf.get("spark.sql.warehouse.dir"), "spark.warehouse_dir"
+
+    def check_owned(self, location: str, what: str) -> None:
+        """Refuse to write or delete at a `location` the metastore gives outside this
+        configuration's place: a metastore copied with a work folder (or shared by two
+        configurations) points at another work folder's table, whose published partitions a
+        write here would replace and whose folders its cleanup would delete."""
+        root, key = self.expected_root()
+        if storage.lies_under(location, root):
+            return
+        raise UserInputError(
+            f"the metastore puts {what} of {self.database}.{self.table} at {location}, outside "
+            f"this configuration's {root} ({key}): it belongs to another work folder (a copied "
+            f"paths.work brings its metastore_db along). Nothing was written. Give this work "
+            f"folder its own metastore (delete the copy's paths.work/metastore_db, or set "
+            f"score.database/score.table to another table), or point {key} at that location")
+
     def ensure_table(self) -> str:
-        """Create the database and table if needed; return the table's location."""
+        """Create the database and table if needed; return the table's location, checked to
+        lie under this configuration's place (check_owned)."""
         self.spark.sql(f"CREATE DATABASE IF NOT EXISTS `{self.database}`")
         location = f" LOCATION '{storage.to_uri(self.location)}'" if self.location else ""
         self.spark.sql(f"CREATE TABLE IF NOT EXISTS {self.name} ({TABLE_DDL}, `{C.RUN_DATE}` string) "
                        f"USING parquet PARTITIONED BY (`{C.RUN_DATE}`){location}")
         described = self.spark.sql(f"DESCRIBE TABLE EXTENDED {self.name}").collect()
-        return next(r["data_type"] for r in described if r["col_name"] == "Location")
+        location = next(r["data_type"] for r in described if r["col_name"] == "Location")
+        self.check_owned(location, "the table")
+        return location
 
     def partition_location(self, run_date: str) -> str | None:
         try:
@@ -52,10 +77,17 @@ class TableWriter:
             return None
         return next((r["data_type"] for r in rows if r["col_name"] == "Location"), None)
 
+    def owned_partition_location(self, run_date: str) -> str | None:
+        """The date's partition location, checked to lie under this configuration's place."""
+        location = self.partition_location(run_date)
+        if location is not None:
+            self.check_owned(location, f"the partition {C.RUN_DATE}={run_date}")
+        return location
+
     def swap_partition(self, run_date: str, folder: str) -> str | None:
         """Point the date's partition at `folder` in one metastore operation; return the
         previous location (None if the date is new)."""
-        previous = self.partition_location(run_date)
+        previous = self.owned_partition_location(run_date)
         spec = f"PARTITION (`{C.RUN_DATE}`='{run_date}')"
         if previous is None:
             self.spark.sql(f"ALTER TABLE {self.name} ADD {spec} LOCATION '{folder}'")

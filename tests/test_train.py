@@ -155,6 +155,9 @@ def test_single_rank_learns_and_exports(tmp_path):
     assert history[-1]["val_rows"] == 1600
     assert re.search(r"epoch 10/10: .* steps/s, .* examples/s, loss .*, val loss .*, val AUC",
                      result.stderr)
+    # signs of life between epochs: every train.log_every_steps (100) steps
+    assert re.findall(r"step (\d+): \d+ examples/s, running loss \d\.\d{4}", result.stderr) == [
+        "100", "200", "300", "400", "500"]
     assert glob.glob(f"{work}/tensorboard/{summary['run_key']}/events.out.tfevents.*")
 
     model, metadata = load_model(model_folder(features_cfg(work)))
