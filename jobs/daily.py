@@ -1,5 +1,6 @@
 """daily: one day of the scheduled pipeline. Brings the user state up to date, builds the
-candidate pool as of the day, and scores the day.
+candidate pool as of the day, and scores the day. First it embeds the news of the catalogue as
+of the day that have no vector yet (README.md, "News vectors").
 
     ./spark-submit.sh daily --date YYYY-MM-DD [--no-score] [--config FILE] [--set key=value ...]
 
@@ -18,6 +19,7 @@ from common.cli import StageTimer, run_main
 from common.config import Config
 from common.dates import parse_day
 from common.spark import cached_for_job, get_spark
+from features.fresh_news import embed_missing
 from features.state_chain import StateChain
 from jobs import score as score_job
 
@@ -26,13 +28,19 @@ def run(cfg: Config, date: dt.date, score: bool = True, spark: SparkSession | No
     spark = spark or get_spark(cfg, "daily", hive=score)
     timer = StageTimer()
     with cached_for_job(spark):
+        # the news of the catalogue as of the day that have no vector yet: every day the
+        # chain computes reads only impressions before it
+        embedded = embed_missing(spark, cfg, date, date, timer)
         chain = StateChain(spark, cfg, timer)
         state = chain.ensure(date)
         pool = chain.pool(date, state)
         chain.release()
     summary = {"date": date.isoformat(), "state": state["path"], "states_computed": chain.computed,
                "users": state["summary"]["users"], "data_end": state["summary"]["data_end"],
-               "pool": pool["path"], "candidates": pool["summary"]["candidates"]}
+               "pool": pool["path"], "candidates": pool["summary"]["candidates"],
+               "news_embedded": embedded["embedded"], "news": embedded["news"],
+               "news_without_vector": pool["summary"]["news_without_vector"],
+               "news_without_vector_ids": pool["summary"]["news_without_vector_ids"]}
     if score:
         with timer.stage("score"):
             summary["score"] = score_job.run(cfg, date.isoformat(), spark)
