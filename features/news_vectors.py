@@ -168,8 +168,8 @@ def current_vectors(cfg: Config) -> dict:
     partitions = outputs.vectors_partitions(cfg, identity["id"])
     if not partitions:
         raise UserInputError(
-            f"no news vectors of identity {identity['id']} under {outputs.vectors_root(cfg)}: "
-            "run ./spark-submit.sh embed_news (or daily)")
+            f"no finished embed_news run of the vectors identity {identity['id']} under "
+            f"{outputs.vectors_root(cfg)}: run the embed_news step (or daily) first")
     runs = [f"{pointer['day']}/{pointer['run_id']}" for pointer in partitions]
     return {"identity": identity, "dim": identity["dim"], "partitions": len(partitions),
             "vectors": sum(pointer["summary"]["vectors"] for pointer in partitions),
