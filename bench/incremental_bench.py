@@ -18,57 +18,31 @@ checks that the two states as of D are identical. Results: bench/results/increme
 """
 from __future__ import annotations
 
-import argparse
 import datetime as dt
-import json
 import shutil
 import subprocess
-import sys
-import time
 from pathlib import Path
 
-from bench.record import record
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def run(cmd: list[str]) -> tuple[float, dict]:
-    start = time.perf_counter()
-    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    seconds = time.perf_counter() - start
-    if done.returncode != 0:
-        raise SystemExit(f"failed: {' '.join(cmd)}\n{done.stderr[-3000:]}")
-    return seconds, json.loads(done.stdout[done.stdout.index("{"):])
+from bench.daily_log import (ROOT, SUBMIT, arguments, sample, save, stage_settings, timed,
+                             work_folders)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scale", default="mind-small", choices=["tiny", "small", "mind-small"])
-    parser.add_argument("--repeats", type=int, default=1)
-    args = parser.parse_args()
+    args = arguments(__doc__.splitlines()[0])
 
     from common import outputs
     from common.config import load_config
 
-    data = ROOT / "bench" / "data" / f"daily-{args.scale}"
-    if not (data / "log" / "news.tsv").exists():
-        subprocess.run([sys.executable, "-m", "synthetic", "--scale", args.scale,
-                        "--out", str(data), "--daily-log"], cwd=ROOT, check=True,
-                       stdout=subprocess.DEVNULL)
-    days = sorted(p.name[len("date="):] for p in (data / "log").glob("date=*"))
+    data, days = sample(args.scale)
     target = dt.date.fromisoformat(days[-1]) + dt.timedelta(days=1)
-    settings = ["--set", f"paths.log={data / 'log'}", "--set", "embed.encoder=hashing",
-                "--set", "spark.master=local[2]", "--set", "spark.driver_memory=6g"]
-    works = {side: ROOT / "bench" / "data" / f"work-daily-{args.scale}-{side}"
-             for side in ("full", "incremental")}
-    submit = str(ROOT / "spark-submit.sh")
-    for side, work in works.items():
-        shutil.rmtree(work, ignore_errors=True)
+    settings = stage_settings(data, "hashing")
+    works, submit = work_folders("daily", args.scale, ("full", "incremental")), SUBMIT
+    for work in works.values():
         subprocess.run([submit, "embed_news", *settings, "--set", f"paths.work={work}"],
                        cwd=ROOT, check=True, capture_output=True)
     incremental_work = works["incremental"]
-    run([submit, "daily", "--date", (target - dt.timedelta(days=1)).isoformat(), "--no-score",
-         *settings, "--set", f"paths.work={incremental_work}"])
+    timed([submit, "daily", "--date", (target - dt.timedelta(days=1)).isoformat(), "--no-score",
+           *settings, "--set", f"paths.work={incremental_work}"])
     state_root = Path(outputs.as_of_root(load_config(overrides=[f"paths.work={incremental_work}"]),
                                          outputs.day_start(target), outputs.STATE)
                       .replace("file://", "")).parent
@@ -77,13 +51,13 @@ def main() -> None:
     summaries = {}
     for _ in range(args.repeats):
         shutil.rmtree(state_root, ignore_errors=True)
-        seconds, summary = run([submit, "daily", "--date", target.isoformat(), "--no-score",
-                                *settings, "--set", f"paths.work={incremental_work}"])
+        seconds, summary = timed([submit, "daily", "--date", target.isoformat(), "--no-score",
+                                  *settings, "--set", f"paths.work={incremental_work}"])
         assert summary["states_computed"] == [f"{target.isoformat()}T00:00:00"], summary
         times["incremental"].append(seconds)
         summaries["incremental"] = summary
-        seconds, summary = run([submit, "build_features", "--as-of", target.isoformat(), *settings,
-                                "--set", f"paths.work={works['full']}"])
+        seconds, summary = timed([submit, "build_features", "--as-of", target.isoformat(),
+                                  *settings, "--set", f"paths.work={works['full']}"])
         times["full"].append(seconds)
         summaries["full"] = summary
 
@@ -113,10 +87,7 @@ def main() -> None:
           f"{best['incremental']:.1f} s")
     print(f"ratio incremental/full: {report['ratio_incremental_over_full']:.3f}  (target <= 0.25)")
     print(f"states as of {target} identical: {identical}")
-    out = ROOT / "bench" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "incremental.json").write_text(json.dumps(report, indent=2))
-    record("incremental_bench", {
+    save("incremental", report, {
         "incremental / full rebuild, seconds (target <= 0.25)":
             report["ratio_incremental_over_full"],
         "full rebuild seconds": best["full"], "incremental seconds": best["incremental"],

@@ -61,6 +61,7 @@ RULES: dict[str, Rule] = {
     "spark.shuffle_partitions": at_least(0),
     "spark.metastore": one_of("embedded", "external"),
     "mind.max_rejected_share": within(0, 1),
+    "daily.max_news_without_vector_share": within(0, 1),
     "embed.encoder": one_of("use", "hashing", "precomputed"),
     "embed.hashing_dim": positive,
     "embed.precomputed_dim": at_least(0),

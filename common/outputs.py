@@ -3,9 +3,10 @@
 Every job and the model code resolve their inputs and outputs here, and nowhere else:
 
     paths.work/
-      news_vectors/                      embed_news            (one current run: the
-                                                                vectors, and the news'
-                                                                categories beside them)
+      news_vectors/<identity id>/        embed_news, daily     (one folder per encoder
+        embedded=<D>/                                           configuration; a run root per
+                                                                day news were first embedded:
+                                                                their vectors and categories)
       features/as_of=<T>/state/          user state as of T    (build_features, daily)
       features/as_of=<T>/pool/           candidate pool and news popularity as of T
       features/as_of=<T>/rows/           train and dev rows of impressions before T
@@ -107,19 +108,26 @@ def as_of_root(cfg: Config, as_of: dt.datetime, kind: str) -> str:
 
 def as_of_moments(cfg: Config, kind: str) -> list[dt.datetime]:
     """Every as-of moment with a finished run of `kind`, oldest first."""
-    fs, path = storage.filesystem(features_root(cfg))
-    moments = []
+    moments = _keyed_folders(features_root(cfg), AS_OF_PREFIX,
+                             lambda key: dt.datetime.strptime(key, AS_OF_FORMAT))
+    return sorted(moment for moment, name in moments
+                  if storage.has_committed_run(storage.join(features_root(cfg), name, kind)))
+
+
+def _keyed_folders(root: str, prefix: str, parse) -> list[tuple[object, str]]:
+    """(key, folder name) of the folders `prefix<key>` under `root` whose key `parse` reads
+    (folders it cannot read are skipped)."""
+    fs, path = storage.filesystem(root)
+    found = []
     for info in fs.get_file_info(pafs.FileSelector(path, allow_not_found=True)):
         name = info.base_name
-        if info.type != pafs.FileType.Directory or not name.startswith(AS_OF_PREFIX):
+        if info.type != pafs.FileType.Directory or not name.startswith(prefix):
             continue
         try:
-            moment = dt.datetime.strptime(name[len(AS_OF_PREFIX):], AS_OF_FORMAT)
+            found.append((parse(name[len(prefix):]), name))
         except ValueError:
             continue
-        if storage.has_committed_run(storage.join(features_root(cfg), name, kind)):
-            moments.append(moment)
-    return sorted(moments)
+    return found
 
 
 def current_as_of(cfg: Config, as_of: dt.datetime, kind: str, how_to_build: str) -> dict:
@@ -149,8 +157,31 @@ def current_rows(cfg: Config, as_of: dt.datetime | None = None) -> dict:
                          f"./spark-submit.sh build_features --as-of {as_of_key(as_of)}")
 
 
-def current_vectors(cfg: Config) -> dict:
-    return storage.current_run(vectors_root(cfg), "embed_news")
+EMBEDDED_PREFIX = "embedded="
+
+
+def vectors_identity_root(cfg: Config, identity_id: str) -> str:
+    """The vectors of one identity (features/news_vectors.vectors_identity): what is fitted
+    once for the identity would live here, beside its partitions."""
+    return work(cfg, VECTORS, identity_id)
+
+
+def vectors_partition_root(cfg: Config, identity_id: str, day: dt.date) -> str:
+    """The run root of the news first embedded on `day` under one identity."""
+    return storage.join(vectors_identity_root(cfg, identity_id),
+                        EMBEDDED_PREFIX + day.isoformat())
+
+
+def vectors_partitions(cfg: Config, identity_id: str) -> list[dict]:
+    """The current run of every partition of one identity's vectors, oldest day first (each
+    with `day`)."""
+    root = vectors_identity_root(cfg, identity_id)
+    pointers = []
+    for day, name in sorted(_keyed_folders(root, EMBEDDED_PREFIX, dt.date.fromisoformat)):
+        partition = storage.join(root, name)
+        if storage.has_committed_run(partition):
+            pointers.append(dict(storage.current_run(partition, "embed_news"), day=day))
+    return pointers
 
 
 def categories_uri(vectors_run: str) -> str:

@@ -3,8 +3,10 @@
 - MIND folders (`paths.train`, `paths.dev`): each holds behaviors.tsv and news.tsv, as MIND is
   distributed. Impressions keep the split of their folder.
 - A log partitioned by day (`paths.log`): `ROOT/date=YYYY-MM-DD/behaviors.tsv` (MIND's
-  behaviors format, every row's time on that day) and one news catalogue `ROOT/news.tsv`,
-  which is what a production log looks like. A day's run reads only that day's partition.
+  behaviors format, every row's time on that day), which is what a production log looks like.
+  Its news catalogue grows by day: `ROOT/date=D/news.tsv` holds the news first published (or
+  changed) on day D, and `ROOT/news.tsv` the news from before the log; either may be absent,
+  not both. A day's run reads only that day's partition.
 
 Rows come out as `parse_behaviors` gives them plus `t` (seconds since the epoch), `src` (0 for
 the train folder and for a daily log, 1 for the dev folder; with `impression_id` it identifies
@@ -45,11 +47,16 @@ def folder_sources(cfg: Config) -> list[tuple[str, int]]:
             if source == "train" or cfg[f"paths.{source}"]]
 
 
-def news_folders(cfg: Config) -> list[str]:
-    """Folders holding a news.tsv, in priority order (a news id's first row wins)."""
-    if is_daily(cfg):
-        return [storage.to_uri(cfg["paths.log"])]
-    return [storage.to_uri(cfg[f"paths.{source}"]) for source, _ in folder_sources(cfg)]
+def news_folders(cfg: Config, before: dt.date | None = None) -> list[str]:
+    """Folders holding a news.tsv, in priority order (a news id's first row wins). A daily
+    log's catalogue as of `before` (None: all of it) is its root news.tsv and the news.tsv of
+    the days before `before`."""
+    if not is_daily(cfg):
+        return [storage.to_uri(cfg[f"paths.{source}"]) for source, _ in folder_sources(cfg)]
+    root = storage.to_uri(cfg["paths.log"])
+    days = [f"{root}/date={day.isoformat()}" for day in log_days(cfg)
+            if before is None or day < before]
+    return [folder for folder in [root] + days if storage.exists(f"{folder}/{NEWS_FILE}")]
 
 
 def log_days(cfg: Config) -> list[dt.date]:
@@ -69,8 +76,10 @@ def log_days(cfg: Config) -> list[dt.date]:
                 raise UserInputError(f"{entry.path}: not a date partition date=YYYY-MM-DD") from None
     if not days:
         raise UserInputError(f"paths.log {root} has no date=YYYY-MM-DD partitions")
-    if not storage.exists(f"{root}/{NEWS_FILE}"):
-        raise UserInputError(f"paths.log {root} has no {NEWS_FILE} (the news catalogue)")
+    if not storage.exists(f"{root}/{NEWS_FILE}") and not any(
+            storage.exists(f"{root}/date={day.isoformat()}/{NEWS_FILE}") for day in days):
+        raise UserInputError(f"paths.log {root} has no {NEWS_FILE}, neither at its root nor in "
+                             "a date= partition (the news catalogue)")
     return sorted(days)
 
 

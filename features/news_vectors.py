@@ -1,11 +1,15 @@
 """News vectors: reading the catalogue, encoding titles inside Spark tasks, the user's own
-precomputed vectors, and loading the current embed_news run for the jobs that read it.
+precomputed vectors, and loading the vectors of the configured identity for the jobs that
+read them.
 
-A vectors run is identified by `vectors_identity`: the encoder and everything that shapes
-its output. Features and models record it, and scoring and evaluation refuse to mix runs of
-different identities (README.md, "News vectors")."""
+Vectors are identified by `vectors_identity`: the encoder and everything that shapes its
+output. Features and models record it, and scoring and evaluation refuse to mix vectors of
+different identities (README.md, "News vectors"). An identity's vectors are partitioned by
+the day their news were first embedded (common/outputs.py): news added later never change
+the identity, and a news's vector, once written, is never written again."""
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 from typing import Iterator
@@ -16,16 +20,26 @@ from pyspark.sql import DataFrame, SparkSession, functions as F
 from common import columns as C
 from common import outputs, schemas, storage
 from common.config import Config
-from common.errors import RunNotFound, UserInputError
+from common.errors import UserInputError
 from features import encoders
 from features.behavior_log import news_folders
 from features.mind import NEWS_FILE, check_rejected_share, parse_news, read_numbered_lines
 
 
-def vectors_identity(cfg: Config, dim: int) -> dict:
+def configured_dim(cfg: Config) -> int:
+    """The width of the configured vectors (every vector is checked against it)."""
+    if cfg["embed.projection_dim"]:
+        return cfg["embed.projection_dim"]
+    return {"use": encoders.UniversalSentenceEncoder.dim, "hashing": cfg["embed.hashing_dim"],
+            "precomputed": cfg["embed.precomputed_dim"]}[cfg["embed.encoder"]]
+
+
+def vectors_identity(cfg: Config, dim: int | None = None) -> dict:
     """What makes two vector sets interchangeable for a model: the encoder and everything
-    that shapes its output. Features and models record it; scoring and evaluation refuse a
-    model whose identity differs from their features'."""
+    that shapes its output (`dim`: configured_dim's unless given). Features and models
+    record it; scoring and evaluation refuse a model whose identity differs from their
+    features'."""
+    dim = configured_dim(cfg) if dim is None else dim
     identity = {"encoder": cfg["embed.encoder"], "dim": dim,
                 "projection_dim": cfg["embed.projection_dim"],
                 "projection_seed": cfg["embed.projection_seed"],
@@ -39,11 +53,15 @@ def vectors_identity(cfg: Config, dim: int) -> dict:
 
 
 
-def read_all_news(spark: SparkSession, cfg: Config) -> tuple[DataFrame, DataFrame, list]:
-    """Distinct news of every news.tsv of the log (the first folder's row wins), their
-    rejected rows, and each file's line counts."""
+def read_all_news(spark: SparkSession, cfg: Config,
+                  before: dt.date | None = None) -> tuple[DataFrame, DataFrame, list]:
+    """Distinct news of every news.tsv of the log (of a daily log's catalogue as of `before`;
+    the first folder's row wins), their rejected rows, and each file's line counts."""
     frames, rejected, checks = [], [], []
-    for order, folder in enumerate(news_folders(cfg)):
+    folders = news_folders(cfg, before)
+    if not folders:
+        raise UserInputError(f"the log {cfg['paths.log']} has no {NEWS_FILE} before {before}")
+    for order, folder in enumerate(folders):
         if not storage.exists(f"{folder}/{NEWS_FILE}"):
             raise UserInputError(f"{folder}/{NEWS_FILE} does not exist")
         parsed = parse_news(spark, folder)
@@ -141,40 +159,39 @@ def project_vectors(vectors: DataFrame, cfg: Config) -> DataFrame:
 
 
 
-def current_vectors_uri(cfg: Config) -> tuple[str, dict]:
-    pointer = outputs.current_vectors(cfg)
-    return f"{pointer['path']}/vectors", pointer["summary"]
+def current_vectors(cfg: Config) -> dict:
+    """The summary of the configured identity's vectors: `identity`, `dim`, `vectors` (how
+    many), `run_id` (names the set of partition runs read), and where their tables are:
+    `vectors_uris`, `categories_uris` (one per partition). Every reader of the vectors takes
+    them from here, so all read the same runs even if a new one is published meanwhile."""
+    identity = vectors_identity(cfg)
+    partitions = outputs.vectors_partitions(cfg, identity["id"])
+    if not partitions:
+        raise UserInputError(
+            f"no finished embed_news run of the vectors identity {identity['id']} under "
+            f"{outputs.vectors_root(cfg)}: run the embed_news step (or daily) first")
+    runs = [f"{pointer['day']}/{pointer['run_id']}" for pointer in partitions]
+    return {"identity": identity, "dim": identity["dim"], "partitions": len(partitions),
+            "vectors": sum(pointer["summary"]["vectors"] for pointer in partitions),
+            "run_id": hashlib.sha256(" ".join(runs).encode()).hexdigest()[:12],
+            "vectors_uris": [f"{pointer['path']}/vectors" for pointer in partitions],
+            "categories_uris": [outputs.categories_uri(pointer["path"]) for pointer in partitions]}
 
 
 
 def load_categories(spark: SparkSession, vectors_summary: dict) -> DataFrame:
-    """(news_id, category, subcategory) of every news of the embed_news run that
-    load_vectors returned `vectors_summary` for, as its news.tsv rows give them
-    (schemas.NEWS_CATEGORIES)."""
-    uri = vectors_summary["categories_uri"]
-    if not storage.exists(uri):
-        raise UserInputError(
-            f"the news vectors run {vectors_summary['run_id']} has no news categories ({uri}): "
-            "it was written by an older embed_news; rerun ./spark-submit.sh embed_news")
-    return spark.read.schema(schemas.NEWS_CATEGORIES).parquet(uri)
+    """(news_id, category, subcategory) of every news of the vectors that load_vectors
+    returned `vectors_summary` for, as its news.tsv rows give them (schemas.NEWS_CATEGORIES)."""
+    return spark.read.schema(schemas.NEWS_CATEGORIES).parquet(*vectors_summary["categories_uris"])
 
 
 
 def load_vectors(spark: SparkSession, cfg: Config) -> tuple[DataFrame, int, dict]:
-    """(news_id, vector) of the current embed_news run, its width, and its summary (with
-    `identity` and `run_id`, and where the run's tables are: `vectors_uri`,
-    `categories_uri`; every reader of the run takes them from here, so all read the same run
-    even if embed_news publishes another meanwhile). The width is the run's (embed_news
-    checked every vector against it); user_state.NewsIndex checks it again when it gathers
-    the vectors."""
-    try:
-        pointer = outputs.current_vectors(cfg)
-    except RunNotFound as err:
-        raise UserInputError(str(err)) from None
-    uri = f"{pointer['path']}/vectors"
-    summary = dict(pointer["summary"], vectors_uri=uri,
-                   categories_uri=outputs.categories_uri(pointer["path"]))
-    if not summary.get("vectors") or not summary.get("dim"):
-        raise UserInputError(f"{uri}: no news vectors")
-    return (spark.read.schema(schemas.NEWS_VECTORS).parquet(uri).select(C.NEWS_ID, C.VECTOR),
-            int(summary["dim"]), summary)
+    """(news_id, vector) of every partition of the configured identity, their width, and
+    their summary (current_vectors). The width is the identity's (every vector was checked
+    against it); user_state.NewsIndex checks it again when it gathers the vectors."""
+    summary = current_vectors(cfg)
+    if not summary["vectors"]:
+        raise UserInputError(f"{outputs.vectors_root(cfg)}: no news vectors")
+    return (spark.read.schema(schemas.NEWS_VECTORS).parquet(*summary["vectors_uris"])
+            .select(C.NEWS_ID, C.VECTOR), int(summary["dim"]), summary)

@@ -122,7 +122,7 @@ def reference_counts(spark: SparkSession, cfg: Config, references: DataFrame,
     embed_news validated the rest), and the candidates without a vector, counted from
     side.news_references (catalogue-sized): both lookups are broadcast."""
     if log.is_daily(cfg):
-        catalogues = [("log", log.news_folders(cfg)[0])]
+        catalogues = [("log", folder) for folder in log.news_folders(cfg)]
     else:
         catalogues = [(source, storage.to_uri(cfg[f"paths.{source}"]))
                       for source, _ in log.folder_sources(cfg)]

@@ -17,6 +17,7 @@ from common.errors import UserInputError
 from features import behavior_log as log
 from features import side_features as side
 from features import user_state
+from features.fresh_news import check_without_vector, shown_without_vector
 from features.news_vectors import load_vectors
 from features.pool import candidate_pool, news_table, pool_window_start, side_summary
 from features.tables import write_first_seen, write_pool, write_state
@@ -64,7 +65,7 @@ class StateChain:
     @property
     def news(self) -> user_state.NewsIndex:
         if self._news is None:
-            self._news = user_state.NewsIndex.read(self.spark, self.vectors_summary["vectors_uri"])
+            self._news = user_state.NewsIndex.read(self.spark, self.vectors_summary["vectors_uris"])
         return self._news
 
     def chain(self, day: dt.date) -> str:
@@ -107,11 +108,13 @@ class StateChain:
             if read is None:
                 return self._publish(day + DAY, prior, prior_seen, previous_end, "incremental")
             behaviors = read.behaviors.cache()
+            unknown = shown_without_vector(behaviors, self.vectors)
+            check_without_vector(unknown, f"the impressions of {day}", self.cfg)
             state = user_state.advance_state(prior, behaviors, self.news, self.mode,
                                              self.state_partitions(prior_pointer))
             seen = side.merge_first_seen(prior_seen, behaviors)
             pointer = self._publish(day + DAY, state, seen, previous_end, "incremental",
-                                    read=read, by_user=True)
+                                    read=read, by_user=True, unknown=unknown)
             self._last_day = (start, start + DAY, behaviors)   # the pool may read it again
             return pointer
 
@@ -132,10 +135,12 @@ class StateChain:
             f"{pointer['path']}/{outputs.FIRST_SEEN}")
 
     def _publish(self, day: dt.date, state, seen, previous_end: str | None, kind: str,
-                 read: log.LogRead | None = None, by_user: bool = False) -> dict:
+                 read: log.LogRead | None = None, by_user: bool = False,
+                 unknown: dict | None = None) -> dict:
         """Publish a state as of `day`, with the rejected rows of `read` (the day's log, whose
         impressions advanced the state after `previous_end`) beside it (`by_user`: `state` is
-        advance_state's, already laid out by user)."""
+        advance_state's, already laid out by user; `unknown`: its shown news without a
+        vector, shown_without_vector's counts)."""
         as_of = outputs.day_start(day)
         root = outputs.as_of_root(self.cfg, as_of, outputs.STATE)
         run_id = storage.start_run(root)
@@ -156,7 +161,8 @@ class StateChain:
                    "data_end": data_end, "users": users_written, "day_impressions": impressions,
                    "day_users": users, "day_news_shown": shown,
                    "user_clicks": self.mode, "news_vectors": self.vectors_summary["identity"],
-                   "news_vectors_run": self.vectors_summary["run_id"], "dim": self.dim}
+                   "news_vectors_run": self.vectors_summary["run_id"], "dim": self.dim,
+                   **(unknown or {})}
         storage.publish_run(root, run_id, summary, self.cfg["paths.keep_runs"])
         self.computed.append(outputs.as_of_key(as_of))
         return storage.current_run(root, "state")
@@ -171,6 +177,10 @@ class StateChain:
                 recent = self._last_day[2].where(F.col("t") >= log.epoch_seconds(start))
             else:
                 recent = log.read_impressions(self.spark, self.cfg, start=start, end=as_of).behaviors
+            window = as_of - dt.timedelta(hours=self.cfg["features.candidate_window_hours"])
+            unknown = shown_without_vector(
+                recent.where(F.col("t") >= log.epoch_seconds(window)), self.vectors)
+            check_without_vector(unknown, f"the candidate window before {as_of}", self.cfg)
             root = outputs.as_of_root(self.cfg, as_of, outputs.POOL)
             run_id = storage.start_run(root)
             news, _ = news_table(self.spark, self.cfg, self.vectors,
@@ -183,6 +193,6 @@ class StateChain:
             storage.publish_run(root, run_id, {
                 "as_of": outputs.as_of_key(as_of), "candidates": size,
                 "news_vectors": self.vectors_summary["identity"], "dim": self.dim,
-                "side_features": side_summary(self.cfg)},
+                "side_features": side_summary(self.cfg), **unknown},
                 self.cfg["paths.keep_runs"])
             return storage.current_run(root, "pool")

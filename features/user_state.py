@@ -92,12 +92,13 @@ class NewsIndex:
     matrix: np.ndarray | None = None
 
     @classmethod
-    def read(cls, spark: SparkSession, uri: str) -> "NewsIndex":
-        """The vectors table at `uri` (schemas.NEWS_VECTORS, embed_news's output), read on
-        the driver with pyarrow like the candidate pool (a catalogue, cheaper to read
+    def read(cls, spark: SparkSession, uris: list[str]) -> "NewsIndex":
+        """The vectors tables at `uris` (schemas.NEWS_VECTORS, the partitions of one identity),
+        read on the driver with pyarrow like the candidate pool (a catalogue, cheaper to read
         without a Spark job), sorted by news id."""
-        fs, path = storage.filesystem(uri)
-        table = pq.read_table(path, filesystem=fs, columns=[C.NEWS_ID, C.VECTOR])
+        tables = [pq.read_table(path, filesystem=fs, columns=[C.NEWS_ID, C.VECTOR])
+                  for fs, path in map(storage.filesystem, uris)]
+        table, uri = pa.concat_tables(tables), ", ".join(uris)
         if table.num_rows == 0:
             raise UserInputError(f"{uri}: no news vectors")
         table = table.sort_by(C.NEWS_ID)

@@ -58,7 +58,7 @@ def _run(cfg: Config, spark: SparkSession, as_of: dt.datetime | None,
         vectors, dim, vectors_summary = load_vectors(spark, cfg)
         vectors = vectors.cache()
         as_of, read, data_end, first_day = read_as_of(spark, cfg, as_of)
-        news = user_state.NewsIndex.read(spark, vectors_summary["vectors_uri"])
+        news = user_state.NewsIndex.read(spark, vectors_summary["vectors_uris"])
         behaviors, train_end = with_split(read.behaviors, cfg, as_of, time_split)
         behaviors = behaviors.cache()
         references = side.news_references(behaviors).cache()

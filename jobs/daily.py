@@ -1,5 +1,6 @@
 """daily: one day of the scheduled pipeline. Brings the user state up to date, builds the
-candidate pool as of the day, and scores the day.
+candidate pool as of the day, and scores the day. First it embeds the news of the catalogue as
+of the day that have no vector yet (README.md, "News vectors").
 
     ./spark-submit.sh daily --date YYYY-MM-DD [--no-score] [--config FILE] [--set key=value ...]
 
@@ -19,6 +20,7 @@ from common.config import Config
 from common.dates import parse_day
 from common.spark import cached_for_job, get_spark
 from features.day_volume import check_day_volume
+from features.fresh_news import embed_missing
 from features.state_chain import StateChain
 from jobs import score as score_job
 
@@ -27,6 +29,9 @@ def run(cfg: Config, date: dt.date, score: bool = True, spark: SparkSession | No
     spark = spark or get_spark(cfg, "daily", hive=score)
     timer = StageTimer("daily")
     with cached_for_job(spark):
+        # the news of the catalogue as of the day that have no vector yet: every day the
+        # chain computes reads only impressions before it
+        embedded = embed_missing(spark, cfg, date, date, timer)
         chain = StateChain(spark, cfg, timer)
         chain.check_reaches(date)
         state = chain.ensure(date)
@@ -34,7 +39,10 @@ def run(cfg: Config, date: dt.date, score: bool = True, spark: SparkSession | No
         chain.release()
     summary = {"date": date.isoformat(), "state": state["path"], "states_computed": chain.computed,
                "users": state["summary"]["users"], "data_end": state["summary"]["data_end"],
-               "pool": pool["path"], "candidates": pool["summary"]["candidates"]}
+               "pool": pool["path"], "candidates": pool["summary"]["candidates"],
+               "news_embedded": embedded["embedded"], "news": embedded["news"],
+               "news_without_vector": pool["summary"]["news_without_vector"],
+               "news_without_vector_ids": pool["summary"]["news_without_vector_ids"]}
     if score:
         summary["volume"] = check_day_volume(cfg, date)
         with timer.stage("score"):

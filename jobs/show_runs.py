@@ -9,6 +9,8 @@ import sys
 from common import outputs, storage
 from common.config import Config
 from common.cli import run_main
+from common.errors import UserInputError
+from features.news_vectors import current_vectors
 
 
 def _pointer(root: str, what: str) -> dict | None:
@@ -19,12 +21,13 @@ def _pointer(root: str, what: str) -> dict | None:
 
 
 def news_vectors_lines(cfg: Config) -> list[str]:
-    pointer = _pointer(outputs.vectors_root(cfg), "embed_news")
-    if not pointer:
+    try:
+        s = current_vectors(cfg)
+    except UserInputError:
         return ["news vectors: none yet"]
-    s = pointer["summary"]
-    return [f"news vectors   {s['vectors']:>10,} news, {s['dim']}-d, encoder {s['encoder']}, "
-            f"{sum(s['seconds'].values()):.1f} s   ({s['output']})"]
+    return [f"news vectors   {s['vectors']:>10,} news, {s['dim']}-d, encoder "
+            f"{s['identity']['encoder']}, {s['partitions']} day partitions   "
+            f"({outputs.vectors_identity_root(cfg, s['identity']['id'])})"]
 
 
 def features_lines(cfg: Config) -> list[str]:

@@ -76,15 +76,19 @@ def write_split(folder: str, truth_path: str, split: Split, users: Users, news: 
 
 def write_daily_log(mind_dir: str, log_dir: str) -> dict:
     """Rewrite a sample's two MIND folders as a log partitioned by day, the production layout:
-    `log_dir/date=YYYY-MM-DD/behaviors.tsv` and one catalogue `log_dir/news.tsv`. Dev
-    impression ids are moved past the train ones (MIND numbers each split from 1; a log's ids
-    are unique). Written to a temporary folder and renamed into place."""
+    `log_dir/date=YYYY-MM-DD/behaviors.tsv` and a catalogue that grows by day: the news some
+    history holds (clicked before the log) in `log_dir/news.tsv`, every other news in
+    `log_dir/date=D/news.tsv` of the first day D that shows it. Dev impression ids are moved
+    past the train ones (MIND numbers each split from 1; a log's ids are unique). Written to a
+    temporary folder and renamed into place."""
     parent, name = os.path.split(os.path.abspath(log_dir))
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=parent)
     try:
         by_day: dict[str, list[str]] = {}
         offset = 0
+        in_history: set[str] = set()
+        first_shown: dict[str, str] = {}
         for folder in ("MINDsmall_train", "MINDsmall_dev"):
             largest = 0
             with open(os.path.join(mind_dir, folder, "behaviors.tsv"), encoding="utf-8") as handle:
@@ -94,6 +98,10 @@ def write_daily_log(mind_dir: str, log_dir: str) -> dict:
                     fields[0] = str(int(fields[0]) + offset)
                     day = datetime.strptime(fields[2], "%m/%d/%Y %I:%M:%S %p").date().isoformat()
                     by_day.setdefault(day, []).append("\t".join(fields))
+                    in_history.update(fields[3].split())
+                    for token in fields[4].split():
+                        news_id = token.rsplit("-", 1)[0]
+                        first_shown[news_id] = min(first_shown.get(news_id, day), day)
             offset += largest
         for day, lines in by_day.items():
             os.makedirs(os.path.join(staging, f"date={day}"))
@@ -103,7 +111,12 @@ def write_daily_log(mind_dir: str, log_dir: str) -> dict:
             with open(os.path.join(mind_dir, folder, "news.tsv"), encoding="utf-8") as handle:
                 for line in handle:
                     news.setdefault(line.split("\t", 1)[0], line.rstrip("\n"))
-        _write_lines(os.path.join(staging, "news.tsv"), news.values())
+        catalogue: dict[str, list[str]] = {}
+        for news_id, line in news.items():
+            day = None if news_id in in_history else first_shown.get(news_id)
+            catalogue.setdefault(f"date={day}" if day else "", []).append(line)
+        for folder, lines in catalogue.items():
+            _write_lines(os.path.join(staging, folder, "news.tsv"), lines)
         if os.path.exists(log_dir):
             shutil.rmtree(log_dir)
         os.rename(staging, log_dir)

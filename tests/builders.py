@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 from common import outputs, packed_vectors, storage
 from common.config import load_config
 from common.dates import parse_moment
-from features.news_vectors import current_vectors_uri
+from features.news_vectors import current_vectors, vectors_identity
 from features.pool import side_summary
 
 
@@ -84,9 +84,15 @@ def read_table(uri):
     return frame
 
 
+def vectors_table(cfg):
+    """The vectors of every partition of the configured identity, as pandas."""
+    import pandas as pd
+    return pd.concat([read_table(uri) for uri in current_vectors(cfg)["vectors_uris"]],
+                     ignore_index=True)
+
+
 def vectors_by_id(cfg):
-    uri, _ = current_vectors_uri(cfg)
-    table = read_table(uri)
+    table = vectors_table(cfg)
     return {n: np.asarray(v, dtype=np.float64) for n, v in zip(table["news_id"], table["vector"])}
 
 
@@ -106,9 +112,8 @@ def features(cfg, table, as_of=None):
 def model_metadata(cfg, user_dim, news_dim=None, model=None):
     """Export metadata for a test model trained on the current news vectors (and, for a model
     with side features, on side features built with the config's settings)."""
-    _, summary = current_vectors_uri(cfg)
     metadata = {"user_dim": user_dim, "news_dim": news_dim or user_dim,
-                "news_vectors": summary["identity"],
+                "news_vectors": vectors_identity(cfg),
                 "features": {"side_features": side_summary(cfg)}}
     if model is not None:
         from dcn.model import model_spec

@@ -29,6 +29,7 @@ from common import outputs, storage
 from common.cli import printed_summary
 from common.config import load_config
 from deploy import local_cluster
+from features.news_vectors import current_vectors
 from jobs import build_features, daily, embed_news, evaluate
 from synthetic.generate import generate
 from synthetic.writer import write_daily_log
@@ -218,7 +219,7 @@ def test_executors_run_the_shipped_environment_and_see_no_driver_only_path(clust
 
 def test_news_vectors_and_features_are_row_identical(pipelines):
     cluster_cfg, local_cfg = pipelines["cluster_cfg"], pipelines["local_cfg"]
-    vectors = [read_table(f"{outputs.current_vectors(c)['path']}/vectors", ["news_id"])
+    vectors = [read_table(current_vectors(c)["vectors_uris"][0], ["news_id"])
                for c in (cluster_cfg, local_cfg)]
     assert_same_rows(*vectors)
     rows = [outputs.current_as_of(c, AS_OF, outputs.ROWS, "") for c in (cluster_cfg, local_cfg)]

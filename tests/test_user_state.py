@@ -16,8 +16,9 @@ from common.config import load_config
 from jobs import build_features, daily, embed_news, score
 from synthetic.generate import generate
 from synthetic.writer import write_daily_log
+from features.news_vectors import current_vectors
 from tests.builders import (features, make_cfg, model_metadata, read_table, vectors_by_id,
-                            write_sample)
+                            vectors_table, write_sample)
 
 pytestmark = pytest.mark.spark
 TIME_FORMAT = "%m/%d/%Y %I:%M:%S %p"
@@ -289,7 +290,7 @@ def test_a_late_day_is_picked_up_by_rerunning_it_and_the_days_after(spark, daily
     before = state_table(late, dt.date(2019, 11, 12))
     # a late row for 11/10: a new user clicks N-something on that day
     day_file = log / "date=2019-11-10" / "behaviors.tsv"
-    some_news = read_table(f"{outputs.current_vectors(late)['path']}/vectors")["news_id"][0]
+    some_news = vectors_table(late)["news_id"][0]
     with open(day_file, "a", encoding="utf-8") as handle:
         handle.write(f"999999\tU999999\t11/10/2019 3:00:00 PM\t\t{some_news}-1\n")
     again = daily.run(late, dt.date(2019, 11, 12), score=False, spark=spark)
@@ -347,7 +348,7 @@ def test_the_benchmark_reference_builds_the_same_rows(spark, tiny, tmp_path):
     cfg = base.with_overrides([f"paths.work={tmp_path}", "features.npratio=0"])
     shutil.copytree(root / "work" / "news_vectors", tmp_path / "news_vectors")
     build_features.run(cfg, spark)
-    vectors_uri = outputs.current_vectors(cfg)["path"].replace("file://", "") + "/vectors"
+    vectors_uri = current_vectors(cfg)["vectors_uris"][0].replace("file://", "")
     out = tmp_path / "reference.parquet"
     mind = root / "mind"
     subprocess.run([sys.executable, "-m", "bench.pandas_train_rows",
