@@ -56,7 +56,7 @@ def embed_missing(spark: SparkSession, cfg: Config, day: dt.date, before: dt.dat
     same_day = [pointer for pointer in partitions if pointer["day"] == day]
     run_id = storage.start_run(root)
     out = storage.run_dir(root, run_id)
-    with timer.stage("encode"):
+    with timer.stage("encode") as stage:
         if cfg["embed.encoder"] == "precomputed":
             given = read_precomputed(spark, cfg)
             vectors = project_vectors(given.join(missing.select(C.NEWS_ID), C.NEWS_ID), cfg)
@@ -72,7 +72,7 @@ def embed_missing(spark: SparkSession, cfg: Config, day: dt.date, before: dt.dat
                 _embedded(spark, same_day, "categories", schemas.NEWS_CATEGORIES))
         vectors.write.parquet(f"{out}/vectors")
         written = spark.read.parquet(f"{out}/vectors")
-        n_vectors = written.count()
+        n_vectors = stage.rows = written.count()
         widths = written.select(F.min(F.size(C.VECTOR)), F.max(F.size(C.VECTOR))).first()
         if n_vectors and (widths[0] != identity["dim"] or widths[1] != identity["dim"]):
             raise UserInputError(f"news vectors have widths {widths[0]} to {widths[1]}, but "

@@ -34,7 +34,10 @@ def log_and_work(spark, tmp_path_factory):
                 f"score.table_location={root / 'work' / 'table'}", "score.table=recs_guards"]
     cfg = load_config(overrides=settings)
     embed_news.run(cfg, spark)
-    export_model(cfg, random_model(16), model_metadata(cfg, 16))
+    # scored with this version by name: the tests are about the day's data, not the gate
+    version = export_model(cfg, random_model(16), model_metadata(cfg, 16))
+    settings.append(f"score.model_version={version}")
+    cfg = cfg.with_overrides([settings[-1]])
     days = sorted(dt.date.fromisoformat(p.name[len("date="):]) for p in (root / "log").glob("date=*"))
     return root, cfg, settings, days
 

@@ -54,7 +54,8 @@ def test_daily_embeds_each_days_new_news_only(spark, growing_log):
     published = {day: news_ids(log / f"date={day}" / "news.tsv")
                  for day in (DAYS[0] - dt.timedelta(days=1), *DAYS[:-1])}
     assert all(published.values()) and (log / "news.tsv").exists()
-    export_model(cfg, random_model(16), model_metadata(cfg, 16))
+    version = export_model(cfg, random_model(16), model_metadata(cfg, 16))
+    cfg = cfg.with_overrides([f"score.model_version={version}"])   # scored by name, not the gate
 
     summaries, first_partition = [], None
     for day in DAYS:
