@@ -39,6 +39,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlparse
 
 from bench.daily_log import ROOT, SUBMIT, sample, save, stage_settings, timed
 
@@ -107,7 +108,7 @@ def retrain(as_of: str, settings: list[str]) -> list[dict]:
 def fresh_share(score: dict, fresh: set[str]) -> tuple[float, int]:
     import pyarrow.parquet as pq
 
-    folder = score["partition_location"].replace("file://", "")
+    folder = urlparse(score["partition_location"]).path
     recommended = pq.read_table(folder, columns=["news_id"]).column("news_id").to_pylist()
     hits = sum(news_id in fresh for news_id in recommended)
     return hits / max(len(recommended), 1), len(set(recommended) & fresh)
