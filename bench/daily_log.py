@@ -23,10 +23,11 @@ def arguments(description: str, encoder: bool = False) -> argparse.Namespace:
     return parser.parse_args()
 
 
-def sample(scale: str) -> tuple[Path, list[str]]:
-    """(the folder holding the sample's `log`, the log's days), generating the sample unless a
-    log of the current layout (a catalogue growing by day) is there."""
-    data = ROOT / "bench" / "data" / f"daily-{scale}"
+def sample(scale: str, name: str = "daily") -> tuple[Path, list[str]]:
+    """(the folder bench/data/NAME-SCALE holding the sample's `log`, the log's days),
+    generating the sample (seed 0) unless a log of the current layout (a catalogue growing by
+    day) is there."""
+    data = ROOT / "bench" / "data" / f"{name}-{scale}"
     if not list((data / "log").glob("date=*/news.tsv")):
         subprocess.run([sys.executable, "-m", "synthetic", "--scale", scale,
                         "--out", str(data), "--daily-log"], cwd=ROOT, check=True,
