@@ -154,10 +154,14 @@ def check_writable_folder(uri: str, key: str) -> None:
                                  f"point {key} at a writable folder") from None
 
 
-def read_text(uri: str) -> str:
+def read_bytes(uri: str) -> bytes:
     fs, path = filesystem(uri)
     with fs.open_input_stream(path) as stream:
-        return stream.read().decode("utf-8")
+        return stream.read()
+
+
+def read_text(uri: str) -> str:
+    return read_bytes(uri).decode("utf-8")
 
 
 def write_bytes(uri: str, data: bytes) -> None:

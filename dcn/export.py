@@ -35,14 +35,15 @@ def models_root(cfg: Config) -> str:
 
 
 def check_lineage(metadata: dict, news_vectors: dict | None, features_where: str) -> None:
-    """Refuse a model trained on other news vectors (encoder, projection or width) than the
-    features it is about to read: its scores would be meaningless, silently."""
+    """Refuse a model trained on other news vectors (encoder, text, post-processing and its
+    fit, or width) than the features it is about to read: its scores would be meaningless,
+    silently."""
     trained = metadata.get("news_vectors") or {}
     if not trained or not news_vectors:
         raise ValueError(f"model {metadata.get('version')} or the features at {features_where} "
                          "record no news-vector identity (built before lineage was recorded): "
                          "rebuild the features and retrain")
-    if trained.get("id") != news_vectors.get("id"):
+    if trained != news_vectors:
         differs = sorted(k for k in set(trained) | set(news_vectors)
                          if k != "id" and trained.get(k) != news_vectors.get(k))
         detail = ", ".join(f"{k}: model {trained.get(k)!r}, features {news_vectors.get(k)!r}"

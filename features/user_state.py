@@ -125,7 +125,8 @@ STATE_FORMAT = 2
 
 def state_salt(mode: str, vectors_identity: dict) -> str:
     """What shapes a state besides the log: the chain fingerprint of every state includes it."""
-    return f"{mode}:{vectors_identity['id']}:{STATE_FORMAT}"
+    fit = vectors_identity.get("fit")
+    return f"{mode}:{vectors_identity['id']}{':' + fit if fit else ''}:{STATE_FORMAT}"
 
 
 def empty_state(spark: SparkSession) -> DataFrame:

@@ -1,18 +1,22 @@
 """Fresh news get vectors in the daily run: over a daily log whose catalogue grows by day,
-`daily` embeds each day's new news and only those, never rewrites the vectors of earlier
-days, ranks the news published the day before, and fails a day whose shown news lack
-vectors."""
+`daily` embeds each day's new news and only those, with the transform fitted on the first
+catalogue, never rewrites the vectors of earlier days, ranks the news published the day
+before, and fails a day whose shown news lack vectors."""
 from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
 
+import numpy as np
 import pytest
+from pyspark.sql import functions as F
 
 from common import outputs, storage
 from common.config import load_config
 from common.errors import UserInputError
-from features.news_vectors import current_vectors, vectors_identity
+from features import vector_fit, vector_transform
+from features.encoders import HashingEncoder
+from features.news_vectors import current_vectors, transform_settings, vectors_identity
 from jobs import daily
 from synthetic.generate import generate
 from synthetic.writer import write_daily_log
@@ -40,7 +44,7 @@ def growing_log(tmp_path_factory):
     write_daily_log(str(root / "mind"), str(root / "log"))
     cfg = load_config(overrides=[
         f"paths.log={root / 'log'}", f"paths.work={root / 'work'}", "embed.encoder=hashing",
-        "embed.hashing_dim=16", "embed.projection_dim=0", "features.candidate_window_hours=24",
+        "embed.hashing_dim=16", "embed.postprocess=whiten", "embed.projection_dim=8", "features.candidate_window_hours=24",
         "score.k=100", f"score.table_location={root / 'table'}", "score.table=recs_fresh"])
     return root, cfg
 
@@ -54,11 +58,11 @@ def test_daily_embeds_each_days_new_news_only(spark, growing_log):
     published = {day: news_ids(log / f"date={day}" / "news.tsv")
                  for day in (DAYS[0] - dt.timedelta(days=1), *DAYS[:-1])}
     assert all(published.values()) and (log / "news.tsv").exists()
-    version = export_model(cfg, random_model(16), model_metadata(cfg, 16))
-    cfg = cfg.with_overrides([f"score.model_version={version}"])   # scored by name, not the gate
-
     summaries, first_partition = [], None
     for day in DAYS:
+        if day == DAYS[2]:   # a model of these vectors (and their fit), scored by name
+            version = export_model(cfg, random_model(8), model_metadata(cfg, 8))
+            cfg = cfg.with_overrides([f"score.model_version={version}"])
         summaries.append(daily.run(cfg, day, score=day == DAYS[2], spark=spark))
         if first_partition is None:
             first_partition = partition_bytes(cfg, DAYS[0])
@@ -77,7 +81,22 @@ def test_daily_embeds_each_days_new_news_only(spark, growing_log):
     # the states of every day record the same identity: news added later do not change it
     states = [outputs.current_as_of(cfg, outputs.day_start(day), outputs.STATE, "")
               for day in DAYS]
-    assert {s["summary"]["news_vectors"]["id"] for s in states} == {vectors_identity(cfg)["id"]}
+    identity = vectors_identity(cfg)
+    assert all(s["summary"]["news_vectors"] == identity for s in states)
+    # the whitening was fitted once, on the first catalogue, and day 2's news got that same
+    # transform: their vectors are the stored fit applied to their titles' hashing vectors
+    fit = vector_fit.stored_fit(cfg, identity["id"])
+    assert identity["fit"] == fit.digest() and fit.rows == first["news_embedded"]
+    assert len(storage.committed_runs(vector_fit.fit_root(cfg, identity["id"]))) == 1
+    titles = dict(line.split("\t")[0:4:3] for line in (
+        log / f"date={DAYS[1]}" / "news.tsv").read_text(encoding="utf-8").splitlines())
+    stored = {r["news_id"]: r["vector"] for r in spark.read.parquet(
+        *current_vectors(cfg)["vectors_uris"]).where(F.col("news_id").isin(list(titles))).collect()}
+    assert set(stored) == set(titles)
+    ids = sorted(titles)
+    expected = vector_transform.apply(HashingEncoder(16).encode([titles[i] for i in ids]),
+                                      transform_settings(cfg), fit)
+    np.testing.assert_allclose(np.array([stored[i] for i in ids]), expected, rtol=1e-5, atol=1e-6)
     # day 3's lists rank news first published on day 2
     listed = {r["news_id"] for r in spark.sql(
         f"SELECT DISTINCT news_id FROM newsrec.recs_fresh WHERE run_date = '{DAYS[2]}'").collect()}
