@@ -62,7 +62,7 @@ RULES: dict[str, Rule] = {
     "spark.metastore": one_of("embedded", "external"),
     "mind.max_rejected_share": within(0, 1),
     "daily.max_news_without_vector_share": within(0, 1),
-    "embed.encoder": one_of("use", "e5-small", "hashing", "precomputed"),
+    "embed.encoder": one_of("use", "e5-small", "minilm", "hashing", "precomputed"),
     "embed.text": one_of("title", "title_abstract", "title_category"),
     "embed.postprocess": one_of("project", "center", "pca", "whiten"),
     "embed.threads_per_task": at_least(0),

