@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole pipeline on a built-in synthetic MIND-format sample, from a fresh machine:
 #
-#   ./run-demo.sh [--scale tiny|small|mind-small] [--encoder use|hashing]
+#   ./run-demo.sh [--scale tiny|small|mind-small] [--encoder minilm|use|e5-small|hashing]
 #
 # sets up the environment (./setup.sh), generates the sample into data/sample-SCALE, then runs
 # embed_news and build_features (as of 2019-11-16, the day after the sample) through
@@ -14,7 +14,7 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$here"
 
-scale=small; encoder=use
+scale=small; encoder=""   # empty: the configuration's embed.encoder
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --scale) scale="$2"; shift 2 ;;
@@ -29,8 +29,8 @@ export TF_ENABLE_ONEDNN_OPTS=0 TF_CPP_MIN_LOG_LEVEL=2
 
 sample="data/sample-$scale"
 settings=(--set "paths.train=$sample/MINDsmall_train" --set "paths.dev=$sample/MINDsmall_dev"
-          --set "paths.ground_truth=$sample/ground_truth" --set "paths.work=work/demo-$scale"
-          --set "embed.encoder=$encoder")
+          --set "paths.ground_truth=$sample/ground_truth" --set "paths.work=work/demo-$scale")
+[[ -n "$encoder" ]] && settings+=(--set "embed.encoder=$encoder")
 
 step() { echo; echo "==> $*"; }
 if [[ ! -f "$sample/MINDsmall_dev/behaviors.tsv" ]]; then

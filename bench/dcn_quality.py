@@ -1,7 +1,7 @@
 """Does the DCN win? Its dev metrics against the baselines and the reference ranker, over
 generator seeds, and an ablation of its side features.
 
-    .venv/bin/python -m bench.dcn_quality [--scale small] [--seeds 0,1,2] [--encoder use]
+    .venv/bin/python -m bench.dcn_quality [--scale small] [--seeds 0,1,2] [--encoder NAME]
                                           [--ablation-seed 0] [--work work/quality]
                                           [--set KEY=VALUE ...]
 
@@ -79,7 +79,7 @@ def run_seed(args, seed: int) -> tuple[list[str], Path, dict]:
     if not (data / "MINDsmall_dev" / "behaviors.tsv").exists():
         subprocess.run([sys.executable, "-m", "synthetic", "--scale", args.scale,
                         "--out", str(data), "--seed", str(seed)], cwd=ROOT, check=True)
-    settings = ["--set", f"embed.encoder={args.encoder}"]
+    settings = ["--set", f"embed.encoder={args.encoder}"] if args.encoder else []
     for key, value in (("train", data / "MINDsmall_train"), ("dev", data / "MINDsmall_dev"),
                        ("ground_truth", data / "ground_truth"), ("work", work)):
         settings += ["--set", f"paths.{key}={value}"]
@@ -105,7 +105,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", default="small")
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--encoder", default="use")
+    parser.add_argument("--encoder", default=None, help="default: the configuration's")
     parser.add_argument("--ablation-seed", type=int, default=0)
     parser.add_argument("--no-ablation", action="store_true")
     parser.add_argument("--work", default=str(ROOT / "work" / "quality"))

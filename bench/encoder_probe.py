@@ -115,10 +115,13 @@ def balanced_accuracy(truth: np.ndarray, predicted: np.ndarray) -> float:
 
 
 def knn_accuracy(x: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray) -> float:
-    nearest = np.argsort(-(x[test] @ x[train].T), axis=1)[:, :KNN]
-    votes = y[train][nearest]
-    predicted = np.array([np.bincount(row, minlength=y.max() + 1).argmax() for row in votes])
-    return accuracy(y[test], predicted)
+    predicted = []
+    for start in range(0, len(test), 1000):     # blocks: the similarity matrix stays small
+        similarity = x[test[start:start + 1000]] @ x[train].T
+        nearest = np.argpartition(-similarity, KNN, axis=1)[:, :KNN]
+        predicted += [np.bincount(row, minlength=y.max() + 1).argmax()
+                      for row in y[train][nearest]]
+    return accuracy(y[test], np.array(predicted))
 
 
 def anisotropy(x: np.ndarray, pairs: int = 20000) -> float:

@@ -51,7 +51,7 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--scale", default="tiny", choices=["tiny", "few", "small"])
     parser.add_argument("--days", type=int, default=6)
     parser.add_argument("--retrain-day", type=int, default=4, help="1-based; 0: no retrain")
-    parser.add_argument("--encoder", default="hashing", choices=["hashing", "use"])
+    parser.add_argument("--encoder", default="hashing", choices=["hashing", "minilm", "use", "e5-small"])
     parser.add_argument("--epochs", type=int, default=3)
     return parser.parse_args()
 

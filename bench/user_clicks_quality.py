@@ -36,7 +36,7 @@ def call(cmd: list[str]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", default="small", choices=["tiny", "small", "mind-small"])
-    parser.add_argument("--encoder", default="use", choices=["use", "hashing"])
+    parser.add_argument("--encoder", default="use", choices=["minilm", "use", "e5-small", "hashing"])
     parser.add_argument("--ranks", type=int, default=2)
     args = parser.parse_args()
 
