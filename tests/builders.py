@@ -69,7 +69,7 @@ def write_sample(root, train=TRAIN, dev=DEV):
 def make_cfg(root, *extra):
     return load_config(overrides=[
         f"paths.train={root / 'train'}", f"paths.dev={root / 'dev'}", f"paths.work={root / 'work'}",
-        "embed.encoder=hashing", "embed.hashing_dim=16", "embed.projection_dim=0",
+        "embed.encoder=hashing", "embed.postprocess=project", "embed.hashing_dim=16", "embed.projection_dim=0",
         "features.min_row_groups=4", "features.npratio=2", "features.candidate_window_hours=24",
         "features.validation_hours=0", *extra])
 
@@ -220,7 +220,7 @@ def tiny_work(spark, root: Path, as_of=None):
     cfg = load_config(overrides=[
         f"paths.train={root / 'mind' / 'MINDsmall_train'}",
         f"paths.dev={root / 'mind' / 'MINDsmall_dev'}", f"paths.work={root / 'work'}",
-        "embed.encoder=hashing", "embed.hashing_dim=512", "embed.projection_dim=32",
+        "embed.encoder=hashing", "embed.postprocess=project", "embed.hashing_dim=512", "embed.projection_dim=32",
         "features.min_row_groups=8"])
     embed_news.run(cfg, spark)
     build_features.run(cfg, spark, as_of=as_of)

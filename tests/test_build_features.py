@@ -119,7 +119,7 @@ def test_generated_sample_parquet_shaped_for_petastorm(spark, tmp_path):
     cfg = load_config(overrides=[
         f"paths.train={tmp_path / 'mind' / 'MINDsmall_train'}",
         f"paths.dev={tmp_path / 'mind' / 'MINDsmall_dev'}", f"paths.work={tmp_path / 'work'}",
-        "embed.encoder=hashing", "embed.hashing_dim=32", "embed.projection_dim=0",
+        "embed.encoder=hashing", "embed.postprocess=project", "embed.hashing_dim=32", "embed.projection_dim=0",
         "features.min_row_groups=16", "features.files=4"])
     embed_news.run(cfg, spark)
     summary = build_features.run(cfg, spark)

@@ -43,7 +43,7 @@ STAGE_TIMEOUT_S = 900
 # One setting list for both sides; only paths.work and the table differ. A cluster's own
 # spark.sql.shuffle.partitions (200 by default) would make this tiny sample a thousand tiny
 # tasks; the local side runs with the same 4 partitions.
-SETTINGS = ["spark.shuffle_partitions=4", "embed.encoder=hashing", "embed.hashing_dim=16", "embed.projection_dim=0",
+SETTINGS = ["spark.shuffle_partitions=4", "embed.encoder=hashing", "embed.postprocess=project", "embed.hashing_dim=16", "embed.projection_dim=0",
             "features.min_row_groups=4", "features.files=4", "features.candidate_window_hours=24",
             "score.k=5", "train.epochs=1", "train.batch_size=64", "train.spark_num_proc=2",
             "train.validation_rows=500", "model.deep_units=[16]"]

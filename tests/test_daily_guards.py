@@ -28,7 +28,7 @@ def log_and_work(spark, tmp_path_factory):
     generate("tiny", str(root / "mind"), seed=7)
     write_daily_log(str(root / "mind"), str(root / "log"))
     settings = [f"paths.log={root / 'log'}", f"paths.work={root / 'work'}",
-                "embed.encoder=hashing", "embed.hashing_dim=16", "embed.projection_dim=0",
+                "embed.encoder=hashing", "embed.postprocess=project", "embed.hashing_dim=16", "embed.projection_dim=0",
                 "features.min_row_groups=4", "features.files=4",
                 "features.candidate_window_hours=24", "score.k=3",
                 f"score.table_location={root / 'work' / 'table'}", "score.table=recs_guards"]

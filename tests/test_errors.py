@@ -52,7 +52,7 @@ def test_missing_inputs_and_missing_steps_are_one_line(tmp_path):
             "--set", "spark.driver_memory=1g"]
     missing = tmp_path / "nowhere"
     result = submit("embed_news", *base, "--set", f"paths.train={missing}",
-                    "--set", "embed.encoder=hashing")
+                    "--set", "embed.encoder=hashing", "--set", "embed.postprocess=project")
     assert_one_error_line(result, f"{missing}/news.tsv does not exist")
     result = submit("score", *base, "--run-date", "2019-11-16")
     assert_one_error_line(result, "cannot score 2019-11-16")

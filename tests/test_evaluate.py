@@ -65,7 +65,7 @@ def overrides(root, *extra):
     return ["features.validation_hours=0",
             f"paths.train={root / 'train'}", f"paths.dev={root / 'dev'}",
             f"paths.work={root / 'work'}", f"paths.ground_truth={root / 'truth'}",
-            "embed.encoder=hashing", f"embed.hashing_dim={DIM}", "embed.projection_dim=0",
+            "embed.encoder=hashing", "embed.postprocess=project", f"embed.hashing_dim={DIM}", "embed.projection_dim=0",
             "features.min_row_groups=2", "spark.master=local[2]", "spark.shuffle_partitions=4",
             "spark.driver_memory=2g", f"evaluate.seed={SEED}", "evaluate.batch_size=5", *extra]
 
@@ -440,7 +440,7 @@ def test_oracle_beats_random_on_the_planted_sample(spark, tmp_path):
     cfg = load_config(overrides=[
         f"paths.train={sample / 'MINDsmall_train'}", f"paths.dev={sample / 'MINDsmall_dev'}",
         f"paths.ground_truth={sample / 'ground_truth'}", f"paths.work={tmp_path / 'work'}",
-        "embed.encoder=hashing", "embed.hashing_dim=32", "embed.projection_dim=0",
+        "embed.encoder=hashing", "embed.postprocess=project", "embed.hashing_dim=32", "embed.projection_dim=0",
         "features.min_row_groups=2", "spark.shuffle_partitions=4"])
     embed_news.run(cfg, spark)
     build_features.run(cfg, spark)

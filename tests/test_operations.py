@@ -119,7 +119,7 @@ def test_a_job_says_each_stage_on_stderr_and_no_spark_info(tmp_path):
     write_sample(tmp_path)
     result = submit("embed_news", "--set", f"paths.train={tmp_path / 'train'}",
                     "--set", f"paths.dev={tmp_path / 'dev'}", "--set", f"paths.work={tmp_path / 'work'}",
-                    "--set", "embed.encoder=hashing", "--set", "embed.hashing_dim=16",
+                    "--set", "embed.encoder=hashing", "--set", "embed.postprocess=project", "--set", "embed.hashing_dim=16",
                     "--set", "embed.projection_dim=0", "--set", "spark.master=local[1]")
     assert result.returncode == 0, result.stderr[-3000:]
     stages = [line for line in result.stderr.splitlines() if line.startswith("[embed_news] ")]

@@ -259,7 +259,7 @@ def test_kill_mid_run_leaves_partition_as_it_was(spark, tmp_path):
     from common.config import load_config
     write_sample(tmp_path)
     settings = [f"paths.train={tmp_path / 'train'}", f"paths.dev={tmp_path / 'dev'}",
-                f"paths.work={tmp_path / 'work'}", "embed.encoder=hashing", "embed.hashing_dim=16",
+                f"paths.work={tmp_path / 'work'}", "embed.encoder=hashing", "embed.postprocess=project", "embed.hashing_dim=16",
                 "embed.projection_dim=0", "features.min_row_groups=2",
                 "features.candidate_window_hours=200", "spark.master=local[2]",
                 "spark.driver_memory=1g", "score.model_version=v-kill"]

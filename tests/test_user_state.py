@@ -82,7 +82,7 @@ def tiny(spark, tmp_path_factory):
     cfg = load_config(overrides=[
         f"paths.train={root / 'mind' / 'MINDsmall_train'}",
         f"paths.dev={root / 'mind' / 'MINDsmall_dev'}", f"paths.work={root / 'work'}",
-        "embed.encoder=hashing", "embed.hashing_dim=16", "embed.projection_dim=0",
+        "embed.encoder=hashing", "embed.postprocess=project", "embed.hashing_dim=16", "embed.projection_dim=0",
         "features.min_row_groups=4", "features.files=4", "features.validation_hours=0"])
     embed_news.run(cfg, spark)
     rows = log_rows(read_folder_rows(root / "mind" / "MINDsmall_train"),
@@ -247,7 +247,7 @@ def daily_log(spark, tiny, tmp_path_factory):
     root = tmp_path_factory.mktemp("daily_log")
     write_daily_log(str(tiny[0] / "mind"), str(root / "log"))
     cfg = load_config(overrides=[
-        f"paths.log={root / 'log'}", f"paths.work={root / 'work'}", "embed.encoder=hashing",
+        f"paths.log={root / 'log'}", f"paths.work={root / 'work'}", "embed.encoder=hashing", "embed.postprocess=project",
         "embed.hashing_dim=16", "embed.projection_dim=0", "features.min_row_groups=4",
         "features.files=4", "features.candidate_window_hours=24", "score.k=5",
         f"score.table_location={root / 'table'}", "score.table=recs_daily"])
