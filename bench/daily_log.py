@@ -18,7 +18,7 @@ def arguments(description: str, encoder: bool = False) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--scale", default="mind-small", choices=SCALES)
     if encoder:
-        parser.add_argument("--encoder", default="use", choices=["minilm", "use", "e5-small", "hashing"])
+        parser.add_argument("--encoder", default="minilm", choices=["minilm", "use", "e5-small", "hashing"])
     parser.add_argument("--repeats", type=int, default=1)
     return parser.parse_args()
 

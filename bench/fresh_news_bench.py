@@ -1,7 +1,7 @@
 """Benchmark: a day's run that embeds the day's new news against the same run with their
 vectors already there, side by side.
 
-    python -m bench.fresh_news_bench [--scale mind-small] [--encoder use] [--repeats 1]
+    python -m bench.fresh_news_bench [--scale mind-small] [--encoder minilm] [--repeats 1]
 
 On the synthetic sample written as a log partitioned by day (python -m synthetic --daily-log,
 whose catalogue grows by day: date=D/news.tsv holds the news first shown on day D), for the

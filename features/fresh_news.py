@@ -46,6 +46,11 @@ def _new_vectors(spark: SparkSession, cfg: Config, missing: DataFrame, identity:
     else:
         return encode_texts(missing, cfg, transform=True, fit=fit), identity
     if fit is None and fitted:
+        if outputs.vectors_partitions(cfg, identity["id"]):
+            raise UserInputError(
+                f"{outputs.vectors_identity_root(cfg, identity['id'])} holds vectors but not the "
+                f"{settings.kind} fit they were made with: a new fit would give its news other "
+                "vectors than the old ones. Delete that folder to embed the catalogue again")
         raw.write.parquet(f"{out}/encoded")
         raw = spark.read.schema(schemas.NEWS_VECTORS).parquet(f"{out}/encoded")
         fit = vector_fit.store_fit(cfg, identity["id"], vector_fit.fit_vectors(raw, settings))

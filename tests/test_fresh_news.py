@@ -115,3 +115,23 @@ def test_a_day_whose_shown_news_lack_vectors_fails(spark, growing_log):
         daily.run(cfg, day4, score=False, spark=spark)
     assert not storage.has_committed_run(
         outputs.as_of_root(cfg, outputs.day_start(day4), outputs.STATE))
+
+
+def test_vectors_whose_fit_is_lost_are_never_mixed_with_a_new_fit(spark, growing_log):
+    """Without its fit, an identity that holds vectors refuses to fit again: the new news would
+    get vectors of another transform than the old ones."""
+    import shutil
+
+    from common.cli import StageTimer
+    from features.fresh_news import embed_missing
+
+    root, cfg = growing_log
+    late = root / "log" / "date=2019-11-20"
+    late.mkdir()
+    (late / "news.tsv").write_text("N999999\tnews\tworld\tA late headline\t\t\t[]\t[]\n",
+                                   encoding="utf-8")
+    fit_folder = vector_fit.fit_root(cfg, vectors_identity(cfg)["id"]).replace("file://", "")
+    shutil.rmtree(fit_folder)
+    with pytest.raises(UserInputError, match="holds vectors but not the whiten fit"):
+        embed_missing(spark, cfg, dt.date(2019, 11, 21), None, StageTimer("test"))
+    assert vector_fit.stored_fit(cfg, vectors_identity(cfg)["id"]) is None
