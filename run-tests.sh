@@ -8,4 +8,4 @@ cd "$here"
 ./setup.sh --dev
 venv="${NEWSREC_VENV:-$here/.venv}"
 export TF_ENABLE_ONEDNN_OPTS=0 TF_CPP_MIN_LOG_LEVEL=2 SPARK_LOCAL_IP=127.0.0.1
-exec "$venv/bin/python" -m pytest -q -p no:cacheprovider "$@"
+exec "$venv/bin/python" -m pytest -q -p no:cacheprovider --durations=15 "$@"

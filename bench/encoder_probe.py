@@ -3,12 +3,13 @@ post-processing is scored by what its vectors tell about a news item's category.
 
     python -m bench.encoder_probe --news PATH/news.tsv [--rows 4000] [--encoders use,e5-small]
         [--texts title,title_abstract,title_category] [--postprocess project,center,pca,whiten]
+        [--dims 128]
 
 `--news` is a MIND news.tsv with real titles (MIND-small's catalogue, for instance); it is read,
 never copied. A fixed sample of `--rows` news (seed 0) is taken: every row that has an abstract,
 then random others; 80% of it trains the probes and 20% tests them (a fixed split).
 
-Per encoder x text x post-processing (the vectors the pipeline would store, width `--dim`,
+Per encoder x text x post-processing (the vectors the pipeline would store, of each width of `--dims`,
 L2-normalized; the fitted kinds are fitted on the whole sample, as embed_news fits them on the
 whole catalogue, without labels):
 - `probe`: accuracy and balanced accuracy (mean recall over categories) of a linear softmax
@@ -45,7 +46,7 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--encoders", default="use,e5-small")
     parser.add_argument("--texts", default="title,title_abstract,title_category")
     parser.add_argument("--postprocess", default="project,center,pca,whiten")
-    parser.add_argument("--dim", type=int, default=128)
+    parser.add_argument("--dims", default="128", help="widths after post-processing, e.g. 128,256")
     return parser.parse_args()
 
 
@@ -172,15 +173,19 @@ def main() -> None:
         for text in args.texts.split(","):
             raw = encode_texts(encoder, [text_of(n, text) for n in sample], cache)
             for kind in args.postprocess.split(","):
-                x = post_processed(raw, kind, args.dim)
-                acc, balanced = softmax_probe(x, y, train, test)
-                abstract_acc = softmax_probe(x, y, abstract_rows[a_train], abstract_rows[a_test])[0]
-                line = (f"probe {acc:.3f} (balanced {balanced:.3f}), knn {knn_accuracy(x, y, train, test):.3f}, "
-                        f"cos {anisotropy(x):.3f}, abstract rows {abstract_acc:.3f}")
-                leak = " (category in the text)" if text == "title_category" else ""
-                figures.append((f"{name} / {text} / {kind}{leak}", line))
-                print(f"{name:9s} {text:15s} {kind:8s} {line}", flush=True)
-    record("encoder_probe", figures)
+                for dim in (int(d) for d in args.dims.split(",")):
+                    x = post_processed(raw, kind, dim)
+                    acc, balanced = softmax_probe(x, y, train, test)
+                    abstract_acc = softmax_probe(x, y, abstract_rows[a_train],
+                                                 abstract_rows[a_test])[0]
+                    line = (f"probe {acc:.3f} (balanced {balanced:.3f}), "
+                            f"knn {knn_accuracy(x, y, train, test):.3f}, "
+                            f"cos {anisotropy(x):.3f}, abstract rows {abstract_acc:.3f}")
+                    leak = " (category in the text)" if text == "title_category" else ""
+                    label = f"{name} / {text} / {kind} / {x.shape[1]}-d{leak}"
+                    figures.append((label, line))
+                    print(f"{label:45s} {line}", flush=True)
+    record(f"encoder_probe ({len(sample)} news)", figures)
 
 
 if __name__ == "__main__":
