@@ -185,7 +185,7 @@ def main() -> None:
                     label = f"{name} / {text} / {kind} / {x.shape[1]}-d{leak}"
                     figures.append((label, line))
                     print(f"{label:45s} {line}", flush=True)
-    record(f"encoder_probe ({len(sample)} news)", figures)
+    record(f"encoder_probe ({len(sample)} news, {args.dims}-d)", figures)
 
 
 if __name__ == "__main__":
