@@ -44,7 +44,8 @@ def growing_log(tmp_path_factory):
     write_daily_log(str(root / "mind"), str(root / "log"))
     cfg = load_config(overrides=[
         f"paths.log={root / 'log'}", f"paths.work={root / 'work'}", "embed.encoder=hashing",
-        "embed.hashing_dim=16", "embed.postprocess=whiten", "embed.projection_dim=8", "features.candidate_window_hours=24",
+        "embed.hashing_dim=16", "embed.text=title", "embed.postprocess=whiten",
+        "embed.projection_dim=8", "features.candidate_window_hours=24",
         "score.k=100", f"score.table_location={root / 'table'}", "score.table=recs_fresh"])
     return root, cfg
 
