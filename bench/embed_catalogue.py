@@ -3,7 +3,7 @@
 minutes on this machine?).
 
     python -m bench.embed_catalogue --news PATH/news.tsv [--encoders minilm,use]
-        [--text title] [--work DIR]
+        [--text title_abstract] [--work DIR]
 
 The catalogue is read where it lies: a daily-log folder under `--work` holds only a symbolic
 link to it (and one empty day). For each encoder, embed_news (features/fresh_news.embed_missing, the job's own
@@ -33,7 +33,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--news", required=True, help="a MIND news.tsv (read in place)")
     parser.add_argument("--encoders", default="minilm,use")
-    parser.add_argument("--text", default="title")
+    parser.add_argument("--text", default=None, help="embed.text (default: the configuration's)")
     parser.add_argument("--work", default=None, help="default: a temporary folder")
     args = parser.parse_args()
     work = Path(args.work or tempfile.mkdtemp(prefix="embed-catalogue-"))
@@ -48,7 +48,8 @@ def main() -> None:
         out = work / f"work-{name}"
         shutil.rmtree(out, ignore_errors=True)
         cfg = load_config(overrides=[f"paths.log={log}", f"paths.work={out}",
-                                     f"embed.encoder={name}", f"embed.text={args.text}",
+                                     f"embed.encoder={name}",
+                                     *([f"embed.text={args.text}"] if args.text else []),
                                      f"embed.partitions={max(2, 4 * cores)}"])
         spark = spark or get_spark(cfg, "embed_catalogue")
         timer = StageTimer("embed_catalogue")
