@@ -56,7 +56,7 @@ def main() -> None:
                             f"{gain:+.4f}"))
     for label, value in figures:
         print(f"{label}: {value}")
-    record("encoder_dcn", figures)
+    record(f"encoder_dcn ({args.scales})", figures)
 
 
 if __name__ == "__main__":
