@@ -18,6 +18,7 @@ from pyspark.sql.types import ArrayType, DoubleType, LongType, StructField, Stru
 from common import columns as C
 from common import outputs, storage
 from common.config import Config
+from common.errors import UserInputError
 from features import vector_transform
 
 FIT_FOLDER = "fit"
@@ -62,7 +63,10 @@ def fit_vectors(vectors: DataFrame, settings: vector_transform.Settings) -> vect
     if total is None:
         raise ValueError("no vectors to fit the post-processing on")
     dim = len(total)
-    return vector_transform.fit_from_moments(settings, n, total, gram.reshape(dim, dim))
+    try:
+        return vector_transform.fit_from_moments(settings, n, total, gram.reshape(dim, dim))
+    except ValueError as err:      # a width the encoder cannot give, or too few news
+        raise UserInputError(str(err)) from None
 
 
 def store_fit(cfg: Config, identity_id: str, fit: vector_transform.Fit) -> vector_transform.Fit:
