@@ -33,8 +33,8 @@ from pathlib import Path
 import psutil
 
 from bench.record import record
-from common import storage
 from common.config import load_config
+from features.news_vectors import current_vectors, has_vectors
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -94,11 +94,14 @@ def main() -> None:
     if not (data / "MINDsmall_dev" / "behaviors.tsv").exists():
         subprocess.run([PYTHON, "-m", "synthetic", "--scale", args.scale, "--out", str(data)],
                        cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
-    if not storage.has_committed_run(str(work / "news_vectors")):
+    if not has_vectors(cfg):
         subprocess.run([str(ROOT / "spark-submit.sh"), "embed_news", *settings], cwd=ROOT, check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    vectors = storage.current_run(str(work / "news_vectors"), "embed_news")["path"]
-    vectors_path = vectors.replace("file://", "") + "/vectors"
+    uris = current_vectors(cfg)["vectors_uris"]
+    if len(uris) != 1:
+        sys.exit(f"{work}: expected the vectors of one embed_news run, found {len(uris)} "
+                 "partitions: delete that folder")
+    vectors_path = uris[0].replace("file://", "")
 
     results = {"spark": [], "pandas": [], "spark_copy_floor": []}
     for _ in range(args.repeats):

@@ -22,7 +22,8 @@ import time
 from pathlib import Path
 
 from bench.record import record
-from common import storage
+from common.config import load_config
+from features.news_vectors import has_vectors
 from common.cli import printed_summary
 from deploy import local_cluster
 
@@ -55,7 +56,7 @@ def main() -> int:
     common = [f"paths.train={data}/MINDsmall_train", f"paths.dev={data}/MINDsmall_dev",
               "embed.encoder=hashing", "features.files=4", "spark.shuffle_partitions=8"]
     vectors = base / "vectors"
-    if not storage.has_committed_run(str(vectors / "news_vectors")):
+    if not has_vectors(load_config(overrides=[*common, f"paths.work={vectors}"])):
         run("embed_news", [a for i in [*common, f"paths.work={vectors}"] for a in ("--set", i)],
             ["--master", "local[2]"])
     results = {}

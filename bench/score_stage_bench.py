@@ -41,6 +41,8 @@ def settings(data: Path, work: Path) -> list[str]:
 
 def prepare(scale: str) -> tuple[list[str], Path]:
     from common import storage
+    from common.config import load_config
+    from features.news_vectors import has_vectors
     data = ROOT / "bench" / "data" / scale
     work = ROOT / "bench" / "data" / f"work-score-stage-{scale}"
     if not (data / "MINDsmall_dev" / "behaviors.tsv").exists():
@@ -50,7 +52,7 @@ def prepare(scale: str) -> tuple[list[str], Path]:
     if work.exists() and not current_layout(work):
         shutil.rmtree(work)      # built by an older version: other columns
     submit = str(ROOT / "spark-submit.sh")
-    if not storage.has_committed_run(str(work / "news_vectors")):
+    if not has_vectors(load_config(overrides=[a for a in args if a != "--set"])):
         subprocess.run([submit, "embed_news", *args], cwd=ROOT, env=ENV, check=True,
                        capture_output=True)
     if not storage.has_committed_run(str(work / "features" / f"as_of={RUN_DATE}T00:00:00" / "state")):

@@ -46,6 +46,8 @@ from pathlib import Path
 
 from bench.record import record
 from common import storage
+from common.config import load_config
+from features.news_vectors import has_vectors
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -69,7 +71,7 @@ def prepare_data(scale: str) -> Path:
         print(f"generating the {scale} sample into {mind}", file=sys.stderr)
         subprocess.run([PYTHON, "-m", "synthetic", "--scale", scale, "--out", str(mind)],
                        cwd=ROOT, env=ENV, check=True, stdout=subprocess.DEVNULL)
-    have = {"embed_news": storage.has_committed_run(str(work / "news_vectors")),
+    have = {"embed_news": has_vectors(load_config(overrides=[a for a in settings if a != "--set"])),
             "build_features": any(storage.has_committed_run(str(rows))
                                   for rows in (work / "features").glob("as_of=*/rows"))}
     for job in ("embed_news", "build_features"):

@@ -19,7 +19,8 @@ import sys
 from pathlib import Path
 
 from bench.record import record
-from common import storage
+from common.config import load_config
+from features.news_vectors import has_vectors
 
 ROOT = Path(__file__).resolve().parent.parent
 MODES = ("history_and_clicks", "history")
@@ -47,7 +48,8 @@ def main() -> None:
             "--set", f"embed.encoder={args.encoder}", "--set", "spark.master=local[2]"]
     submit = str(ROOT / "spark-submit.sh")
     vectors_work = ROOT / "bench" / "data" / f"work-quality-{args.scale}-{args.encoder}-vectors"
-    if not storage.has_committed_run(str(vectors_work / "news_vectors")):
+    if not has_vectors(load_config(overrides=[a for a in base if a != "--set"]
+                                     + [f"paths.work={vectors_work}"])):
         call([submit, "embed_news", *base, "--set", f"paths.work={vectors_work}"])
     results = {}
     for mode in MODES:
@@ -60,7 +62,6 @@ def main() -> None:
         call([str(venv / "horovodrun"), "-np", str(args.ranks), "-H", f"localhost:{args.ranks}",
               "--gloo", sys.executable, "-m", "dcn.train", *settings])
         call([submit, "evaluate", *settings])
-        from common.config import load_config
         from evaluation.document import current_evaluation
         pointer = current_evaluation(load_config(overrides=[f"paths.work={work}"]))
         doc = json.loads((Path(pointer["path"].replace("file://", "")) / "metrics.json").read_text())

@@ -204,6 +204,12 @@ def transform_vectors(vectors: DataFrame, cfg: Config,
 
 
 
+def has_vectors(cfg: Config) -> bool:
+    """Whether the configured identity has vectors (some finished embed_news or daily run)."""
+    return bool(outputs.vectors_partitions(cfg, vectors_identity(cfg)["id"]))
+
+
+
 def current_vectors(cfg: Config) -> dict:
     """The summary of the configured identity's vectors: `identity`, `dim`, `vectors` (how
     many), `run_id` (names the set of partition runs read), and where their tables are:
