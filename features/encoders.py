@@ -37,7 +37,7 @@ class HashingEncoder:
     Fast and deterministic: meant for tests and quick runs, not for quality.
     """
 
-    def __init__(self, dim: int, threads: int = 1):
+    def __init__(self, dim: int):
         if dim <= 0:
             raise ValueError(f"hashing encoder width must be positive, got {dim}")
         self.dim = dim

@@ -37,3 +37,11 @@ def test_the_command_is_the_module_with_paths_in_the_checkout_made_relative(monk
     monkeypatch.setattr(sys, "argv", [str(R.ROOT / "bench" / "score_bench.py"), "--out",
                                       str(R.ROOT / "bench" / "data" / "x"), "a b"])
     assert R.command_line() == "python -m bench.score_bench --out bench/data/x 'a b'"
+
+
+def test_commands_name_no_path_of_this_machine():
+    from bench.record import ROOT, _portable
+
+    assert _portable(f"{ROOT}/bench/data/tiny") == "bench/data/tiny"
+    assert _portable("/home/someone/mind/news.tsv") == "DATA/news.tsv"
+    assert _portable("--rows") == "--rows"
