@@ -101,7 +101,7 @@ def kernel_child(work: str, part: int, parts: int) -> dict:
     from common.config import load_config
     from dcn import export
     from serving import tasks
-    from serving.inputs import load_pool
+    from features.arrays import load_pool
     from features import side_features as side
 
     cfg = load_config(overrides=[f"paths.work={work}"])

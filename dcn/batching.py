@@ -28,15 +28,30 @@ def plain_memory(width: int, max_pairs: int) -> tuple[int, int]:
 
 
 def spec_memory(spec: dict, n_news: int, mode: str = "auto",
-                max_pairs: int = 65536) -> tuple[int, int]:
-    """`memory` of the scorer `make_scorer` would build for a model of this spec, without
-    loading it (the driver checks the budget with this before any task runs)."""
+                max_pairs: int = 65536, tower_width: int = 0, retrieve: int = 0) -> tuple[int, int]:
+    """`memory` of the scorer `make_scorer` would build for a model of this spec (with the
+    cascade: of the tower of this width and short lists of `retrieve`), without loading it
+    (the driver checks the budget with this before any task runs)."""
     from dcn.widths import spec_widths
+    if mode == "cascade":
+        exact = spec_memory(spec, n_news, "factorized", max_pairs)
+        return cascade_memory(exact, tower_width, n_news, retrieve)
     factorizable = not spec["cross_layers"] or spec["cross_kind"] == "vector"
     if mode == "plain" or not factorizable:
         width = 2 * sum(spec_widths(spec)) + sum(spec["deep_units"])
         return plain_memory(width, max_pairs)
     return factorized_memory(spec_widths(spec)[1], spec["deep_units"], spec["cross_layers"], n_news)
+
+
+def cascade_memory(exact: tuple[int, int], tower_width: int, n_news: int,
+                   retrieve: int) -> tuple[int, int]:
+    """Working memory of the cascade: the exact scorer's (`exact`, per short-listed pair, a
+    share retrieve / n_news of the pool's pairs) plus the pool's retrieval embeddings and, per
+    pair of the pool, the retrieval score (float32), its selection (int64) and the exclusion
+    mask (bool)."""
+    fixed, per_pair = exact
+    share = min(1.0, retrieve / max(n_news, 1))
+    return fixed + 4 * n_news * tower_width, int(4 + 8 + 1 + per_pair * share) + 1
 
 
 class MemoryBudgetTooSmall(ValueError):

@@ -4,6 +4,8 @@ Layout under `paths.work/models/` (common/storage.py's run layout):
 
     runs/<version>/model.keras      the Keras model (load with `import dcn.model` done)
     runs/<version>/factorized.npz   the factorized scorer's arrays (vector cross form only)
+    runs/<version>/retrieval.npz    the cascade's retrieval tower distilled from this model
+                                    (dcn/retrieval.py), when training could make one
     runs/<version>/metadata.json    input widths, model spec, config, training data and
                                     row count, final metrics, version id
     runs/<version>/_COMMITTED       written last: the version is complete
@@ -22,6 +24,7 @@ import numpy as np
 
 from common import outputs, storage
 from common.config import Config
+from dcn.retrieval import RETRIEVAL_FILE, RetrievalTower
 
 MODEL_FILE = "model.keras"
 METADATA_FILE = "metadata.json"
@@ -67,10 +70,11 @@ def check_side_features(metadata: dict, side_features: dict | None, where: str) 
 
 
 def export_model(cfg: Config, model, metadata: dict, version: str | None = None,
-                 protected: Iterable[str] = ()) -> str:
-    """Save `model` and `metadata` as a new version, then commit it (it becomes current).
-    Versions beyond train.keep_versions are deleted, except the `protected` ones (the
-    versions the registry serves or may roll back to)."""
+                 protected: Iterable[str] = (), retrieval=None) -> str:
+    """Save `model` and `metadata` (and the `retrieval` tower distilled from it, if any) as a
+    new version, then commit it (it becomes current). Versions beyond train.keep_versions are
+    deleted, except the `protected` ones (the versions the registry serves or may roll back
+    to)."""
     version = storage.begin_run(storage.runs_dir(models_root(cfg)), version)
     folder = storage.run_dir(models_root(cfg), version)
     fs, path = storage.filesystem(folder)
@@ -88,6 +92,9 @@ def export_model(cfg: Config, model, metadata: dict, version: str | None = None,
             dst.write(buffer.getvalue())
     except NotFactorizable:
         pass
+    if retrieval is not None:
+        with fs.open_output_stream(f"{path}/{RETRIEVAL_FILE}") as dst:
+            dst.write(retrieval.to_bytes())
     metadata = dict(metadata, version=version)
     with fs.open_output_stream(f"{path}/{METADATA_FILE}") as dst:
         dst.write(json.dumps(metadata, indent=2, sort_keys=True, default=str).encode("utf-8"))
@@ -135,3 +142,11 @@ def load_model(folder: str):
             dst.write(src.read())
         model = keras.models.load_model(local)
     return model, load_metadata(folder)
+
+
+def load_retrieval(folder: str) -> RetrievalTower | None:
+    """The retrieval tower exported with the model (numpy only), or None if there is none."""
+    uri = f"{folder}/{RETRIEVAL_FILE}"
+    if not storage.exists(uri):
+        return None
+    return RetrievalTower.from_bytes(storage.read_bytes(uri))

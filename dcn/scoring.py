@@ -79,6 +79,42 @@ class _Pairs:
 ALL_PAIRS, ALIGNED = _Pairs(aligned=False), _Pairs(aligned=True)
 
 
+class _ShortLists(_Pairs):
+    """User r with the news `lists[r, j]` of the pool ([B, m]: each user's own short list,
+    the cascade's exact stage). The news terms are computed once for the whole pool and
+    gathered, so a short list costs the per-pair arithmetic only."""
+
+    def __init__(self, lists: np.ndarray):
+        super().__init__(aligned=False)
+        self.lists = lists
+
+    def shape(self, n_users: int, n_news: int) -> tuple[int, ...]:
+        return self.lists.shape
+
+    def join(self, user_terms: np.ndarray, news_terms: np.ndarray) -> np.ndarray:
+        return user_terms[:, None] + news_terms[self.lists]
+
+    def dot(self, user_rows: np.ndarray, news_rows: np.ndarray) -> np.ndarray:
+        return np.einsum("bd,bmd->bm", user_rows, news_rows[self.lists])
+
+
+class PreparedNews:
+    """A news-side matrix with its projections on the scorer's weights kept once computed:
+    a scoring task prepares the pool once and scores every batch of users against it."""
+
+    def __init__(self, rows: np.ndarray):
+        self.rows = np.asarray(rows, dtype=np.float32)
+        self._terms: dict[str, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def project(self, key: str, compute) -> np.ndarray:
+        if key not in self._terms:
+            self._terms[key] = compute(self.rows)
+        return self._terms[key]
+
+
 class _Sides:
     """Builds the user side and the news side of x0 from their columns, as build_dcn does:
     [user_vec, standardized user_dense] and [news_vec, standardized news_dense, category and
@@ -203,12 +239,14 @@ class FactorizedScorer(_Sides):
         user_vec = users[:, :self.vec_dims[0]]
         scalars = []
         if "dot" in self.side["features"]:
-            scalars.append(pairs.dot(user_vec, news[:, :self.vec_dims[1]]))
+            scalars.append(pairs.dot(user_vec, news.project(
+                "news_vec", lambda rows: np.ascontiguousarray(rows[:, :self.vec_dims[1]]))))
         if "topic" in self.side["features"]:
             if pair_dense is not None:
                 topic = np.asarray(pair_dense, np.float32)[:, 0]
-            elif news.shape[1] > self.dn:
-                topic = pairs.dot(user_vec, news[:, self.dn:])
+            elif news.rows.shape[1] > self.dn:
+                topic = pairs.dot(user_vec, news.project(
+                    "topic_vec", lambda rows: np.ascontiguousarray(rows[:, self.dn:])))
             else:
                 raise ValueError("the topic feature needs the news side's topic_vec or the "
                                  "pairs' pair_dense")
@@ -219,7 +257,8 @@ class FactorizedScorer(_Sides):
                       pairs: _Pairs) -> np.ndarray:
         """a_L for every pair, [B, P] (aligned: [R])."""
         pu = users @ self.cross_w[:self.du]                                      # [B, L]
-        qn = news[:, :self.dn] @ self.cross_w[self.du:self.du + self.dn]         # [P, L]
+        qn = news.project("cross", lambda rows: rows[:, :self.dn]
+                          @ self.cross_w[self.du:self.du + self.dn])             # [P, L]
         a = np.ones(pairs.shape(len(users), len(news)), dtype=np.float32)
         for layer, cw in enumerate(self.cross_cw):
             scale = pairs.join(1.0 + pu[:, layer], qn[:, layer])
@@ -228,11 +267,14 @@ class FactorizedScorer(_Sides):
             a = a * scale + np.float32(cw)
         return a
 
-    def _split_dot(self, users, news, kernel, scalars, pairs: _Pairs, a=None, const=0.0):
+    def _split_dot(self, users, news: PreparedNews, key: str, kernel, scalars, pairs: _Pairs,
+                   a=None, const=0.0):
         """`x @ kernel` for every pair where x = x0 * a + c (a=None: x = x0): [B, P, out]
-        (aligned: [R, out]). One such array, updated in place (the largest of a batch)."""
+        (aligned: [R, out]). One such array, updated in place (the largest of a batch).
+        `key` names the kernel for the news side's kept projections."""
         ku = users @ kernel[:self.du].astype(np.float32)
-        kn = news[:, :self.dn] @ kernel[self.du:self.du + self.dn].astype(np.float32)
+        kn = news.project(key, lambda rows: rows[:, :self.dn]
+                          @ kernel[self.du:self.du + self.dn].astype(np.float32))
         base = pairs.join(ku, kn)
         for k, s in enumerate(scalars):
             base += s[..., None] * kernel[self.du + self.dn + k].astype(np.float32)
@@ -263,25 +305,37 @@ class FactorizedScorer(_Sides):
         [R, kp]: the rows' own topic affinity, when the news side has no topic_vec."""
         return self._logits(users, news, ALIGNED, pair_dense)
 
+    def prepare_news(self, news) -> PreparedNews:
+        """The news side (`news_side`'s matrix) ready to be scored against many batches."""
+        return news if isinstance(news, PreparedNews) else PreparedNews(news)
+
+    def short_list_logits(self, users: np.ndarray, news, lists: np.ndarray) -> np.ndarray:
+        """Logits [B, m] of user r with the news `lists[r, j]` (indices into `news`, the whole
+        pool's side, best prepared once with `prepare_news`): the same arithmetic as
+        `logits`, on each user's short list only."""
+        return self._logits(users, news, _ShortLists(np.asarray(lists, dtype=np.int64)))
+
     def _logits(self, users, news, pairs: _Pairs, pair_dense=None) -> np.ndarray:
         users = np.asarray(users, dtype=np.float32)
-        news = np.asarray(news, dtype=np.float32)
+        news = self.prepare_news(news)
         s = self._pair_scalars(users, news, pairs, pair_dense)
         has_cross = self.cross_w.shape[1] > 0
         a = self._cross_scalar(users, news, s, pairs) if has_cross else None
         w, b = self.logit_kernel, float(self.logit_bias[0])
         d = self.du + self.dn + self.pair
         if self.structure == "parallel":
-            cross_part = self._split_dot(users, news, w[:d], s, pairs, a, self.cross_c @ w[:d])[..., 0]
+            cross_part = self._split_dot(users, news, "logit_cross", w[:d], s, pairs, a,
+                                         self.cross_c @ w[:d])[..., 0]
             kernel, bias = self.deep[0]
-            h = self._deep_rest(_relu(self._split_dot(users, news, kernel, s, pairs, None, bias)))
+            h = self._deep_rest(_relu(self._split_dot(users, news, "deep_0", kernel, s, pairs,
+                                                      None, bias)))
             return cross_part + (h @ w[d:].astype(np.float32))[..., 0] + b
         if not self.deep:                                  # pure cross (or logistic regression)
             const = self.cross_c @ w if has_cross else 0.0
-            return self._split_dot(users, news, w, s, pairs, a, const)[..., 0] + b
+            return self._split_dot(users, news, "logit", w, s, pairs, a, const)[..., 0] + b
         kernel, bias = self.deep[0]
         const = (self.cross_c @ kernel if has_cross else 0.0) + bias
-        h = self._deep_rest(_relu(self._split_dot(users, news, kernel, s, pairs, a, const)))
+        h = self._deep_rest(_relu(self._split_dot(users, news, "deep_0", kernel, s, pairs, a, const)))
         return (h @ w.astype(np.float32))[..., 0] + b
 
 

@@ -37,6 +37,8 @@ class Inputs:
     # The model's inputs, all feature-row columns: name -> width (0: an int32 scalar column,
     # > 0: a float32 array column), user_vec and news_vec first.
     widths: dict
+    # The features' as-of moment (their state and pool give the cascade's recall sample).
+    as_of: str | None = None
 
     @property
     def scorers(self) -> tuple[str, ...]:
@@ -94,7 +96,8 @@ def inputs_for(spark: SparkSession, cfg: Config, folder: str, features: dict) ->
                     features_run_id=features["run_id"], features_path=features["path"],
                     feature_rows=dev_counts.get("rows"),
                     dev_folder=features["summary"].get("sources", {}).get("dev", ""),
-                    truth_uri=storage.join(truth, TRUTH_FILE) if truth else None, widths=widths)
+                    truth_uri=storage.join(truth, TRUTH_FILE) if truth else None, widths=widths,
+                    as_of=features["summary"].get("as_of"))
     if cfg["evaluate.prediction_scorer"] not in inputs.scorers:
         raise UserInputError(f"evaluate.prediction_scorer must be one of {list(inputs.scorers)}, "
                              f"got {cfg['evaluate.prediction_scorer']!r}")

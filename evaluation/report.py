@@ -64,6 +64,19 @@ def calibration_lines(doc: dict) -> list[str]:
     return lines
 
 
+def cascade_lines(doc: dict) -> list[str]:
+    """The cascade's recall of the exact lists (evaluation/cascade_recall.py)."""
+    cascade = doc.get("cascade") or {}
+    if not cascade:
+        return ["- cascade: not measured (evaluate.recall_users is 0)"]
+    if not cascade.get("available"):
+        return [f"- cascade: not measured: {cascade.get('reason')}"]
+    return [f"- cascade recall@{cascade['k']}: {_cell(cascade['recall_at_k'])} (lowest user "
+            f"{_cell(cascade['min_recall_at_k'])}), short list of {cascade['retrieve']} of "
+            f"{cascade['pool']} news: recall@100 {_cell(cascade['short_list_recall_at_100'])}; "
+            f"{cascade['users']} users of the state as of {cascade['as_of']}"]
+
+
 def segment_title(dimension: str, doc: dict) -> str:
     hours = doc["settings"].get("fresh_hours", 24)
     return {"user": "users: cold (history_len 0) or warm",
@@ -111,6 +124,14 @@ def report_markdown(doc: dict) -> str:
         f"(from a histogram of {doc['settings']['calibration_bins']} bins: equal up to one bin). "
         "ECE = sum over deciles of (rows / all rows) x |mean predicted - observed|. "
         "See reliability.png.",
+        "",
+        "## The cascade's lists against the exact lists",
+        "",
+        *cascade_lines(doc),
+        "",
+        "Recall@k: the share of a user's exact top k (the DCN over the whole candidate pool) "
+        "that score.mode cascade also recommends; recall@100: the share of the exact top 100 "
+        "in the cascade's short list (score.retrieve).",
         "",
         "## Metrics by segment",
         "",

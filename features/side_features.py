@@ -283,3 +283,9 @@ def news_dense(age: Column, impressions: Column, clicks: Column, cfg: Config) ->
 def user_dense(history_len: Column, impressions: Column) -> Column:
     """The user side's dense features, in USER_DENSE_NAMES order (float)."""
     return F.array(F.log1p(history_len), F.log1p(F.coalesce(impressions, F.lit(0)))).cast("array<float>")
+
+
+def user_dense_values(history_len: np.ndarray, impressions: np.ndarray) -> np.ndarray:
+    """`user_dense` on numpy arrays ([N, 2] float32), for code that reads profiles without
+    Spark (features/arrays.py); tests/test_cascade.py checks that the two agree."""
+    return np.stack([np.log1p(history_len), np.log1p(impressions)], axis=1).astype(np.float32)

@@ -22,6 +22,7 @@ from common.spark import get_spark
 from dcn import metrics as M
 from evaluation import report
 from evaluation.aggregate import collect_metrics
+from evaluation.cascade_recall import cascade_recall
 from evaluation.document import json_safe, metrics_document, write_outputs
 from evaluation.inputs import check_truth_covers, listed_candidates, read_truth, resolve_inputs
 from evaluation.prediction import write_prediction_file
@@ -59,7 +60,9 @@ def evaluate(cfg: Config, spark: SparkSession | None = None, as_of=None) -> dict
         print(f"warning: {inputs.feature_rows - merged.rows} dev feature rows are not candidates "
               f"of {inputs.dev_folder}/behaviors.tsv (features built from other dev data?)",
               file=sys.stderr)
-    doc = metrics_document(run_id, inputs, cfg, merged, timer.seconds)
+    with timer.stage("cascade_recall"):
+        cascade = cascade_recall(cfg, inputs.model_folder, inputs.as_of)
+    doc = dict(metrics_document(run_id, inputs, cfg, merged, timer.seconds), cascade=cascade)
     with timer.stage("write_reports"):
         write_outputs(out, doc)
     doc["seconds"] = timer.seconds
@@ -75,6 +78,7 @@ def _job(cfg: Config, args) -> dict:
     print(report.metrics_table(doc))
     print("\n".join(report.gap_lines(doc)))
     print("\n".join(report.calibration_lines(doc)[:2]))   # dcn: log loss, ECE, mean vs observed
+    print("\n".join(report.cascade_lines(doc)))
     return {"run_id": doc["run_id"], "output": doc["output"], "model_version": doc["model_version"],
             "features_run_id": doc["features_run_id"], "impressions": doc["impressions"],
             "seconds": doc["seconds"]}

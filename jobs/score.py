@@ -25,7 +25,8 @@ from common.dates import day_or_today
 from common.spark import get_spark, metastore_errors
 from features import side_features as side
 from serving import table, tasks
-from serving.inputs import load_pool, serving_inputs, serving_model
+from features.arrays import load_pool
+from serving.inputs import serving_inputs, serving_model
 
 
 def _pause_for_tests() -> None:
@@ -44,6 +45,7 @@ def run(cfg: Config, run_date: str | None = None, spark: SparkSession | None = N
     with timer.stage("load_inputs"):
         model_dir, metadata = serving_model(cfg, state, pool_pointer)
         pool = load_pool(f"{pool_pointer['path']}/candidate_pool")
+        tasks.check_cascade(cfg, model_dir)
         tasks.check_memory_budget(cfg, metadata, len(pool["ids"]))
         writer = table.TableWriter(spark, cfg)
         with metastore_errors(cfg):

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 
-import numpy as np
-
 from common import columns as C
 from common import outputs, storage
 from common.config import Config
 from common.errors import UserInputError
 from dcn import export, registry
 from features import behavior_log as log
-from features import side_features as side
 
 
 def serving_inputs(cfg: Config, run_date: str) -> tuple[dict, dict]:
@@ -71,23 +68,3 @@ def _served(cfg: Config) -> str:
                              "promote one with ./spark-submit.sh promote (or set "
                              "score.model_version)")
     return served.version
-
-
-def load_pool(uri: str) -> dict:
-    """The candidate pool as numpy arrays sorted by news id (bounded by the news shown in one
-    window, not by users, so it is read on the driver and broadcast)."""
-    import pyarrow.parquet as pq
-    fs, path = storage.filesystem(uri)
-    table = pq.read_table(path, filesystem=fs).sort_by(C.NEWS_ID)
-    if table.num_rows == 0:
-        raise UserInputError(f"the candidate pool {uri} is empty: nothing to recommend "
-                             "(widen features.candidate_window_hours?)")
-    vectors = np.stack(table.column(C.NEWS_VEC).to_numpy(zero_copy_only=False)).astype(np.float32)
-    dense = np.stack(table.column(C.NEWS_DENSE).to_numpy(zero_copy_only=False)).astype(np.float32)
-    return {"ids": np.asarray(table.column(C.NEWS_ID).to_pylist(), dtype=object),
-            "vectors": vectors, "dense": dense,
-            "category": table.column(C.CATEGORY).to_numpy().astype(np.int32),
-            "subcategory": table.column(C.SUBCATEGORY).to_numpy().astype(np.int32),
-            "topic": np.stack(table.column(C.TOPIC_VEC).to_numpy(zero_copy_only=False)).astype(np.float32),
-            # the smoothed click rate as of the run date (side_features.NEWS_DENSE_NAMES)
-            "ctr": dense[:, side.NEWS_DENSE_NAMES.index("smoothed_ctr")].astype(np.float64)}

@@ -1,6 +1,7 @@
-"""The scoring kernel of a Spark task: batches of users against the whole pool matrix, the
-news each user already clicked removed, the exact top k kept (dcn/scoring.py,
-dcn/batching.py). The scorer is loaded once per Python worker; the evaluation scores the dev
+"""The scoring kernel of a Spark task: batches of users against the pool, the news each user
+already clicked removed, the top k kept: exact (every user against the whole pool through the
+DCN, dcn/scoring.py) or cascade (the retrieval tower's short list, then the DCN on it,
+dcn/retrieval.py); dcn/batching.py sizes the batches. The scorer is loaded once per Python worker; the evaluation scores the dev
 rows with the same scorer."""
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ import pandas as pd
 from common import columns as C
 from common.config import Config
 from common.errors import UserInputError
-from dcn import export
-from dcn.batching import MemoryBudgetTooSmall, spec_memory, top_k, users_per_batch
+from dcn import export, retrieval
+from dcn.batching import (MemoryBudgetTooSmall, cascade_memory, spec_memory, top_k,
+                          users_per_batch)
 
 POPULARITY_VERSION = "popularity"
 
@@ -49,14 +51,83 @@ def cached_scorer(model_folder: str, mode: str, threads: int):
     return _SCORERS[key]
 
 
-def _rows(users, indices, valid, scores, pool_ids, version, scored_at) -> pd.DataFrame:
+def cached_tower(model_folder: str, scorer):
+    """The retrieval tower exported with the model, loaded once per Python worker and checked
+    against the exact scorer it must have been distilled from."""
+    key = (model_folder, "tower")
+    if key not in _SCORERS:
+        tower = export.load_retrieval(model_folder)
+        if tower is None:
+            raise UserInputError(
+                f"score.mode is cascade but the model {model_folder} has no retrieval tower "
+                f"({retrieval.RETRIEVAL_FILE}; training distills one when the user state and "
+                "pool as of its rows' as-of moment exist and the model has vector cross "
+                "layers): retrain it, or score with an exact mode")
+        if tower.teacher != retrieval.scorer_digest(scorer):
+            raise UserInputError(f"the retrieval tower of {model_folder} was distilled from "
+                                 "another model than the one saved beside it: retrain it")
+        _SCORERS[key] = tower
+    return _SCORERS[key]
+
+
+class ExactRanker:
+    """Every user against the whole pool through the exact scorer."""
+
+    def __init__(self, scorer, news_side):
+        self.scorer = scorer
+        self.news = scorer.prepare_news(news_side)
+
+    def rank(self, users: np.ndarray, excluded: np.ndarray, k: int):
+        """(pool indices [B, k'], valid [B, k'], their logits [B, k'])."""
+        logits = self.scorer.logits(users, self.news)
+        idx, ok = top_k(logits, k, excluded)
+        return idx, ok, np.take_along_axis(logits, idx, axis=1)
+
+
+class CascadeRanker(ExactRanker):
+    """The retrieval tower's short list of each user (dcn/retrieval.py), then the exact scorer
+    on that list only: the same top k wherever the list holds the exact top k."""
+
+    def __init__(self, scorer, news_side, tower, retrieve: int):
+        super().__init__(scorer, news_side)
+        self.tower, self.retrieve = tower, retrieve
+        self.news_embeddings = tower.news_embedding(news_side)
+
+    def short_lists(self, users: np.ndarray, excluded: np.ndarray):
+        return retrieval.short_lists(self.tower.user_embedding(users), self.news_embeddings,
+                                     self.retrieve, excluded)
+
+    def rank(self, users: np.ndarray, excluded: np.ndarray, k: int):
+        lists, listed = self.short_lists(users, excluded)
+        logits = self.scorer.short_list_logits(users, self.news, lists)
+        idx, ok = top_k(logits, k, ~listed)
+        return (np.take_along_axis(lists, idx, axis=1), ok,
+                np.take_along_axis(logits, idx, axis=1))
+
+
+def make_ranker(model_folder: str, settings: dict, news_columns: dict):
+    """The ranker of `settings["mode"]` with its scorer, ready for a task's pool."""
+    mode, threads = settings["mode"], settings["threads_per_task"]
+    scorer = cached_scorer(model_folder, "factorized" if mode == "cascade" else mode, threads)
+    news = scorer.news_side(news_columns["vectors"], news_columns["dense"],
+                            news_columns["category"], news_columns["subcategory"],
+                            news_columns["topic"])
+    if mode == "cascade":
+        return CascadeRanker(scorer, news, cached_tower(model_folder, scorer), settings["retrieve"])
+    return ExactRanker(scorer, news)
+
+
+def _rows(users, picked, valid, scores, pool_ids, version, scored_at) -> pd.DataFrame:
+    """Table rows of each user's picked news (pool indices [B, k'], best first) and their
+    scores [B, k']."""
     user_col, rank_col, news_col, score_col = [], [], [], []
     for row, user in enumerate(users):
-        keep = indices[row][valid[row]]
-        user_col.extend([user] * len(keep))
-        rank_col.extend(range(1, len(keep) + 1))
-        news_col.extend(pool_ids[keep])
-        score_col.extend(scores[row, keep])
+        keep = valid[row]
+        count = int(keep.sum())
+        user_col.extend([user] * count)
+        rank_col.extend(range(1, count + 1))
+        news_col.extend(pool_ids[picked[row][keep]])
+        score_col.extend(scores[row][keep])
     return pd.DataFrame({C.USER_ID: user_col, C.RANK: np.asarray(rank_col, dtype=np.int32),
                          C.NEWS_ID: news_col, C.SCORE: np.asarray(score_col, dtype=np.float32),
                          C.MODEL_VERSION: version, C.SCORED_AT: scored_at})
@@ -65,28 +136,33 @@ def _rows(users, indices, valid, scores, pool_ids, version, scored_at) -> pd.Dat
 def task_settings(cfg: Config) -> dict:
     """The settings `score_partitions` reads, as plain values shipped to the tasks."""
     return {key: cfg[f"score.{key}"] for key in
-            ("k", "user_batch_size", "mode", "cold_users", "threads_per_task",
+            ("k", "user_batch_size", "mode", "retrieve", "cold_users", "threads_per_task",
              "memory_budget_mb")}
+
+
+def _memory(ranker, n_news: int, settings: dict) -> tuple[int, int]:
+    exact = ranker.scorer.memory(n_news)
+    if isinstance(ranker, CascadeRanker):
+        return cascade_memory(exact, ranker.tower.width, n_news, settings["retrieve"])
+    return exact
 
 
 def score_partitions(pool_broadcast, model_folder: str, version: str, settings: dict,
                      scored_at: dt.datetime):
     """The mapInPandas function: profiles in, recommendation rows out."""
-    k, cap, mode = settings["k"], settings["user_batch_size"], settings["mode"]
+    k, cap = settings["k"], settings["user_batch_size"]
     budget = settings["memory_budget_mb"] * 2 ** 20
-    cold_policy, threads = settings["cold_users"], settings["threads_per_task"]
+    cold_policy = settings["cold_users"]
 
     def run(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         pool = pool_broadcast.value
         n_news = len(pool["ids"])
         position = {news_id: i for i, news_id in enumerate(pool["ids"])}
-        scorer, batch, news = None, None, None
+        ranker, batch = None, None
         for frame in frames:
-            if scorer is None:
-                scorer = cached_scorer(model_folder, mode, threads)
-                batch = users_per_batch(scorer.memory(n_news), n_news, budget, cap)
-                news = scorer.news_side(pool["vectors"], pool["dense"], pool["category"],
-                                        pool["subcategory"], pool["topic"])
+            if ranker is None:
+                ranker = make_ranker(model_folder, settings, pool)
+                batch = users_per_batch(_memory(ranker, n_news, settings), n_news, budget, cap)
             for start in range(0, len(frame), batch):
                 part = frame.iloc[start:start + batch]
                 excluded = np.zeros((len(part), n_news), dtype=bool)
@@ -96,21 +172,26 @@ def score_partitions(pool_broadcast, model_folder: str, version: str, settings: 
                 cold = part[C.HISTORY_LEN].to_numpy() == 0
                 warm = ~cold if cold_policy != "model" else np.ones(len(part), dtype=bool)
                 if warm.any():
-                    users = scorer.user_side(
+                    users = ranker.scorer.user_side(
                         np.stack(part[C.USER_VEC].to_numpy()[warm]).astype(np.float32),
                         np.stack(part[C.USER_DENSE].to_numpy()[warm]).astype(np.float32))
-                    logits = scorer.logits(users, news)
-                    idx, ok = top_k(logits, k, excluded[warm])
-                    yield _rows(part[C.USER_ID].to_numpy()[warm], idx, ok,
+                    picked, ok, logits = ranker.rank(users, excluded[warm], k)
+                    yield _rows(part[C.USER_ID].to_numpy()[warm], picked, ok,
                                 1.0 / (1.0 + np.exp(-logits)), pool["ids"], version, scored_at)
-                    del logits
                 if cold.any() and cold_policy == "popularity":
                     # ranked by the smoothed click rate, which is also the score
                     popularity = np.broadcast_to(pool["ctr"], (int(cold.sum()), n_news))
                     idx, ok = top_k(popularity, k, excluded[cold])
-                    yield _rows(part[C.USER_ID].to_numpy()[cold], idx, ok, popularity,
-                                pool["ids"], POPULARITY_VERSION, scored_at)
+                    yield _rows(part[C.USER_ID].to_numpy()[cold], idx, ok,
+                                np.take_along_axis(popularity, idx, axis=1), pool["ids"],
+                                POPULARITY_VERSION, scored_at)
     return run
+
+
+def check_cascade(cfg: Config, model_folder: str) -> None:
+    """On the driver, before any task: the cascade's tower exists and belongs to the model."""
+    if cfg["score.mode"] == "cascade":
+        cached_tower(model_folder, cached_scorer(model_folder, "factorized", 0))
 
 
 def check_memory_budget(cfg: Config, metadata: dict, n_news: int) -> None:
@@ -118,8 +199,11 @@ def check_memory_budget(cfg: Config, metadata: dict, n_news: int) -> None:
     now, not in every task later."""
     if "model_spec" not in metadata:
         return
+    mode = cfg["score.mode"]
+    tower_width = (metadata.get("retrieval") or {}).get("width", 0)
     try:
-        users_per_batch(spec_memory(metadata["model_spec"], n_news, cfg["score.mode"]), n_news,
+        users_per_batch(spec_memory(metadata["model_spec"], n_news, mode,
+                                    tower_width=tower_width, retrieve=cfg["score.retrieve"]), n_news,
                         cfg["score.memory_budget_mb"] * 2 ** 20, cfg["score.user_batch_size"])
     except MemoryBudgetTooSmall as err:
         raise UserInputError(str(err)) from None

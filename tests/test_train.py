@@ -206,6 +206,14 @@ def test_two_ranks_end_with_identical_weights(tiny_features, tmp_path):
         digest.update(np.ascontiguousarray(variable.numpy()).tobytes())
     assert digest.hexdigest() == ranks[0]["sha256"]
     assert metadata["horovod_size"] == 2
+    # the same run distilled the cascade's retrieval tower from the exported model
+    from dcn.export import load_factorized, load_retrieval
+    from dcn.retrieval import scorer_digest
+
+    folder = model_folder(features_cfg(work))
+    tower = load_retrieval(folder)
+    assert tower is not None
+    assert tower.teacher == scorer_digest(load_factorized(folder)) == metadata["retrieval"]["teacher"]
 
 
 @pytest.mark.slow
