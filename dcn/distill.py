@@ -21,7 +21,7 @@ import numpy as np
 
 from dcn.retrieval import RetrievalTower
 
-log = logging.getLogger("dcn.distill")
+log = logging.getLogger("dcn.train.distill")   # under the training log's handler
 
 
 def teacher_logits(scorer, users: np.ndarray, news, batch: int = 64) -> np.ndarray:

@@ -85,21 +85,40 @@ class RetrievalTower:
         return np.concatenate([learned, users[:, :self.widths["dv"]],
                                np.ones((len(users), 1), np.float32)], axis=1)
 
+    def _news_terms(self, body: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(g(n') [P, r], c(n') [P, 1]) of news sides without topic vectors."""
+        hidden = _mlp(body, self.news_layers[:-1])
+        hidden = np.maximum(hidden, 0.0) if len(self.news_layers) > 1 else hidden
+        learned = hidden @ self.news_layers[-1][0] + self.news_layers[-1][1]
+        return learned, hidden @ self.bias_layer[0] + self.bias_layer[1]
+
     def news_embedding(self, news: np.ndarray) -> np.ndarray:
         """E_n [P, width] of news sides [P, dn' (+ dv with the topic vector)]."""
         news = np.asarray(news, np.float32)
         dv, dn = self.widths["dv"], self.widths["dn"]
-        body = news[:, :dn]
-        hidden = _mlp(body, self.news_layers[:-1])
-        hidden = np.maximum(hidden, 0.0) if len(self.news_layers) > 1 else hidden
-        learned = hidden @ self.news_layers[-1][0] + self.news_layers[-1][1]
-        bias = hidden @ self.bias_layer[0] + self.bias_layer[1]
-        pair = self.alpha * body[:, :dv]
+        learned, bias = self._news_terms(news[:, :dn])
+        pair = self.alpha * news[:, :dv]
         if self.widths["topic"]:
             if news.shape[1] < dn + dv:
                 raise ValueError("the retrieval tower needs the news side's topic vectors")
             pair = pair + self.beta * news[:, dn:dn + dv]
         return np.concatenate([learned, pair, bias], axis=1).astype(np.float32)
+
+    def pair_scores(self, users: np.ndarray, news: np.ndarray,
+                    topic_affinity: np.ndarray | None = None) -> np.ndarray:
+        """r of the pairs (users[i], news[i]) ([R]), for rows that carry each pair's topic
+        affinity u . t (`topic_affinity` [R], as feature rows do) instead of topic vectors."""
+        users = np.asarray(users, np.float32)
+        news = np.asarray(news, np.float32)
+        dv, dn = self.widths["dv"], self.widths["dn"]
+        learned, bias = self._news_terms(news[:, :dn])
+        user = self.user_embedding(users)
+        r = learned.shape[1]
+        score = np.einsum("ij,ij->i", user[:, :r], learned) + bias[:, 0] \
+            + self.alpha * np.einsum("ij,ij->i", users[:, :dv], news[:, :dv])
+        if self.widths["topic"]:
+            score = score + self.beta * np.asarray(topic_affinity, np.float32).reshape(-1)
+        return score
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         arrays = {"format": np.array(self.ARRAYS_FORMAT), "alpha": np.array(self.alpha),

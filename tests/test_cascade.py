@@ -80,6 +80,8 @@ def test_tower_score_is_the_stated_equation():
     np.testing.assert_array_equal(again.user_embedding(u) @ again.news_embedding(n).T, score)
     with pytest.raises(ValueError, match="topic vectors"):
         tower.news_embedding(n[:, :3])
+    # rows that carry the topic affinity u . t = 4 - 2 = 2 instead of t
+    assert tower.pair_scores(u, n[:, :3], np.array([2.0]))[0] == pytest.approx(score[0, 0])
 
 
 def test_short_lists_hold_the_best_eligible_news_in_pool_order():

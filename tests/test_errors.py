@@ -33,7 +33,7 @@ def nothing_published(work: Path) -> bool:
 
 @pytest.mark.parametrize("job, setting, expected", [
     ("train", "train.batch_size=0", "train.batch_size must be positive, got 0"),
-    ("score", "score.mode=bogus", "score.mode must be one of ['auto', 'factorized', 'plain']"),
+    ("score", "score.mode=bogus", "score.mode must be one of ['auto', 'factorized', 'plain', 'cascade']"),
     ("score", "score.user_batch_size=0", "score.user_batch_size must be positive, got 0"),
     ("train", "model.cross_layers=-1", "model.cross_layers must be 0 or more, got -1"),
     ("embed_news", "embed.partitions=0", "embed.partitions must be positive, got 0"),
