@@ -6,7 +6,7 @@
 
 Builds once, under bench/data/: the synthetic sample, its news vectors (the default encoder),
 its features as of 2019-11-16 and a model trained on them by one rank (`python -m dcn.train`,
-which distils the retrieval tower). From that trained model's user state and candidate pool
+which saves the cascade's landmark users). From that trained model's user state and candidate pool
 it makes a larger day (bench-made, as of the same moment): `--pool` news, each a mix of two
 real pool news' vectors with the first one's category and topic vector and a third one's
 popularity features, and `--users` users, each a mix of two real users' vectors with the
@@ -20,8 +20,8 @@ first one's counts and as many clicked news of the new pool (up to 20). Then, in
   3. the whole score job (`./spark-submit.sh score`, local[2]) in each mode on every user
      (`--skip-job` leaves it out);
   4. the dev impressions of the real sample replayed through each mode, restricted to each
-     impression's candidates (the short list: the `retrieve` best candidates by the tower,
-     ranked by the DCN, the rest after them by the tower's score): AUC, MRR, nDCG@5, nDCG@10.
+     impression's candidates (the short list: the `retrieve` best candidates by the retrieval,
+     ranked by the DCN, the rest after them by the retrieval's score; bench/cascade_replay.py): AUC, MRR, nDCG@5, nDCG@10.
 
 Results go to BENCHMARKS.md (section cascade_bench).
 """
@@ -35,6 +35,7 @@ import shutil
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -87,8 +88,12 @@ def prepare(scale: str) -> tuple[Path, Path]:
             print(f"cascade_bench: {job[0]}", file=sys.stderr)
             subprocess.run([submit, *job, *args], cwd=ROOT, env=ENV, check=True, capture_output=True)
     folder = (work / "models")
-    if not storage.has_committed_run(str(folder)) or \
-            export.load_retrieval(export.model_folder(config(args))) is None:
+    try:
+        current = storage.has_committed_run(str(folder)) and \
+            export.load_retrieval(export.model_folder(config(args))) is not None
+    except ValueError:      # a retrieval of an older format
+        current = False
+    if not current:
         print("cascade_bench: train (one rank)", file=sys.stderr)
         subprocess.run([sys.executable, "-m", "dcn.train", *args, "--force"], cwd=ROOT, env=ENV,
                        check=True, capture_output=True)
@@ -164,9 +169,19 @@ def write_run(big: Path, kind: str, folder: str, table, spark_schema, summary: d
     storage.publish_run(root, run_id, summary, keep_runs=1)
 
 
-class Broadcast:
-    def __init__(self, value):
-        self.value = value
+def index_seconds(cfg, pool) -> float:
+    """Process CPU seconds of the cascade's pool index (made once per run, on the driver), on
+    one thread; the index goes into `pool` as the score job ships it."""
+    from threadpoolctl import threadpool_limits
+    from dcn import export
+    from serving import tasks
+    folder = export.model_folder(cfg, cfg["score.model_version"])
+    settings = dict(tasks.task_settings(cfg), mode="cascade", threads_per_task=1)
+    with threadpool_limits(1):
+        tasks.cached_retrieval(folder, tasks.cached_scorer(folder, "factorized", 1))   # loads
+        start = time.process_time()
+        pool["retrieval_index"] = tasks.pool_index(folder, settings, pool)
+        return time.process_time() - start
 
 
 def kernel_seconds(cfg, mode: str, frame, pool) -> float:
@@ -176,9 +191,10 @@ def kernel_seconds(cfg, mode: str, frame, pool) -> float:
     from serving import tasks
     folder = export.model_folder(cfg, cfg["score.model_version"])
     settings = dict(tasks.task_settings(cfg), mode=mode, threads_per_task=1)
-    run = tasks.score_partitions(Broadcast(pool), folder, "bench", settings, dt.datetime(2019, 11, 16))
+    run = tasks.score_partitions(types.SimpleNamespace(value=pool), folder, "bench", settings,
+                                 dt.datetime(2019, 11, 16))
     with threadpool_limits(1):
-        for _ in run(iter([frame.iloc[:8]])):     # loads the scorer (and tower) once
+        for _ in run(iter([frame.iloc[:8]])):     # loads the scorer (and retrieval) once
             pass
         start = time.process_time()
         rows = sum(len(part) for part in run(iter([frame])))
@@ -204,7 +220,8 @@ def job_seconds(args: list[str], mode: str) -> dict:
                           "--set", f"score.mode={mode}", "--set", f"score.table=bench_{mode}"],
                          cwd=ROOT, env=ENV, check=True, capture_output=True, text=True).stdout
     summary = json.loads(out[out.index("{"):])
-    return {"seconds": summary["seconds"]["score_and_write"], "rows": summary["rows_written"]}
+    seconds = summary["seconds"]["score_and_write"] + summary["seconds"].get("retrieval_index", 0.0)
+    return {"seconds": seconds, "rows": summary["rows_written"]}
 
 
 def main() -> None:
@@ -224,6 +241,7 @@ def main() -> None:
     pool = load_pool(pool_uri)
     print(f"cascade_bench: {len(frame)} users, {len(pool['ids'])} news", file=sys.stderr)
     exact_s = kernel_seconds(cfg, "factorized", frame.iloc[:options.exact_users], pool)
+    index_s = index_seconds(cfg, pool)
     cascade_s = kernel_seconds(cfg, "cascade", frame, pool)
     exact_per_user = exact_s / min(options.exact_users, len(frame))
     cascade_per_user = cascade_s / len(frame)
@@ -231,11 +249,15 @@ def main() -> None:
     figures = [
         ("pool news x users (bench-made day)", f"{len(pool['ids'])} x {len(frame)}"),
         ("score.retrieve", retrieve),
-        ("retrieval multiply-adds per pair (tower width)",
-         export.load_metadata(export.model_folder(cfg, version))["retrieval"]["width"]),
+        ("retrieval: landmark users, landmark news (multiply-adds per pair: landmark news + 1)",
+         ", ".join(str(export.load_metadata(export.model_folder(cfg, version))["retrieval"][key])
+                   for key in ("landmark_users", "landmark_news"))),
         ("per-task function, cascade / exact core-seconds per user", cascade_per_user / exact_per_user),
         ("per-task function, exact core-seconds per user", exact_per_user),
         ("per-task function, cascade core-seconds per user", cascade_per_user),
+        ("cascade's pool index (once per run, on the driver), core-seconds", index_s),
+        ("cascade per user with the index spread over these users / exact per user",
+         (cascade_s + index_s) / len(frame) / exact_per_user),
         (f"recall@{recall['k']} of the exact top {recall['k']}, mean over users", recall["recall_at_k"]),
         (f"recall@{recall['k']}, lowest user", recall["min_recall_at_k"]),
         ("recall@100 of the exact top 100 in the short list", recall["short_list_recall_at_100"]),
@@ -250,7 +272,7 @@ def main() -> None:
         exact_job = job_seconds(args, "factorized")
         cascade_job = job_seconds(args, "cascade")
         assert exact_job["rows"] == cascade_job["rows"]
-        figures += [("score job (local[2]), cascade / exact seconds of score_and_write",
+        figures += [("score job (local[2]), cascade / exact seconds of retrieval_index + score_and_write",
                      cascade_job["seconds"] / exact_job["seconds"]),
                     ("score job, exact seconds", exact_job["seconds"]),
                     ("score job, cascade seconds", cascade_job["seconds"])]

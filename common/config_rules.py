@@ -107,10 +107,9 @@ RULES: dict[str, Rule] = {
     "score.mode": one_of("auto", "factorized", "plain", "cascade"),
     "score.retrieve": positive,
     "evaluate.recall_users": at_least(0),
-    **{f"retrieval.{key}": positive for key in (
-        "users", "news", "dim", "hidden", "epochs", "batch_users", "learning_rate",
-        "temperature")},
-    "retrieval.mse_weight": at_least(0),
+    "retrieval.landmark_users": positive,
+    "retrieval.landmark_news": positive,
+    "retrieval.ridge": at_least(0),
     "score.user_batch_size": positive,
     "score.memory_budget_mb": positive,
     "score.cold_users": one_of("model", "popularity", "skip"),

@@ -27,15 +27,17 @@ def plain_memory(width: int, max_pairs: int) -> tuple[int, int]:
     return 2 * 4 * max_pairs * width, 4 + BATCH_BYTES_PER_PAIR
 
 
-def spec_memory(spec: dict, n_news: int, mode: str = "auto",
-                max_pairs: int = 65536, tower_width: int = 0, retrieve: int = 0) -> tuple[int, int]:
+def spec_memory(spec: dict, n_news: int, mode: str = "auto", max_pairs: int = 65536,
+                landmark_users: int = 0, landmark_news: int = 0,
+                retrieve: int = 0) -> tuple[int, int]:
     """`memory` of the scorer `make_scorer` would build for a model of this spec (with the
-    cascade: of the tower of this width and short lists of `retrieve`), without loading it
-    (the driver checks the budget with this before any task runs)."""
+    cascade: of its landmarks and short lists of `retrieve`), without loading it (the driver
+    checks the budget with this before any task runs)."""
     from dcn.widths import spec_widths
     if mode == "cascade":
         exact = spec_memory(spec, n_news, "factorized", max_pairs)
-        return cascade_memory(exact, tower_width, n_news, retrieve)
+        return cascade_memory(exact, landmark_users, min(landmark_news, n_news) + 1, n_news,
+                              retrieve)
     factorizable = not spec["cross_layers"] or spec["cross_kind"] == "vector"
     if mode == "plain" or not factorizable:
         width = 2 * sum(spec_widths(spec)) + sum(spec["deep_units"])
@@ -43,15 +45,17 @@ def spec_memory(spec: dict, n_news: int, mode: str = "auto",
     return factorized_memory(spec_widths(spec)[1], spec["deep_units"], spec["cross_layers"], n_news)
 
 
-def cascade_memory(exact: tuple[int, int], tower_width: int, n_news: int,
+def cascade_memory(exact: tuple[int, int], landmark_users: int, width: int, n_news: int,
                    retrieve: int) -> tuple[int, int]:
-    """Working memory of the cascade: the exact scorer's (`exact`, per short-listed pair, a
-    share retrieve / n_news of the pool's pairs) plus the pool's retrieval embeddings and, per
-    pair of the pool, the retrieval score (float32), its selection (int64) and the exclusion
-    mask (bool)."""
+    """Working memory of the cascade (dcn/retrieval.py): the exact scorer's (`exact`, per pair
+    of a user's landmark news and short list, a share (width + retrieve) / n_news of the pool's
+    pairs), beta and, where the index is made, the landmark users' logits (float64, per pool
+    news), and per pair of the pool the retrieval score (float32), its selection (int64) and
+    the exclusion mask (bool)."""
     fixed, per_pair = exact
-    share = min(1.0, retrieve / max(n_news, 1))
-    return fixed + 4 * n_news * tower_width, int(4 + 8 + 1 + per_pair * share) + 1
+    share = min(1.0, (width + retrieve) / max(n_news, 1))
+    return (fixed + 8 * n_news * (landmark_users + 2 * width),
+            int(4 + 8 + 1 + per_pair * share) + 1)
 
 
 class MemoryBudgetTooSmall(ValueError):

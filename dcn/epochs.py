@@ -16,7 +16,7 @@ from common.config import Config
 from dcn import data as D
 from dcn import registry, shards
 from dcn.checkpoints import FINISHED_NAME, CheckpointStore
-from dcn.distill import tower_for_export
+from dcn.landmarks import retrieval_for_export
 from dcn.export import export_model
 from dcn.horovod_setup import RootDecision, allreduce_sum
 from dcn.metrics import HistogramAUC
@@ -248,10 +248,11 @@ def export(cfg: Config, plan: Plan, trainer: Trainer, metrics: dict, size: int,
         "metrics": metrics, "horovod_size": size, "seconds": round(seconds, 3),
         "run_key": plan.run_key, "global_step": global_step, "epochs": cfg["train.epochs"],
     }
-    retrieval = tower_for_export(cfg, trainer.model, features.lineage.get("as_of"))
+    retrieval = retrieval_for_export(cfg, trainer.model, features.lineage.get("as_of"))
     if retrieval is not None:
-        metadata["retrieval"] = {"teacher": retrieval.teacher, "width": retrieval.width,
-                                 **retrieval.fit}
+        metadata["retrieval"] = {"teacher": retrieval.teacher,
+                                 "landmark_users": len(retrieval.landmark_users),
+                                 "landmark_news": retrieval.landmark_news}
     version = export_model(cfg, trainer.model, metadata,
                            protected=registry.Registry(cfg).protected_versions(),
                            retrieval=retrieval)

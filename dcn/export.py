@@ -4,8 +4,8 @@ Layout under `paths.work/models/` (common/storage.py's run layout):
 
     runs/<version>/model.keras      the Keras model (load with `import dcn.model` done)
     runs/<version>/factorized.npz   the factorized scorer's arrays (vector cross form only)
-    runs/<version>/retrieval.npz    the cascade's retrieval tower distilled from this model
-                                    (dcn/retrieval.py), when training could make one
+    runs/<version>/retrieval.npz    the cascade's landmark users for this model
+                                    (dcn/retrieval.py), when training could choose them
     runs/<version>/metadata.json    input widths, model spec, config, training data and
                                     row count, final metrics, version id
     runs/<version>/_COMMITTED       written last: the version is complete
@@ -24,7 +24,7 @@ import numpy as np
 
 from common import outputs, storage
 from common.config import Config
-from dcn.retrieval import RETRIEVAL_FILE, RetrievalTower
+from dcn.retrieval import RETRIEVAL_FILE, LandmarkRetrieval
 
 MODEL_FILE = "model.keras"
 METADATA_FILE = "metadata.json"
@@ -71,7 +71,7 @@ def check_side_features(metadata: dict, side_features: dict | None, where: str) 
 
 def export_model(cfg: Config, model, metadata: dict, version: str | None = None,
                  protected: Iterable[str] = (), retrieval=None) -> str:
-    """Save `model` and `metadata` (and the `retrieval` tower distilled from it, if any) as a
+    """Save `model` and `metadata` (and the cascade's `retrieval` for it, if any) as a
     new version, then commit it (it becomes current). Versions beyond train.keep_versions are
     deleted, except the `protected` ones (the versions the registry serves or may roll back
     to)."""
@@ -144,9 +144,9 @@ def load_model(folder: str):
     return model, load_metadata(folder)
 
 
-def load_retrieval(folder: str) -> RetrievalTower | None:
-    """The retrieval tower exported with the model (numpy only), or None if there is none."""
+def load_retrieval(folder: str) -> LandmarkRetrieval | None:
+    """The cascade's retrieval exported with the model (numpy only), or None if there is none."""
     uri = f"{folder}/{RETRIEVAL_FILE}"
     if not storage.exists(uri):
         return None
-    return RetrievalTower.from_bytes(storage.read_bytes(uri))
+    return LandmarkRetrieval.from_bytes(storage.read_bytes(uri))

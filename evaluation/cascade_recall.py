@@ -42,11 +42,11 @@ def unavailable(reason: str) -> dict:
 def cascade_recall(cfg: Config, model_folder: str, as_of: str | None, users: int | None = None,
                    retrieve: int | None = None) -> dict:
     """The recall figures of the module docstring (`available` false, with the reason, when
-    the model has no retrieval tower or the state or pool as of `as_of` is missing)."""
+    the model has no retrieval or the state or pool as of `as_of` is missing)."""
     users = cfg["evaluate.recall_users"] if users is None else users
     retrieve = cfg["score.retrieve"] if retrieve is None else retrieve
     if export.load_retrieval(model_folder) is None:
-        return unavailable("the model has no retrieval tower (score.mode cascade unavailable)")
+        return unavailable("the model has no retrieval (score.mode cascade unavailable)")
     try:
         if not as_of:
             raise RunNotFound("the dev rows record no as-of moment")
@@ -60,12 +60,13 @@ def cascade_recall(cfg: Config, model_folder: str, as_of: str | None, users: int
                     else value[warm] for key, value in profiles.items()}
     pool = load_pool(pool_uri)
     settings = dict(tasks.task_settings(cfg), retrieve=retrieve)
-    exact = tasks.make_ranker(model_folder, dict(settings, mode="factorized"), pool)
-    cascade = tasks.make_ranker(model_folder, dict(settings, mode="cascade"), pool)
+    exact, batch = tasks.make_ranker(model_folder, dict(settings, mode="factorized"), pool)
+    cascade, cascade_batch = tasks.make_ranker(model_folder, dict(settings, mode="cascade"), pool)
+    # (the pool's index is made here, once, as the score job makes it on its driver)
+    batch = min(batch, cascade_batch)
     position = {news_id: i for i, news_id in enumerate(pool["ids"])}
     k = cfg["score.k"]
     at_k, deep = [], []
-    batch = 64
     for start in range(0, len(profiles["ids"]), batch):
         stop = start + batch
         clicked = profiles["clicked"][start:stop]

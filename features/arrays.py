@@ -1,6 +1,6 @@
 """The candidate pool and a sample of user profiles as numpy arrays, read with pyarrow (no
-Spark): the scoring tasks' pool (broadcast from the driver), and what training distills the
-retrieval tower on and evaluation measures the cascade's recall on. Both are bounded: the
+Spark): the scoring tasks' pool (broadcast from the driver), the cascade's landmark users
+(chosen at export) and the users evaluation measures the cascade's recall on. Both are bounded: the
 pool by the news shown in one window, the sample by its size, never by the number of users.
 """
 from __future__ import annotations

@@ -51,11 +51,15 @@ def run(cfg: Config, run_date: str | None = None, spark: SparkSession | None = N
         with metastore_errors(cfg):
             table_location = writer.ensure_table()
             writer.owned_partition_location(run_date)
+    settings = tasks.task_settings(cfg)
+    if settings["mode"] == "cascade":
+        with timer.stage("retrieval_index"):
+            # the cascade's index of the pool, once per run (a cost of the pool, not the users)
+            pool["retrieval_index"] = tasks.pool_index(model_dir, settings, pool)
     date_folder = f"{table_location.rstrip('/')}/{C.RUN_DATE}={run_date}"
     run_id = storage.begin_run(date_folder)     # leased: a concurrent run leaves it alone
     folder = f"{date_folder}/{run_id}"
     scored_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
-    settings = tasks.task_settings(cfg)
     with timer.stage("score_and_write"):
         # the schema is known: no job that reads the files' footers to infer it
         profiles = spark.read.schema(schemas.USER_STATE).parquet(f"{state['path']}/{outputs.STATE}")

@@ -1,6 +1,6 @@
 """The scoring kernel of a Spark task: batches of users against the pool, the news each user
 already clicked removed, the top k kept: exact (every user against the whole pool through the
-DCN, dcn/scoring.py) or cascade (the retrieval tower's short list, then the DCN on it,
+DCN, dcn/scoring.py) or cascade (the retrieval's short list, then the DCN on it,
 dcn/retrieval.py); dcn/batching.py sizes the batches. The scorer is loaded once per Python worker; the evaluation scores the dev
 rows with the same scorer."""
 from __future__ import annotations
@@ -51,22 +51,22 @@ def cached_scorer(model_folder: str, mode: str, threads: int):
     return _SCORERS[key]
 
 
-def cached_tower(model_folder: str, scorer):
-    """The retrieval tower exported with the model, loaded once per Python worker and checked
-    against the exact scorer it must have been distilled from."""
-    key = (model_folder, "tower")
+def cached_retrieval(model_folder: str, scorer):
+    """The cascade's retrieval exported with the model, loaded once per Python worker and
+    checked against the exact scorer it was made for."""
+    key = (model_folder, "retrieval")
     if key not in _SCORERS:
-        tower = export.load_retrieval(model_folder)
-        if tower is None:
+        found = export.load_retrieval(model_folder)
+        if found is None:
             raise UserInputError(
-                f"score.mode is cascade but the model {model_folder} has no retrieval tower "
-                f"({retrieval.RETRIEVAL_FILE}; training distills one when the user state and "
-                "pool as of its rows' as-of moment exist and the model has vector cross "
-                "layers): retrain it, or score with an exact mode")
-        if tower.teacher != retrieval.scorer_digest(scorer):
-            raise UserInputError(f"the retrieval tower of {model_folder} was distilled from "
-                                 "another model than the one saved beside it: retrain it")
-        _SCORERS[key] = tower
+                f"score.mode is cascade but the model {model_folder} has no retrieval "
+                f"({retrieval.RETRIEVAL_FILE}; training saves one when the user state as of its "
+                "rows' as-of exists and the model has vector cross layers): retrain it, or "
+                "score with an exact mode")
+        if found.teacher != retrieval.scorer_digest(scorer):
+            raise UserInputError(f"the retrieval of {model_folder} was made for another model "
+                                 "than the one saved beside it: retrain it")
+        _SCORERS[key] = found
     return _SCORERS[key]
 
 
@@ -85,17 +85,16 @@ class ExactRanker:
 
 
 class CascadeRanker(ExactRanker):
-    """The retrieval tower's short list of each user (dcn/retrieval.py), then the exact scorer
-    on that list only: the same top k wherever the list holds the exact top k."""
+    """The retrieval's short list of each user (dcn/retrieval.py), then the exact scorer on
+    that list only: the same top k wherever the list holds the exact top k."""
 
-    def __init__(self, scorer, news_side, tower, retrieve: int):
+    def __init__(self, scorer, news_side, found, retrieve: int, index):
         super().__init__(scorer, news_side)
-        self.tower, self.retrieve = tower, retrieve
-        self.news_embeddings = tower.news_embedding(news_side)
+        self.retrieval, self.retrieve, self.index = found, retrieve, index
 
     def short_lists(self, users: np.ndarray, excluded: np.ndarray):
-        return retrieval.short_lists(self.tower.user_embedding(users), self.news_embeddings,
-                                     self.retrieve, excluded)
+        embeddings = self.retrieval.user_embeddings(self.scorer, users, self.news, self.index)
+        return retrieval.short_lists(embeddings, self.index.beta, self.retrieve, excluded)
 
     def rank(self, users: np.ndarray, excluded: np.ndarray, k: int):
         lists, listed = self.short_lists(users, excluded)
@@ -105,16 +104,42 @@ class CascadeRanker(ExactRanker):
                 np.take_along_axis(logits, idx, axis=1))
 
 
-def make_ranker(model_folder: str, settings: dict, news_columns: dict):
-    """The ranker of `settings["mode"]` with its scorer, ready for a task's pool."""
+def _pool_side(scorer, pool: dict):
+    return scorer.prepare_news(scorer.news_side(pool["vectors"], pool["dense"], pool["category"],
+                                                pool["subcategory"], pool["topic"]))
+
+
+def pool_index(model_folder: str, settings: dict, pool: dict):
+    """The cascade's retrieval index of the day's pool (dcn/retrieval.py: the landmark users'
+    exact logits against the pool, regressed on the landmark news'), made once per run on the
+    driver and shipped with the pool: its cost is the pool's (landmark users x pool pairs),
+    not the users'. None for the exact modes."""
+    if settings["mode"] != "cascade":
+        return None
+    scorer = cached_scorer(model_folder, "factorized", settings["threads_per_task"])
+    n_news = len(pool["ids"])
+    batch = users_per_batch(scorer.memory(n_news), n_news, settings["memory_budget_mb"] * 2 ** 20,
+                            settings["user_batch_size"])
+    return cached_retrieval(model_folder, scorer).index_pool(scorer, _pool_side(scorer, pool), batch)
+
+
+def make_ranker(model_folder: str, settings: dict, pool: dict, index=None):
+    """The ranker of `settings["mode"]` with its scorer, ready for a task's pool (and, for the
+    cascade, the pool's `index`, made by `pool_index` when not given), and the users per batch
+    that fit `settings["memory_budget_mb"]`."""
     mode, threads = settings["mode"], settings["threads_per_task"]
     scorer = cached_scorer(model_folder, "factorized" if mode == "cascade" else mode, threads)
-    news = scorer.news_side(news_columns["vectors"], news_columns["dense"],
-                            news_columns["category"], news_columns["subcategory"],
-                            news_columns["topic"])
-    if mode == "cascade":
-        return CascadeRanker(scorer, news, cached_tower(model_folder, scorer), settings["retrieve"])
-    return ExactRanker(scorer, news)
+    news = _pool_side(scorer, pool)
+    n_news, budget = len(pool["ids"]), settings["memory_budget_mb"] * 2 ** 20
+    if mode != "cascade":
+        return ExactRanker(scorer, news), users_per_batch(scorer.memory(n_news), n_news, budget,
+                                                          settings["user_batch_size"])
+    found = cached_retrieval(model_folder, scorer)
+    index = index if index is not None else pool_index(model_folder, settings, pool)
+    memory = cascade_memory(scorer.memory(n_news), 0, found.width(n_news), n_news,
+                            settings["retrieve"])
+    return (CascadeRanker(scorer, news, found, settings["retrieve"], index),
+            users_per_batch(memory, n_news, budget, settings["user_batch_size"]))
 
 
 def _rows(users, picked, valid, scores, pool_ids, version, scored_at) -> pd.DataFrame:
@@ -140,18 +165,12 @@ def task_settings(cfg: Config) -> dict:
              "memory_budget_mb")}
 
 
-def _memory(ranker, n_news: int, settings: dict) -> tuple[int, int]:
-    exact = ranker.scorer.memory(n_news)
-    if isinstance(ranker, CascadeRanker):
-        return cascade_memory(exact, ranker.tower.width, n_news, settings["retrieve"])
-    return exact
-
-
 def score_partitions(pool_broadcast, model_folder: str, version: str, settings: dict,
                      scored_at: dt.datetime):
-    """The mapInPandas function: profiles in, recommendation rows out."""
-    k, cap = settings["k"], settings["user_batch_size"]
-    budget = settings["memory_budget_mb"] * 2 ** 20
+    """The mapInPandas function: profiles in, recommendation rows out. `pool_broadcast.value`
+    is the pool (features/arrays.py load_pool), with the cascade's `pool_index` under
+    "retrieval_index"."""
+    k = settings["k"]
     cold_policy = settings["cold_users"]
 
     def run(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
@@ -161,8 +180,8 @@ def score_partitions(pool_broadcast, model_folder: str, version: str, settings: 
         ranker, batch = None, None
         for frame in frames:
             if ranker is None:
-                ranker = make_ranker(model_folder, settings, pool)
-                batch = users_per_batch(_memory(ranker, n_news, settings), n_news, budget, cap)
+                ranker, batch = make_ranker(model_folder, settings, pool,
+                                            pool.get("retrieval_index"))
             for start in range(0, len(frame), batch):
                 part = frame.iloc[start:start + batch]
                 excluded = np.zeros((len(part), n_news), dtype=bool)
@@ -189,9 +208,9 @@ def score_partitions(pool_broadcast, model_folder: str, version: str, settings: 
 
 
 def check_cascade(cfg: Config, model_folder: str) -> None:
-    """On the driver, before any task: the cascade's tower exists and belongs to the model."""
+    """On the driver, before any task: the cascade's retrieval exists and belongs to the model."""
     if cfg["score.mode"] == "cascade":
-        cached_tower(model_folder, cached_scorer(model_folder, "factorized", 0))
+        cached_retrieval(model_folder, cached_scorer(model_folder, "factorized", 0))
 
 
 def check_memory_budget(cfg: Config, metadata: dict, n_news: int) -> None:
@@ -200,10 +219,12 @@ def check_memory_budget(cfg: Config, metadata: dict, n_news: int) -> None:
     if "model_spec" not in metadata:
         return
     mode = cfg["score.mode"]
-    tower_width = (metadata.get("retrieval") or {}).get("width", 0)
+    landmarks = metadata.get("retrieval") or {}
     try:
         users_per_batch(spec_memory(metadata["model_spec"], n_news, mode,
-                                    tower_width=tower_width, retrieve=cfg["score.retrieve"]), n_news,
+                                    landmark_users=landmarks.get("landmark_users", 0),
+                                    landmark_news=landmarks.get("landmark_news", 0),
+                                    retrieve=cfg["score.retrieve"]), n_news,
                         cfg["score.memory_budget_mb"] * 2 ** 20, cfg["score.user_batch_size"])
     except MemoryBudgetTooSmall as err:
         raise UserInputError(str(err)) from None

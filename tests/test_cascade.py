@@ -1,6 +1,6 @@
-"""score.mode cascade: the retrieval tower's equation, its short lists, the exact stage on them,
-distillation, and the scoring job's table against the exact modes' (dcn/retrieval.py,
-dcn/distill.py, serving/tasks.py, evaluation/cascade_recall.py)."""
+"""score.mode cascade: the landmark retrieval's regression, its short lists, the exact stage on
+them, and the scoring job's table against the exact modes' (dcn/retrieval.py, dcn/landmarks.py,
+serving/tasks.py, evaluation/cascade_recall.py)."""
 from __future__ import annotations
 
 import datetime as dt
@@ -11,9 +11,10 @@ import pytest
 
 from common import outputs
 from common.errors import UserInputError
-from dcn import distill, export
+from dcn import export
 from dcn.export import export_model
-from dcn.retrieval import RetrievalTower, scorer_digest, short_lists
+from dcn.landmarks import retrieval_for_export
+from dcn.retrieval import LandmarkRetrieval, scorer_digest, short_lists
 from dcn.scoring import FactorizedScorer
 from evaluation.cascade_recall import cascade_recall
 from jobs import score
@@ -55,43 +56,56 @@ def test_short_list_logits_are_the_exact_logits_of_the_listed_pairs():
     np.testing.assert_allclose(scorer.short_list_logits(users, prepared, lists), listed)
 
 
-def tiny_tower(topic=True):
-    """dv=2, du'=3, dn'=3, a learned width of 1, hand-picked weights."""
-    user_layers = [(np.array([[1.0], [0.0], [1.0]]), np.array([0.0])),      # hidden: u0 + u2
-                   (np.array([[2.0]]), np.array([1.0]))]                    # f = 2 relu(.) + 1
-    news_layers = [(np.array([[0.0], [1.0], [1.0]]), np.array([-1.0])),     # hidden: n1 + n2 - 1
-                   (np.array([[3.0]]), np.array([0.0]))]                    # g = 3 relu(.)
-    bias = (np.array([[0.5]]), np.array([0.25]))                            # c = relu(.)/2 + 1/4
-    return RetrievalTower(user_layers, news_layers, bias, alpha=2.0, beta=-1.0 if topic else 0.0,
-                          widths={"dv": 2, "du": 3, "dn": 3, "topic": 2 if topic else 0},
-                          teacher="t")
+def retrieval_for(scorer, landmark_users=40, landmark_news=8, ridge=1e-3, seed=0):
+    """A retrieval for `scorer` whose landmark users are random user sides."""
+    rng = np.random.default_rng(seed)
+    dv = scorer.vec_dims[0]
+    users = scorer.user_side(rng.normal(0, 0.3, (landmark_users, dv)),
+                             rng.normal(1, 1, (landmark_users, 2)))
+    return LandmarkRetrieval(users, landmark_news, ridge, seed, scorer_digest(scorer))
 
 
-def test_tower_score_is_the_stated_equation():
-    tower = tiny_tower()
-    u = np.array([[1.0, 2.0, -3.0]])                       # u = (1, 2), hidden relu(-2) = 0
-    n = np.array([[0.5, 1.0, 2.0, 4.0, -1.0]])             # n = (0.5, 1), t = (4, -1)
-    # f = 2*0 + 1 = 1; hidden_n = 1 + 2 - 1 = 2: g = 6, c = 1 + 0.25
-    # u . (alpha n + beta t) = (1, 2) . (1 - 4, 2 + 1) = -3 + 6 = 3
-    score = tower.user_embedding(u) @ tower.news_embedding(n).T
-    assert score[0, 0] == pytest.approx(1 * 6 + 3 + 1.25)
-    assert tower.width == 1 + 2 + 1
-    again = RetrievalTower.from_bytes(tower.to_bytes())
-    np.testing.assert_array_equal(again.user_embedding(u) @ again.news_embedding(n).T, score)
-    with pytest.raises(ValueError, match="topic vectors"):
-        tower.news_embedding(n[:, :3])
-    # rows that carry the topic affinity u . t = 4 - 2 = 2 instead of t
-    assert tower.pair_scores(u, n[:, :3], np.array([2.0]))[0] == pytest.approx(score[0, 0])
+def test_retrieval_is_the_ridge_regression_on_the_landmark_logits():
+    scorer = FactorizedScorer(side_model(8, seed=4))
+    users, news = random_sides(scorer, 6, 30, seed=5)
+    found = retrieval_for(scorer, landmark_users=40, landmark_news=8, ridge=0.05)
+    index = found.index_pool(scorer, scorer.prepare_news(news), batch_users=7)
+    # by hand: R, the design A = [R[:, landmarks], 1], beta = (A'A + lambda I)^-1 A'R
+    R = scorer.logits(found.landmark_users, news).astype(np.float64)
+    A = np.c_[R[:, index.landmark_news], np.ones(40)]
+    penalty = 0.05 * np.mean(np.diag(A.T @ A))
+    beta = np.linalg.solve(A.T @ A + penalty * np.eye(9), A.T @ R)
+    np.testing.assert_allclose(index.beta, beta, rtol=1e-4, atol=1e-4)
+    assert len(set(index.landmark_news)) == 8 and found.width(30) == 9
+    embeddings = found.user_embeddings(scorer, users, news, index)
+    exact = scorer.logits(users, news)
+    np.testing.assert_allclose(embeddings[:, :8], exact[:, index.landmark_news], rtol=1e-5, atol=1e-5)
+    assert (embeddings[:, 8] == 1).all()
+    again = LandmarkRetrieval.from_bytes(found.to_bytes())
+    np.testing.assert_array_equal(again.landmark_users, found.landmark_users)
+    assert (again.landmark_news, again.ridge, again.seed, again.teacher) == \
+        (8, 0.05, 0, found.teacher)
+
+
+def test_with_every_news_a_landmark_the_retrieval_is_the_exact_logits():
+    """Each news item's column regressed on every column (itself included) is itself: the
+    retrieval then scores users it never saw exactly."""
+    scorer = FactorizedScorer(side_model(8, seed=6))
+    users, news = random_sides(scorer, 5, 12, seed=7)
+    found = retrieval_for(scorer, landmark_users=60, landmark_news=50, ridge=1e-9)
+    index = found.index_pool(scorer, news, batch_users=64)
+    scores = found.user_embeddings(scorer, users, news, index) @ index.beta
+    np.testing.assert_allclose(scores, scorer.logits(users, news), rtol=1e-3, atol=1e-3)
 
 
 def test_short_lists_hold_the_best_eligible_news_in_pool_order():
     users = np.array([[1.0, 0.0], [0.0, 1.0]])
-    news = np.array([[5.0, 0.0], [4.0, 1.0], [3.0, 2.0], [0.0, 9.0]])
+    beta = np.array([[5.0, 0.0], [4.0, 1.0], [3.0, 2.0], [0.0, 9.0]]).T   # scores = users @ beta
     excluded = np.array([[True, False, False, False], [False, False, False, False]])
-    lists, valid = short_lists(users, news, 2, excluded)
+    lists, valid = short_lists(users, beta, 2, excluded)
     np.testing.assert_array_equal(lists, [[1, 2], [2, 3]])     # user 0 clicked news 0
     assert valid.all()
-    lists, valid = short_lists(users, news, 10, excluded)      # covers the pool
+    lists, valid = short_lists(users, beta, 10, excluded)      # covers the pool
     np.testing.assert_array_equal(lists, [[0, 1, 2, 3]] * 2)
     np.testing.assert_array_equal(valid, ~excluded)
 
@@ -99,24 +113,15 @@ def test_short_lists_hold_the_best_eligible_news_in_pool_order():
 def test_cascade_ranker_covering_the_pool_ranks_as_the_exact_ranker():
     scorer = FactorizedScorer(side_model(8, seed=2))
     users, news = random_sides(scorer, 6, 30, seed=3)
-    tower = tiny_tower_for(scorer)
     excluded = np.zeros((6, 30), bool)
     excluded[:, :3] = True
     exact = tasks.ExactRanker(scorer, news).rank(users, excluded, 5)
-    cascade = tasks.CascadeRanker(scorer, news, tower, 30).rank(users, excluded, 5)
+    found = retrieval_for(scorer)
+    index = found.index_pool(scorer, scorer.prepare_news(news), 16)
+    cascade = tasks.CascadeRanker(scorer, news, found, 30, index).rank(users, excluded, 5)
     np.testing.assert_array_equal(cascade[0], exact[0])
     np.testing.assert_array_equal(cascade[1], exact[1])
     np.testing.assert_allclose(cascade[2], exact[2], rtol=1e-5, atol=1e-5)
-
-
-def tiny_tower_for(scorer, dim=3, seed=0):
-    """A tower of random weights with the scorer's widths (what a ranker needs to run)."""
-    rng = np.random.default_rng(seed)
-    du, dn, dv = scorer.du, scorer.dn, scorer.vec_dims[0]
-    layer = lambda a, b: (rng.normal(0, 0.3, (a, b)), np.zeros(b))  # noqa: E731
-    return RetrievalTower([layer(du, 4), layer(4, dim)], [layer(dn, 4), layer(4, dim)],
-                          layer(4, 1), 1.0, 1.0, {"dv": dv, "du": du, "dn": dn, "topic": dv},
-                          scorer_digest(scorer))
 
 
 # --------------------------------------------------------------------------- with Spark
@@ -127,13 +132,15 @@ SCORE_DAY = "2019-11-15"
 @pytest.fixture(scope="module")
 def cascade_work(spark, tmp_path_factory):
     """The tiny sample's features as of the end of its data, a random side-feature model with
-    a tower distilled from it, exported."""
+    its landmark retrieval, exported."""
     root = tmp_path_factory.mktemp("cascade")
     cfg, _ = tiny_work(spark, root, as_of=dt.datetime(2019, 11, 15))
     rows = outputs.current_rows(cfg)
     model = side_model(32, rows["summary"]["dense_stats"], seed=5)
-    tower = distill.tower_for_export(cfg, model, rows["summary"]["as_of"])
-    version = export_model(cfg, model, model_metadata(cfg, 32, model=model), retrieval=tower)
+    found = retrieval_for_export(cfg, model, rows["summary"]["as_of"])
+    version = export_model(cfg, model, dict(model_metadata(cfg, 32, model=model),
+                                            retrieval={"landmark_users": 256, "landmark_news": 128}),
+                           retrieval=found)
     cfg = cfg.with_overrides([f"score.model_version={version}", "score.k=5"])
     return cfg, model, version, rows["summary"]["as_of"]
 
@@ -150,15 +157,14 @@ def table_rows(spark, cfg, day):
 
 
 @pytest.mark.spark
-def test_distilled_tower_keeps_the_exact_top_k_in_a_fifth_of_the_pool(cascade_work):
+def test_landmark_retrieval_keeps_the_exact_top_k_in_a_fifth_of_the_pool(cascade_work):
     cfg, model, version, as_of = cascade_work
     folder = export.model_folder(cfg, version)
     whole = cascade_recall(cfg, folder, as_of, users=300, retrieve=10 ** 6)
     assert whole["recall_at_k"] == 1.0 and whole["short_list_recall_at_100"] == 1.0
     fifth = cascade_recall(cfg, folder, as_of, users=300, retrieve=whole["pool"] // 5)
-    # a short list of random news would keep a fifth of the exact top k (a random-weight
-    # teacher is harder to distil than a trained one)
-    assert fifth["recall_at_k"] >= 0.8, fifth
+    # a short list of random news would keep a fifth of the exact top k
+    assert fifth["recall_at_k"] >= 0.9, fifth
     assert fifth["users"] > 50
 
 
@@ -180,18 +186,19 @@ def test_cascade_table_covering_the_pool_equals_the_exact_table(spark, cascade_w
 
 
 @pytest.mark.spark
-def test_cascade_refuses_a_model_without_or_with_a_foreign_tower(spark, cascade_work):
+def test_cascade_refuses_a_model_without_retrieval_or_with_another_models(spark, cascade_work):
     cfg, model, version, as_of = cascade_work
     bare = export_model(cfg, model, model_metadata(cfg, 32, model=model))
     cascade_cfg = table_cfg(cfg, "recs_refused", "score.mode=cascade",
                             f"score.model_version={bare}")
-    with pytest.raises(UserInputError, match="no retrieval tower"):
+    with pytest.raises(UserInputError, match="has no retrieval"):
         score.run(cascade_cfg, SCORE_DAY, spark)
     other = side_model(32, seed=9)
-    foreign = tiny_tower_for(FactorizedScorer(other))
+    foreign = retrieval_for(FactorizedScorer(other))
     mixed = export_model(cfg, model, dict(model_metadata(cfg, 32, model=model),
-                                          retrieval={"width": foreign.width}), retrieval=foreign)
-    with pytest.raises(UserInputError, match="distilled from another model"):
+                                          retrieval={"landmark_users": 40, "landmark_news": 8}),
+                         retrieval=foreign)
+    with pytest.raises(UserInputError, match="made for another model"):
         score.run(cascade_cfg.with_overrides([f"score.model_version={mixed}"]), SCORE_DAY, spark)
 
 
@@ -204,3 +211,14 @@ def test_user_dense_values_match_the_spark_column(spark):
         side.user_dense(F.col("h"), F.col("i"))).collect()], np.float32)
     numpy_values = side.user_dense_values(np.array([0, 3, 120.0]), np.array([0, 7, 4000.0]))
     np.testing.assert_array_equal(spark_values, numpy_values)
+
+
+def test_the_report_shows_the_cascade_recall_or_why_there_is_none():
+    from evaluation.report import cascade_lines
+    doc = {"cascade": {"available": True, "k": 10, "recall_at_k": 0.9712, "min_recall_at_k": 0.7,
+                       "retrieve": 200, "pool": 20000, "short_list_recall_at_100": 0.9,
+                       "users": 1000, "as_of": "2019-11-16T00:00:00"}}
+    line, = cascade_lines(doc)
+    assert "recall@10: 0.9712" in line and "200 of 20000" in line and "1000 users" in line
+    line, = cascade_lines({"cascade": {"available": False, "reason": "the model has no retrieval"}})
+    assert line.endswith("not measured: the model has no retrieval")
