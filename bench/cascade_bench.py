@@ -17,8 +17,9 @@ first one's counts and as many clicked news of the new pool (up to 20). Then, in
   2. recall of the exact lists, by evaluate's own code (evaluation/cascade_recall.py):
      recall@10 of the cascade's top 10 and recall@100 of its short list, `--recall-users`
      users;
-  3. the whole score job (`./spark-submit.sh score`, local[2]) in each mode on every user
-     (`--skip-job` leaves it out);
+  3. the whole score job (`./spark-submit.sh score`, local[2], score.partitions=2) in each
+     mode on every user, wall seconds of its scoring stages (the cascade's include the pool
+     index made on the driver); `--skip-job` leaves it out;
   4. the dev impressions of the real sample replayed through each mode, restricted to each
      impression's candidates (the short list: the `retrieve` best candidates by the retrieval,
      ranked by the DCN, the rest after them by the retrieval's score; bench/cascade_replay.py): AUC, MRR, nDCG@5, nDCG@10.
@@ -60,8 +61,10 @@ def parse_args():
 
 
 def settings(data: Path, work: Path, *extra: str) -> list[str]:
+    # one scoring task per core (score.partitions), in both modes
     items = [f"paths.train={data}/MINDsmall_train", f"paths.dev={data}/MINDsmall_dev",
              f"paths.work={work}", "spark.master=local[2]", "spark.driver_memory=3g",
+             "score.partitions=2",
              f"score.table_location={work}/table", *extra]
     return [arg for item in items for arg in ("--set", item)]
 
@@ -88,9 +91,12 @@ def prepare(scale: str) -> tuple[Path, Path]:
             print(f"cascade_bench: {job[0]}", file=sys.stderr)
             subprocess.run([submit, *job, *args], cwd=ROOT, env=ENV, check=True, capture_output=True)
     folder = (work / "models")
+    cfg = config(args)
     try:
-        current = storage.has_committed_run(str(folder)) and \
-            export.load_retrieval(export.model_folder(config(args))) is not None
+        found = storage.has_committed_run(str(folder)) and \
+            export.load_retrieval(export.model_folder(cfg))
+        current = bool(found) and (len(found.landmark_users), found.landmark_news) == \
+            (cfg["retrieval.landmark_users"], cfg["retrieval.landmark_news"])
     except ValueError:      # a retrieval of an older format
         current = False
     if not current:

@@ -100,7 +100,9 @@ def run(cfg: Config, run_date: str | None = None, spark: SparkSession | None = N
         "users": int(profile_stats["users"]), "users_scored_by_model": warm_users,
         "cold_users": cold, "cold_policy": cfg["score.cold_users"],
         "users_written": int(stats["users"]), "rows_written": int(stats["rows"]),
-        "candidates": len(pool["ids"]), "pairs_scored": pairs,
+        "candidates": len(pool["ids"]), "mode": cfg["score.mode"],
+        "retrieve": cfg["score.retrieve"] if cfg["score.mode"] == "cascade" else None,
+        "pairs_scored": pairs,
         "pairs_per_second": round(pairs / max(timer.seconds["score_and_write"], 1e-9)),
         "seconds": timer.seconds,
     }
