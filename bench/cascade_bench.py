@@ -19,7 +19,10 @@ first one's counts and as many clicked news of the new pool (up to 20). Then, in
      users;
   3. the whole score job (`./spark-submit.sh score`, local[2], score.partitions=2) in each
      mode on every user, wall seconds of its scoring stages (the cascade's include the pool
-     index made on the driver); `--skip-job` leaves it out;
+     index made on the driver), and the cascade job once more on a day of
+     `--job-users-large` users with the same pool: (its seconds - the first's) / (the extra
+     users) is the cascade's marginal seconds per user, the job's fixed costs (Spark stage,
+     index) left out; `--skip-job` leaves it out;
   4. the dev impressions of the real sample replayed through each mode, restricted to each
      impression's candidates (the short list: the `retrieve` best candidates by the retrieval,
      ranked by the DCN, the rest after them by the retrieval's score; bench/cascade_replay.py): AUC, MRR, nDCG@5, nDCG@10.
@@ -57,6 +60,9 @@ def parse_args():
     parser.add_argument("--exact-users", type=int, default=1000)
     parser.add_argument("--recall-users", type=int, default=1000)
     parser.add_argument("--skip-job", action="store_true")
+    parser.add_argument("--job-users-large", type=int, default=100000,
+                        help="users of a second bench-made day (same pool) the cascade job also "
+                             "scores: its marginal seconds per user")
     return parser.parse_args()
 
 
@@ -278,10 +284,18 @@ def main() -> None:
         exact_job = job_seconds(args, "factorized")
         cascade_job = job_seconds(args, "cascade")
         assert exact_job["rows"] == cascade_job["rows"]
+        large = big.with_name(f"{big.name}-{options.job_users_large}")
+        enlarge(work, large, options.pool, options.job_users_large)
+        large_job = job_seconds(settings(data, large, f"score.model_version={version}"), "cascade")
+        marginal = (large_job["seconds"] - cascade_job["seconds"]) / (options.job_users_large - len(frame))
         figures += [("score job (local[2]), cascade / exact seconds of retrieval_index + score_and_write",
                      cascade_job["seconds"] / exact_job["seconds"]),
                     ("score job, exact seconds", exact_job["seconds"]),
-                    ("score job, cascade seconds", cascade_job["seconds"])]
+                    ("score job, cascade seconds", cascade_job["seconds"]),
+                    (f"score job, cascade seconds on {options.job_users_large} users",
+                     large_job["seconds"]),
+                    ("score job, cascade marginal seconds per user / exact seconds per user",
+                     marginal / (exact_job["seconds"] / len(frame)))]
     dev = replay(config(settings(data, work)), (retrieve, 10, 5))
     for label, metrics in dev.items():
         figures.append((f"dev replay, {label}: AUC / MRR / nDCG@5 / nDCG@10",
