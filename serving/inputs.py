@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 
-from common import columns as C
 from common import outputs, storage
 from common.config import Config
 from common.errors import UserInputError
