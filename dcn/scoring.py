@@ -420,6 +420,10 @@ class PlainScorer:
             out[chunk] = self._model_logits(inputs)
         return out
 
+    def prepare_news(self, news):
+        """The news side as it is: the model call has nothing to keep between batches."""
+        return news
+
     def memory(self, n_news: int) -> tuple[int, int]:
         return plain_memory(self._width, self.max_pairs)
 
