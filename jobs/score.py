@@ -45,8 +45,8 @@ def run(cfg: Config, run_date: str | None = None, spark: SparkSession | None = N
     with timer.stage("load_inputs"):
         model_dir, metadata = serving_model(cfg, state, pool_pointer)
         pool = load_pool(f"{pool_pointer['path']}/candidate_pool")
-        tasks.check_cascade(cfg, model_dir)
-        tasks.check_memory_budget(cfg, metadata, len(pool["ids"]))
+        found = tasks.check_cascade(cfg, model_dir)
+        tasks.check_memory_budget(cfg, metadata, len(pool["ids"]), found)
         writer = table.TableWriter(spark, cfg)
         with metastore_errors(cfg):
             table_location = writer.ensure_table()

@@ -1,8 +1,8 @@
 """The scoring kernel of a Spark task: batches of users against the pool, the news each user
 already clicked removed, the top k kept: exact (every user against the whole pool through the
 DCN, dcn/scoring.py) or cascade (the retrieval's short list, then the DCN on it,
-dcn/retrieval.py); dcn/batching.py sizes the batches. The scorer is loaded once per Python worker; the evaluation scores the dev
-rows with the same scorer."""
+dcn/retrieval.py); dcn/batching.py sizes the batches. The scorer is loaded once per Python
+worker; the evaluation scores the dev rows with the same scorer."""
 from __future__ import annotations
 
 import datetime as dt
@@ -109,18 +109,22 @@ def _pool_side(scorer, pool: dict):
                                                 pool["subcategory"], pool["topic"]))
 
 
-def pool_index(model_folder: str, settings: dict, pool: dict):
+def _exact_batch(scorer, n_news: int, settings: dict) -> int:
+    return users_per_batch(scorer.memory(n_news), n_news, settings["memory_budget_mb"] * 2 ** 20,
+                           settings["user_batch_size"])
+
+
+def pool_index(model_folder: str, settings: dict, pool: dict, news=None):
     """The cascade's retrieval index of the day's pool (dcn/retrieval.py: the landmark users'
     exact logits against the pool, regressed on the landmark news'), made once per run on the
     driver and shipped with the pool: its cost is the pool's (landmark users x pool pairs),
-    not the users'. None for the exact modes."""
+    not the users'. `news`: the pool's side, if already prepared. None for the exact modes."""
     if settings["mode"] != "cascade":
         return None
     scorer = cached_scorer(model_folder, "factorized", settings["threads_per_task"])
-    n_news = len(pool["ids"])
-    batch = users_per_batch(scorer.memory(n_news), n_news, settings["memory_budget_mb"] * 2 ** 20,
-                            settings["user_batch_size"])
-    return cached_retrieval(model_folder, scorer).index_pool(scorer, _pool_side(scorer, pool), batch)
+    news = news if news is not None else _pool_side(scorer, pool)
+    return cached_retrieval(model_folder, scorer).index_pool(
+        scorer, news, _exact_batch(scorer, len(pool["ids"]), settings))
 
 
 def make_ranker(model_folder: str, settings: dict, pool: dict, index=None):
@@ -132,10 +136,9 @@ def make_ranker(model_folder: str, settings: dict, pool: dict, index=None):
     news = _pool_side(scorer, pool)
     n_news, budget = len(pool["ids"]), settings["memory_budget_mb"] * 2 ** 20
     if mode != "cascade":
-        return ExactRanker(scorer, news), users_per_batch(scorer.memory(n_news), n_news, budget,
-                                                          settings["user_batch_size"])
+        return ExactRanker(scorer, news), _exact_batch(scorer, n_news, settings)
     found = cached_retrieval(model_folder, scorer)
-    index = index if index is not None else pool_index(model_folder, settings, pool)
+    index = index if index is not None else pool_index(model_folder, settings, pool, news)
     memory = cascade_memory(scorer.memory(n_news), 0, found.width(n_news), n_news,
                             settings["retrieve"])
     return (CascadeRanker(scorer, news, found, settings["retrieve"], index),
@@ -207,23 +210,24 @@ def score_partitions(pool_broadcast, model_folder: str, version: str, settings: 
     return run
 
 
-def check_cascade(cfg: Config, model_folder: str) -> None:
-    """On the driver, before any task: the cascade's retrieval exists and belongs to the model."""
-    if cfg["score.mode"] == "cascade":
-        cached_retrieval(model_folder, cached_scorer(model_folder, "factorized", 0))
+def check_cascade(cfg: Config, model_folder: str):
+    """On the driver, before any task: the cascade's retrieval exists and belongs to the model.
+    Returns it (None for the exact modes)."""
+    if cfg["score.mode"] != "cascade":
+        return None
+    return cached_retrieval(model_folder, cached_scorer(model_folder, "factorized", 0))
 
 
-def check_memory_budget(cfg: Config, metadata: dict, n_news: int) -> None:
+def check_memory_budget(cfg: Config, metadata: dict, n_news: int, found=None) -> None:
     """On the driver: a budget in which not even one user fits next to the pool is an error
-    now, not in every task later."""
+    now, not in every task later. `found`: the cascade's retrieval (check_cascade)."""
     if "model_spec" not in metadata:
         return
     mode = cfg["score.mode"]
-    landmarks = metadata.get("retrieval") or {}
     try:
         users_per_batch(spec_memory(metadata["model_spec"], n_news, mode,
-                                    landmark_users=landmarks.get("landmark_users", 0),
-                                    landmark_news=landmarks.get("landmark_news", 0),
+                                    landmark_users=len(found.landmark_users) if found else 0,
+                                    landmark_news=found.landmark_news if found else 0,
                                     retrieve=cfg["score.retrieve"]), n_news,
                         cfg["score.memory_budget_mb"] * 2 ** 20, cfg["score.user_batch_size"])
     except MemoryBudgetTooSmall as err:

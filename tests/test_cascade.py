@@ -138,9 +138,7 @@ def cascade_work(spark, tmp_path_factory):
     rows = outputs.current_rows(cfg)
     model = side_model(32, rows["summary"]["dense_stats"], seed=5)
     found = retrieval_for_export(cfg, model, rows["summary"]["as_of"])
-    version = export_model(cfg, model, dict(model_metadata(cfg, 32, model=model),
-                                            retrieval={"landmark_users": 256, "landmark_news": 128}),
-                           retrieval=found)
+    version = export_model(cfg, model, model_metadata(cfg, 32, model=model), retrieval=found)
     cfg = cfg.with_overrides([f"score.model_version={version}", "score.k=5"])
     return cfg, model, version, rows["summary"]["as_of"]
 
@@ -195,9 +193,7 @@ def test_cascade_refuses_a_model_without_retrieval_or_with_another_models(spark,
         score.run(cascade_cfg, SCORE_DAY, spark)
     other = side_model(32, seed=9)
     foreign = retrieval_for(FactorizedScorer(other))
-    mixed = export_model(cfg, model, dict(model_metadata(cfg, 32, model=model),
-                                          retrieval={"landmark_users": 40, "landmark_news": 8}),
-                         retrieval=foreign)
+    mixed = export_model(cfg, model, model_metadata(cfg, 32, model=model), retrieval=foreign)
     with pytest.raises(UserInputError, match="made for another model"):
         score.run(cascade_cfg.with_overrides([f"score.model_version={mixed}"]), SCORE_DAY, spark)
 
