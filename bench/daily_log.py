@@ -14,13 +14,17 @@ ROOT = Path(__file__).resolve().parent.parent
 SCALES = ["tiny", "small", "mind-small"]
 
 
-def arguments(description: str, encoder: bool = False) -> argparse.Namespace:
+def argument_parser(description: str, encoder: bool = False) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--scale", default="mind-small", choices=SCALES)
     if encoder:
         parser.add_argument("--encoder", default="minilm", choices=["minilm", "use", "e5-small", "hashing"])
     parser.add_argument("--repeats", type=int, default=1)
-    return parser.parse_args()
+    return parser
+
+
+def arguments(description: str, encoder: bool = False) -> argparse.Namespace:
+    return argument_parser(description, encoder).parse_args()
 
 
 def sample(scale: str, name: str = "daily") -> tuple[Path, list[str]]:

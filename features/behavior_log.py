@@ -29,7 +29,7 @@ from common import columns as C
 from common import outputs, storage
 from common.errors import UserInputError
 from common.config import Config
-from features.mind import (BEHAVIORS_FILE, NEWS_FILE, FileCheck, ParsedFile, check_rejected_share,
+from features.mind import (BEHAVIORS_FILE, NEWS_FILE, FileCheck, ParsedFile, check_rejected_shares,
                        parse_behaviors)
 
 DAY_PARTITION = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
@@ -139,27 +139,26 @@ def read_impressions(spark: SparkSession, cfg: Config, start: dt.datetime | None
 
     A daily log reads only the partitions of the days the span touches; MIND folders are read
     whole and filtered. Each file read is checked against `mind.max_rejected_share`."""
-    parts: list[tuple[ParsedFile, str, str, int]] = []
+    parts: list[tuple[ParsedFile, list[str], str, int]] = []
     if is_daily(cfg):
         root = storage.to_uri(cfg["paths.log"])
-        for day in log_days(cfg):
-            if start is not None and outputs.day_start(day) + dt.timedelta(days=1) <= start:
-                continue
-            if end is not None and outputs.day_start(day) >= end:
-                continue
-            folder = f"{root}/date={day.isoformat()}"
-            parts.append((parse_behaviors(spark, folder, day=day.isoformat()),
-                          f"{folder}/{BEHAVIORS_FILE}", "log", 0))
+        days = [day for day in log_days(cfg)
+                if (start is None or outputs.day_start(day) + dt.timedelta(days=1) > start)
+                and (end is None or outputs.day_start(day) < end)]
+        if days:   # every day's partition in one parse
+            folders = [f"{root}/date={day.isoformat()}" for day in days]
+            parts.append((parse_behaviors(spark, folders, days=[d.isoformat() for d in days]),
+                          [f"{folder}/{BEHAVIORS_FILE}" for folder in folders], "log", 0))
     else:
         for source, src in folder_sources(cfg):
             folder = storage.to_uri(cfg[f"paths.{source}"])
             if not storage.exists(f"{folder}/{BEHAVIORS_FILE}"):
                 raise UserInputError(f"paths.{source}: {folder}/{BEHAVIORS_FILE} does not exist")
-            parts.append((parse_behaviors(spark, folder), f"{folder}/{BEHAVIORS_FILE}",
+            parts.append((parse_behaviors(spark, folder), [f"{folder}/{BEHAVIORS_FILE}"],
                           source, src))
     frames, rejected, checks = [], [], []
-    for parsed, uri, source, src in parts:   # both read from the parser's one cache
-        checks.append(check_rejected_share(parsed, uri, cfg["mind.max_rejected_share"]))
+    for parsed, uris, source, src in parts:   # both read from the parser's one cache
+        checks.extend(check_rejected_shares(parsed, uris, cfg["mind.max_rejected_share"]))
         frames.append(_with_keys(parsed.good, source, src))
         rejected.append(parsed.rejected)
     if not frames:

@@ -68,7 +68,9 @@ def embed_missing(spark: SparkSession, cfg: Config, day: dt.date, before: dt.dat
     with timer.stage("read_news"):
         news, rejected, checks = read_all_news(spark, cfg, before)
         news = news.cache()
-        n_news = news.count()
+        stats = news.agg(F.count("*").alias("news"),
+                         F.count(F.when(F.col("titles") > 1, 1)).alias("retitled")).first()
+        n_news = stats["news"]
         held = _embedded(spark, partitions, "vectors", schemas.NEWS_VECTORS)
         missing = news if held is None else news.join(held.select(C.NEWS_ID), C.NEWS_ID, "left_anti")
         missing = missing.cache()
@@ -77,8 +79,7 @@ def embed_missing(spark: SparkSession, cfg: Config, day: dt.date, before: dt.dat
                "embedded": n_missing, "day": day.isoformat(),
                "rejected_rows": {c.file: c.rejected for c in checks},
                "duplicate_news_ids": {c.file: c.duplicates for c in checks},
-               "news_ids_with_other_titles_in_later_folders":
-                   news.where(F.col("titles") > 1).count()}
+               "news_ids_with_other_titles_in_later_folders": stats["retitled"]}
     if n_missing == 0:
         return summary
     root = outputs.vectors_partition_root(cfg, identity["id"], day)

@@ -15,6 +15,8 @@ the lines themselves.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import reduce
+from typing import Sequence
 
 from pyspark.sql import DataFrame, SparkSession, Window, functions as F
 
@@ -31,6 +33,9 @@ NEWS_ID_PATTERN = r"^N[0-9]+$"
 USER_ID_PATTERN = r"^U[0-9]+$"
 IMPRESSION_ID_PATTERN = r"^[0-9]{1,18}$"
 CANDIDATE_PATTERN = r"^N[0-9]+-[01]$"
+# The position of a row's file in the list of files one parse read: one parse (one cached pass,
+# one count job) covers every file of a log, however many days it has.
+FILE_INDEX = "file_index"
 ENTITY_SCHEMA = ("array<struct<Label:string,Type:string,WikidataId:string,Confidence:double,"
                  "OccurrenceOffsets:array<int>,SurfaceForms:array<string>>>")
 
@@ -39,17 +44,21 @@ class RejectedShareExceeded(UserInputError):
     """Too many malformed rows in an input file."""
 
 
-def read_lines(spark: SparkSession, uri: str) -> DataFrame:
-    """Lines of a text file as (file, block, row_id, text, raw_ok): `raw_ok` is false for a line
-    that is not valid UTF-8 (its text then holds replacement characters). `block` and `row_id`
-    locate the line for `with_line_numbers`."""
+def read_lines(spark: SparkSession, uris: str | Sequence[str]) -> DataFrame:
+    """Lines of text files as (file_index, file, block, row_id, text, raw_ok): `file_index` is
+    the file's position in `uris`; `raw_ok` is false for a line that is not valid UTF-8 (its
+    text then holds replacement characters). `block` and `row_id` locate the line for
+    `with_line_numbers`."""
+    uris = [uris] if isinstance(uris, str) else list(uris)
     value_bytes = F.col("value").cast("binary")
-    return spark.read.text(uri).select(
+    return reduce(DataFrame.unionByName, [spark.read.text(uri).select(
+        F.lit(index).alias(FILE_INDEX),
         F.input_file_name().alias("file"),
         F.input_file_block_start().alias("block"),
         F.monotonically_increasing_id().alias("row_id"),
         F.regexp_replace(F.decode(value_bytes, "UTF-8"), "\r$", "").alias("text"),
         (F.encode(F.decode(value_bytes, "UTF-8"), "UTF-8") == value_bytes).alias("raw_ok"))
+        for index, uri in enumerate(uris)])
 
 
 def with_line_numbers(rows: DataFrame, all_lines: DataFrame) -> DataFrame:
@@ -105,37 +114,54 @@ def _split_rows(lines: DataFrame, checks, parsed_columns: list[F.Column],
     checked = (lines.withColumn("fields", F.split("text", "\t", -1))
                .withColumn("_reject", _reject_reason(checks)))
     checked = checked.select(
-        "file", "block", "row_id", "_reject",
+        FILE_INDEX, "file", "block", "row_id", "_reject",
         F.when(F.col("_reject").isNotNull(), F.col("text")).alias("text"),
         *[F.when(F.col("_reject").isNull(), c).alias(name) for c, name in parsed_columns],
     )
     if unique is not None:
         checked = _reject_repeated_ids(checked.cache(), *unique)
     checked = checked.cache()
-    good = checked.where(F.col("_reject").isNull()).select(*[name for _, name in parsed_columns])
+    good = checked.where(F.col("_reject").isNull()).select(
+        FILE_INDEX, *[name for _, name in parsed_columns])
     rejected = with_line_numbers(checked.where(F.col("_reject").isNotNull()), checked).select(
-        "file", "line", F.col("_reject.column").alias("column"),
+        FILE_INDEX, "file", "line", F.col("_reject.column").alias("column"),
         F.col("_reject.reason").alias("reason"), "text")
-    return ParsedFile(good, schemas.conform(rejected, schemas.REJECTED_ROWS), checked)
+    return ParsedFile(good, rejected, checked)
 
 
 @dataclass
 class ParsedFile:
-    """A parsed file: its good rows, its rejected rows (schemas.REJECTED_ROWS, with line
-    numbers), and the cached checked lines both come from."""
-    good: DataFrame
-    rejected: DataFrame
+    """Parsed files (one or many, read in one pass): their good rows and rejected rows, both
+    with each row's FILE_INDEX, and the cached checked lines both come from."""
+    indexed_good: DataFrame
+    indexed_rejected: DataFrame
     checked: DataFrame
 
-    def counts(self) -> tuple[int, int, int]:
-        """(good rows, rejected rows, rejected as repeated ids), in one pass over the cached
-        checked lines (no line numbers needed to count)."""
+    @property
+    def good(self) -> DataFrame:
+        return self.indexed_good.drop(FILE_INDEX)
+
+    @property
+    def rejected(self) -> DataFrame:
+        """schemas.REJECTED_ROWS, with line numbers."""
+        return schemas.conform(self.indexed_rejected, schemas.REJECTED_ROWS)
+
+    def counts_by_file(self) -> dict[int, tuple[int, int, int]]:
+        """FILE_INDEX -> (good rows, rejected rows, rejected as repeated ids), in one pass over
+        the cached checked lines (no line numbers needed to count); a file without lines is
+        absent."""
         reject = F.col("_reject")
-        stats = self.checked.agg(
+        stats = self.checked.groupBy(FILE_INDEX).agg(
             F.count(F.when(reject.isNull(), 1)).alias("good"), F.count(reject).alias("rejected"),
             F.count(F.when(reject["reason"].startswith(DUPLICATE_REASON + " "), 1))
-            .alias("duplicates")).first()
-        return int(stats["good"]), int(stats["rejected"]), int(stats["duplicates"])
+            .alias("duplicates")).collect()
+        return {row[FILE_INDEX]: (int(row["good"]), int(row["rejected"]), int(row["duplicates"]))
+                for row in stats}
+
+    def counts(self) -> tuple[int, int, int]:
+        """`counts_by_file` summed over the files."""
+        per_file = self.counts_by_file().values()
+        return tuple(sum(c[i] for c in per_file) for i in range(3))
 
 
 DUPLICATE_REASON = "duplicate"
@@ -163,15 +189,21 @@ def _reject_repeated_ids(checked: DataFrame, column: str, what: str) -> DataFram
     return marked.select(*checked.columns)
 
 
-def parse_behaviors(spark: SparkSession, folder: str, day: str | None = None) -> ParsedFile:
-    """Parse `folder/behaviors.tsv` into good rows and rejected rows (ParsedFile).
+def parse_behaviors(spark: SparkSession, folders: str | Sequence[str],
+                    days: str | Sequence[str] | None = None) -> ParsedFile:
+    """Parse `folder/behaviors.tsv` of each of `folders` into good rows and rejected rows
+    (ParsedFile), in one pass.
 
     Good rows: impression_id, user_id, time (timestamp, UTC), history (news ids, oldest first;
     empty for an empty history), candidates (array of struct(news_id, label)) in listed order.
-    With `day` (YYYY-MM-DD, the file is one day's partition of a log), a row whose time falls
-    on another day is rejected.
+    With `days` (YYYY-MM-DD, one per folder: each file is one day's partition of a log), a row
+    whose time falls on another day than its file's is rejected.
     """
-    lines = read_lines(spark, f"{folder.rstrip('/')}/{BEHAVIORS_FILE}")
+    folders = [folders] if isinstance(folders, str) else list(folders)
+    days = [days] if isinstance(days, str) else days
+    lines = read_lines(spark, [f"{folder.rstrip('/')}/{BEHAVIORS_FILE}" for folder in folders])
+    file_day = (None if days is None else
+                F.element_at(F.array(*[F.lit(day) for day in days]), F.col(FILE_INDEX) + 1))
     field = lambda i: F.col("fields")[i]  # noqa: E731
     history, impressions = _tokens(field(3)), _tokens(field(4))
     parsed_time = F.to_timestamp(field(2), TIME_FORMAT)
@@ -187,9 +219,9 @@ def parse_behaviors(spark: SparkSession, folder: str, day: str | None = None) ->
         (F.exists(history, lambda t: ~t.rlike(NEWS_ID_PATTERN)), 4,
          F.format_string("history token '%s' is not a news id",
                          _first_bad(history, NEWS_ID_PATTERN))),
-        *([] if day is None else [
-            (F.to_date(parsed_time) != F.lit(day).cast("date"), 3,
-             F.format_string(f"time '%s' is not on the partition's day {day}", field(2)))]),
+        *([] if file_day is None else [
+            (F.to_date(parsed_time) != file_day.cast("date"), 3,
+             F.format_string("time '%s' is not on the partition's day %s", field(2), file_day))]),
         (F.size(impressions) == 0, 5, F.lit("impressions field is empty")),
         (F.exists(impressions, lambda t: ~t.rlike(CANDIDATE_PATTERN)), 5,
          F.format_string("impression token '%s' is not NEWSID-1 or NEWSID-0",
@@ -204,12 +236,14 @@ def parse_behaviors(spark: SparkSession, folder: str, day: str | None = None) ->
         unique=(C.IMPRESSION_ID, "impression id"))
 
 
-def parse_news(spark: SparkSession, folder: str) -> ParsedFile:
-    """Parse `folder/news.tsv` into good rows and rejected rows (ParsedFile).
+def parse_news(spark: SparkSession, folders: str | Sequence[str]) -> ParsedFile:
+    """Parse `folder/news.tsv` of each of `folders` into good rows and rejected rows
+    (ParsedFile), in one pass.
 
     Good rows: news_id, category, subcategory, title, abstract.
     """
-    lines = read_lines(spark, f"{folder.rstrip('/')}/{NEWS_FILE}")
+    folders = [folders] if isinstance(folders, str) else list(folders)
+    lines = read_lines(spark, [f"{folder.rstrip('/')}/{NEWS_FILE}" for folder in folders])
     field = lambda i: F.col("fields")[i]  # noqa: E731
     checks = [
         (~F.col("raw_ok"), None, F.lit("line is not valid UTF-8")),
@@ -244,21 +278,32 @@ class FileCheck:
         return self.rejected / self.lines if self.lines else 0.0
 
 
+def check_rejected_shares(parsed: ParsedFile, uris: Sequence[str],
+                          max_share: float) -> list[FileCheck]:
+    """Count each file's rows (`uris` in the order the parse read them) and fail with examples
+    on the first whose rejected share passes `max_share`."""
+    counts = parsed.counts_by_file()
+    checks = []
+    for index, uri in enumerate(uris):
+        n_good, n_rejected, duplicates = counts.get(index, (0, 0, 0))
+        check = FileCheck(uri, n_good + n_rejected, n_rejected, duplicates)
+        if check.lines == 0 and storage.is_dir(uri):
+            raise RejectedShareExceeded(f"{uri} is a directory: expected the file itself there")
+        if check.lines == 0:
+            raise RejectedShareExceeded(f"{uri}: the file is empty")
+        if check.rejected_share > max_share:
+            examples = (parsed.indexed_rejected.where(F.col(FILE_INDEX) == index)
+                        .orderBy("line").limit(5).collect())
+            detail = "\n".join(
+                f"  {uri}:{r['line']}" + (f" column {r['column']}" if r['column'] else "")
+                + f": {r['reason']}" for r in examples)
+            raise RejectedShareExceeded(
+                f"{uri}: {n_rejected} of {check.lines} rows rejected ({check.rejected_share:.2%} "
+                f"> mind.max_rejected_share {max_share:.2%}); first ones:\n" + detail)
+        checks.append(check)
+    return checks
+
+
 def check_rejected_share(parsed: ParsedFile, uri: str, max_share: float) -> FileCheck:
-    """Count a file's rows and fail with examples when its rejected share passes `max_share`."""
-    n_good, n_rejected, duplicates = parsed.counts()
-    check = FileCheck(uri, n_good + n_rejected, n_rejected, duplicates)
-    if check.lines == 0 and storage.is_dir(uri):
-        raise RejectedShareExceeded(f"{uri} is a directory: expected the file itself there")
-    if check.lines == 0:
-        raise RejectedShareExceeded(f"{uri}: the file is empty")
-    if check.rejected_share > max_share:
-        examples = parsed.rejected.orderBy("line").limit(5).collect()
-        detail = "\n".join(
-            f"  {uri}:{r['line']}" + (f" column {r['column']}" if r['column'] else "")
-            + f": {r['reason']}" for r in examples)
-        raise RejectedShareExceeded(
-            f"{uri}: {n_rejected} of {check.lines} rows rejected "
-            f"({check.rejected_share:.2%} > mind.max_rejected_share {max_share:.2%}); first ones:\n"
-            + detail)
-    return check
+    """`check_rejected_shares` of a parse of one file."""
+    return check_rejected_shares(parsed, [uri], max_share)[0]

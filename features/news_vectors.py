@@ -23,7 +23,8 @@ from common.config import Config
 from common.errors import UserInputError
 from features import encoders, vector_fit, vector_transform
 from features.behavior_log import news_folders
-from features.mind import NEWS_FILE, check_rejected_share, parse_news, read_numbered_lines
+from features.mind import (FILE_INDEX, NEWS_FILE, check_rejected_shares, parse_news,
+                           read_numbered_lines)
 
 
 def transform_settings(cfg: Config) -> vector_transform.Settings:
@@ -76,28 +77,23 @@ def read_all_news(spark: SparkSession, cfg: Config,
                   before: dt.date | None = None) -> tuple[DataFrame, DataFrame, list]:
     """Distinct news of every news.tsv of the log (of a daily log's catalogue as of `before`;
     the first folder's row wins), their rejected rows, and each file's line counts."""
-    frames, rejected, checks = [], [], []
     folders = news_folders(cfg, before)
     if not folders:
         raise UserInputError(f"the log {cfg['paths.log']} has no {NEWS_FILE} before {before}")
-    for order, folder in enumerate(folders):
+    for folder in folders:
         if not storage.exists(f"{folder}/{NEWS_FILE}"):
             raise UserInputError(f"{folder}/{NEWS_FILE} does not exist")
-        parsed = parse_news(spark, folder)
-        checks.append(check_rejected_share(parsed, f"{folder}/news.tsv",
-                                           cfg["mind.max_rejected_share"]))
-        frames.append(parsed.good.withColumn("split_order", F.lit(order)))
-        rejected.append(parsed.rejected)
-    union, bad_rows = frames[0], rejected[0]
-    for frame, bad in zip(frames[1:], rejected[1:]):
-        union, bad_rows = union.unionByName(frame), bad_rows.unionByName(bad)
+    parsed = parse_news(spark, folders)
+    checks = check_rejected_shares(parsed, [f"{folder}/{NEWS_FILE}" for folder in folders],
+                                   cfg["mind.max_rejected_share"])
+    union = parsed.indexed_good.withColumnRenamed(FILE_INDEX, "split_order")
     news = (union.groupBy(C.NEWS_ID)
             .agg(F.min_by(F.struct("title", "abstract", "category", "subcategory"),
                           F.struct("split_order", "title")).alias("first"),
                  F.countDistinct("title").alias("titles"))
             .select(C.NEWS_ID, "first.title", "first.abstract", "first.category",
                     "first.subcategory", "titles"))
-    return news, bad_rows, checks
+    return news, parsed.rejected, checks
 
 
 

@@ -9,6 +9,13 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+def pytest_collection_modifyitems(config, items):
+    """The standalone-cluster module first: run-tests.sh runs the files on two workers
+    (pytest-xdist, --dist loadfile), and this longest file then runs beside the others
+    rather than after them."""
+    items.sort(key=lambda item: 0 if item.get_closest_marker("cluster") else 1)
+
+
 @pytest.fixture(scope="session")
 def spark(tmp_path_factory):
     from common.config import load_config

@@ -75,7 +75,9 @@ def submit(cluster, job, *args, check=True) -> subprocess.CompletedProcess:
         pytest.fail(f"{job} on the cluster did not end within {STAGE_TIMEOUT_S} s; the end of "
                     f"its driver's log, then of its executors':\n{_tail(err.stderr)}\n"
                     + executor_logs(cluster))
-    print(f"cluster: {job} took {time.monotonic() - started:.1f} s", file=sys.stderr)
+    stages = [line for line in result.stderr.splitlines() if line.startswith(f"[{job}] ")]
+    print(f"cluster: {job} took {time.monotonic() - started:.1f} s", *stages, sep="\n  ",
+          file=sys.stderr)
     if check and result.returncode != 0:
         pytest.fail(f"{job} on the cluster failed ({result.returncode}):\n{result.stderr[-4000:]}")
     return result

@@ -5,7 +5,8 @@ import datetime as dt
 
 import pytest
 
-from features.mind import RejectedShareExceeded, check_rejected_share, parse_behaviors, parse_news
+from features.mind import (RejectedShareExceeded, check_rejected_share, check_rejected_shares,
+                           parse_behaviors, parse_news)
 from tests.builders import write_tsv
 
 pytestmark = pytest.mark.spark
@@ -150,3 +151,36 @@ def test_line_numbers_survive_many_blocks(spark, tmp_path):
         assert parsed.counts() == (20000 - len(bad_lines), len(bad_lines), 0)
     finally:
         spark.conf.set("spark.sql.files.maxPartitionBytes", previous)
+
+
+def test_many_files_parse_in_one_pass_each_checked_and_located(spark, tmp_path):
+    """A log of day partitions parsed at once: rows keep their file's index, repeated ids are
+    repeats only within a file, a row off its partition's day is rejected at its own file and
+    line, and each file gets its own counts and threshold."""
+    days = ["2019-11-11", "2019-11-12"]
+    folders = [tmp_path / f"date={day}" for day in days]
+    write_tsv(folders[0] / "behaviors.tsv", [
+        ["1", "U1", "11/11/2019 9:05:58 AM", "N1", "N3-1 N4-0"],
+        ["2", "U2", "11/11/2019 9:06:00 AM", "", "N3-0 N4-1"]])
+    write_tsv(folders[1] / "behaviors.tsv", [
+        ["1", "U1", "11/12/2019 9:05:58 AM", "N1", "N3-1"],                # id 1 again: another file
+        ["3", "U3", "11/11/2019 11:00:00 PM", "", "N4-1"],                 # the day before
+        ["4", "U4", "11/12/2019 1:00:00 AM", "N3", "N4-0"]])
+    parsed = parse_behaviors(spark, [str(f) for f in folders], days=days)
+    kept = sorted((r["file_index"], r["impression_id"]) for r in parsed.indexed_good.collect())
+    assert kept == [(0, 1), (0, 2), (1, 1), (1, 4)]
+    bad = [(r["file"].endswith("date=2019-11-12/behaviors.tsv"), r["line"], r["column"], r["reason"])
+           for r in parsed.rejected.collect()]
+    assert bad == [(True, 2, 3, "time '11/11/2019 11:00:00 PM' is not on the partition's day "
+                                "2019-11-12")]
+    uris = [str(f / "behaviors.tsv") for f in folders]
+    checks = check_rejected_shares(parsed, uris, max_share=0.5)
+    assert [(c.file, c.lines, c.rejected) for c in checks] == [(uris[0], 2, 0), (uris[1], 3, 1)]
+    with pytest.raises(RejectedShareExceeded, match=r"date=2019-11-12/behaviors.tsv: 1 of 3 rows"):
+        check_rejected_shares(parsed, uris, max_share=0.2)
+
+    write_tsv(folders[0] / "news.tsv", [news_row("N1"), news_row("N1")])
+    (folders[1] / "news.tsv").write_text("")
+    news = parse_news(spark, [str(f) for f in folders])
+    with pytest.raises(RejectedShareExceeded, match=r"date=2019-11-12/news.tsv: the file is empty"):
+        check_rejected_shares(news, [str(f / "news.tsv") for f in folders], max_share=0.9)
