@@ -189,6 +189,11 @@ def _reject_repeated_ids(checked: DataFrame, column: str, what: str) -> DataFram
     return marked.select(*checked.columns)
 
 
+def _file_uris(folders: str | Sequence[str], name: str) -> list[str]:
+    folders = [folders] if isinstance(folders, str) else folders
+    return [f"{folder.rstrip('/')}/{name}" for folder in folders]
+
+
 def parse_behaviors(spark: SparkSession, folders: str | Sequence[str],
                     days: str | Sequence[str] | None = None) -> ParsedFile:
     """Parse `folder/behaviors.tsv` of each of `folders` into good rows and rejected rows
@@ -199,9 +204,8 @@ def parse_behaviors(spark: SparkSession, folders: str | Sequence[str],
     With `days` (YYYY-MM-DD, one per folder: each file is one day's partition of a log), a row
     whose time falls on another day than its file's is rejected.
     """
-    folders = [folders] if isinstance(folders, str) else list(folders)
     days = [days] if isinstance(days, str) else days
-    lines = read_lines(spark, [f"{folder.rstrip('/')}/{BEHAVIORS_FILE}" for folder in folders])
+    lines = read_lines(spark, _file_uris(folders, BEHAVIORS_FILE))
     file_day = (None if days is None else
                 F.element_at(F.array(*[F.lit(day) for day in days]), F.col(FILE_INDEX) + 1))
     field = lambda i: F.col("fields")[i]  # noqa: E731
@@ -242,8 +246,7 @@ def parse_news(spark: SparkSession, folders: str | Sequence[str]) -> ParsedFile:
 
     Good rows: news_id, category, subcategory, title, abstract.
     """
-    folders = [folders] if isinstance(folders, str) else list(folders)
-    lines = read_lines(spark, [f"{folder.rstrip('/')}/{NEWS_FILE}" for folder in folders])
+    lines = read_lines(spark, _file_uris(folders, NEWS_FILE))
     field = lambda i: F.col("fields")[i]  # noqa: E731
     checks = [
         (~F.col("raw_ok"), None, F.lit("line is not valid UTF-8")),
